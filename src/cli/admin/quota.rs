@@ -1,0 +1,65 @@
+//! `basphere admin quota ...`: per-user limits.
+
+use clap::Subcommand;
+
+use crate::context::Context;
+use crate::db::quotas::Overrides;
+use crate::error::{Error, Result};
+use crate::ops::quota;
+use crate::output::Output;
+use crate::validate::{self, Size};
+
+/// Show and change users' quotas
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Change some of a user's limits; the others stay as they are
+    #[command(after_help = "Example:\n  basphere admin quota set alice --cpus 8 --memory 16G")]
+    Set {
+        user: String,
+        #[arg(long)]
+        cpus: Option<String>,
+        #[arg(long)]
+        memory: Option<String>,
+        #[arg(long)]
+        disk: Option<String>,
+        #[arg(long)]
+        vms: Option<String>,
+        #[arg(long)]
+        snapshots: Option<String>,
+    },
+    /// Show a user's limits and usage
+    Show { user: String },
+}
+
+pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
+    match &args.command {
+        Command::Set { user, cpus, memory, disk, vms, snapshots } => {
+            let n = |what, v: &Option<String>| -> Result<Option<u64>> {
+                v.as_deref().map(|s| validate::count(what, s, 1_000_000).map(u64::from)).transpose()
+            };
+            let change = Overrides {
+                cpus: n("CPU limit", cpus)?,
+                memory_mib: memory.as_deref().map(|s| s.parse::<Size>().map(Size::mib)).transpose()?,
+                disk_bytes: disk.as_deref().map(|s| s.parse::<Size>().map(Size::bytes)).transpose()?,
+                vms: n("VM limit", vms)?,
+                snapshots: n("snapshot limit", snapshots)?,
+            };
+            if change == Overrides::default() {
+                return Err(Error::invalid_with_help("nothing to change", "give at least one of --cpus, --memory, --disk, --vms, --snapshots"));
+            }
+            let report = quota::set(ctx, user, &change)?;
+            crate::cli::quota::render(out, &report)?;
+        }
+        Command::Show { user } => {
+            ctx.require_admin()?;
+            crate::cli::quota::render(out, &quota::show(ctx, user)?)?;
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,60 @@
+//! `basphere create-vm NAME`: a new VM within the quota.
+
+use crate::context::Context;
+use crate::error::Result;
+use crate::ops::vm::{self, CreateRequest};
+use crate::output::Output;
+use crate::validate::{self, Size};
+
+/// Create a virtual machine
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  basphere create-vm web1\n  basphere create-vm db1 --flavor large\n  basphere create-vm build --cpus 4 --memory 8G --disk 40G --image debian-12")]
+pub struct Args {
+    /// VM name: a lowercase letter, then lowercase letters, digits or `-` (at most 63)
+    pub name: String,
+
+    /// Base image (see `basphere images`)
+    #[arg(long)]
+    pub image: Option<String>,
+
+    /// Size preset (see `basphere config`); --cpus, --memory and --disk refine the default
+    #[arg(long, conflicts_with_all = ["cpus", "memory", "disk"])]
+    pub flavor: Option<String>,
+
+    /// Virtual CPUs
+    #[arg(long)]
+    pub cpus: Option<String>,
+
+    /// Memory, e.g. 2G or 512M
+    #[arg(long)]
+    pub memory: Option<String>,
+
+    /// Disk size, e.g. 20G
+    #[arg(long)]
+    pub disk: Option<String>,
+
+    /// Define the VM but do not start it
+    #[arg(long)]
+    pub no_start: bool,
+}
+
+pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
+    let req = CreateRequest {
+        name: Some(args.name.parse()?),
+        image: args.image.as_deref().map(str::parse).transpose()?,
+        flavor: args.flavor.clone(),
+        cpus: args.cpus.as_deref().map(|c| validate::count("CPU count", c, 64)).transpose()?,
+        memory: args.memory.as_deref().map(str::parse::<Size>).transpose()?,
+        disk: args.disk.as_deref().map(str::parse::<Size>).transpose()?,
+        start: !args.no_start,
+    };
+    let spinner = out.spinner();
+    let created = vm::create(ctx, &req, &mut |step| spinner.set_message(step.to_owned()));
+    spinner.finish_and_clear();
+    let view = created?;
+    if out.json {
+        return out.json(&view).map(|_| 0);
+    }
+    super::vm::show_view(out, &view)?;
+    Ok(0)
+}

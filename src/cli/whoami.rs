@@ -1,0 +1,39 @@
+//! `basphere whoami`: who basphere thinks you are.
+
+use crate::context::Context;
+use crate::error::Result;
+use crate::ops::user;
+use crate::output::Output;
+
+/// Show who you are: user, role and keys
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn exec(_args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
+    let me = user::me(ctx)?;
+    let role = if ctx.actor.admin { "admin" } else { "user" };
+    if out.json {
+        let value = serde_json::json!({
+            "actor": ctx.actor.name,
+            "via": ctx.actor.via,
+            "role": role,
+            "user": me.as_ref().map(|(u, _)| &u.id),
+            "email": me.as_ref().map(|(u, _)| &u.email),
+            "keys": me.as_ref().map(|(_, k)| k.iter().map(|k| &k.fingerprint).collect::<Vec<_>>()),
+        });
+        return out.json(&value).map(|_| 0);
+    }
+    let mut fields = vec![("actor", ctx.actor.name.clone()), ("via", ctx.actor.via.to_owned()), ("role", role.to_owned())];
+    match &me {
+        Some((u, keys)) => {
+            fields.push(("user", u.id.clone()));
+            fields.push(("email", u.email.clone()));
+            for k in keys {
+                fields.push(("key", format!("{} {}", k.fingerprint, k.algorithm)));
+            }
+        }
+        None => fields.push(("user", "(none: use --as USER to act for a user)".into())),
+    }
+    out.fields(&fields)?;
+    Ok(0)
+}

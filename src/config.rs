@@ -1,0 +1,580 @@
+//! Settings: defaults, then the TOML file, then `BASPHERE_*` variables, then flags.
+//!
+//! Every value remembers where it came from so `basphere config` can say so.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::validate::{Size, GIB};
+use crate::virt::VirtTypeSetting;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/basphere/config.toml";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Default,
+    File,
+    Env,
+    Flag,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Source::Default => "default",
+            Source::File => "file",
+            Source::Env => "env",
+            Source::Flag => "flag",
+        })
+    }
+}
+
+/// An IPv4 pool cut into /24 networks, one per tenant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetworkPool {
+    pub base: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl NetworkPool {
+    /// How many /24 networks the pool holds.
+    pub fn capacity(&self) -> u32 {
+        1 << (24 - self.prefix)
+    }
+
+    /// The gateway address (`.1`) of the `index`th /24 of the pool.
+    pub fn subnet(&self, index: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.base) + (index << 8))
+    }
+}
+
+impl FromStr for NetworkPool {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |why: &str| Error::Config(format!("network pool `{s}`: {why} (example: 10.100.0.0/16)"));
+        let (addr, prefix) = s.split_once('/').ok_or_else(|| bad("expected ADDRESS/PREFIX"))?;
+        let base: Ipv4Addr = addr.parse().map_err(|_| bad("not an IPv4 address"))?;
+        let prefix: u8 = prefix.parse().map_err(|_| bad("not a prefix length"))?;
+        if !(8..=24).contains(&prefix) {
+            return Err(bad("the prefix must be between /8 and /24"));
+        }
+        let mask = u32::MAX << (32 - prefix);
+        if u32::from(base) & !mask != 0 {
+            return Err(bad("host bits are set"));
+        }
+        Ok(NetworkPool { base, prefix })
+    }
+}
+
+impl fmt::Display for NetworkPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.base, self.prefix)
+    }
+}
+
+/// Limits on what one user may hold at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Limits {
+    pub cpus: u64,
+    pub memory_mib: u64,
+    pub disk_bytes: u64,
+    pub vms: u64,
+    pub snapshots: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Flavor {
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub disk_bytes: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Setting<T> {
+    pub value: T,
+    pub source: Source,
+}
+
+impl<T> Setting<T> {
+    fn default(value: T) -> Self {
+        Setting {
+            value,
+            source: Source::Default,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub file: Option<PathBuf>,
+    pub data_dir: Setting<PathBuf>,
+    pub libvirt_uri: Setting<String>,
+    pub virt_type: Setting<VirtTypeSetting>,
+    pub network_pool: Setting<NetworkPool>,
+    /// Host name people use to reach the bastion, shown in `ssh -J` lines.
+    pub public_host: Setting<String>,
+    pub public_port: Setting<u16>,
+    /// Unix account that OpenSSH runs `basphere shell` as.
+    pub service_user: Setting<String>,
+    pub admin_group: Setting<String>,
+    pub default_image: Setting<Option<String>>,
+    pub default_flavor: Setting<String>,
+    pub quota: Setting<Limits>,
+    pub flavors: Setting<BTreeMap<String, Flavor>>,
+    /// Test hook: `create-vm` kills itself at this step (`BASPHERE_CRASH_AT`).
+    pub crash_at: Option<String>,
+}
+
+/// Command-line flags that override the file and the environment.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub libvirt_uri: Option<String>,
+    pub virt_type: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileQuota {
+    cpus: Option<u64>,
+    memory: Option<String>,
+    disk: Option<String>,
+    vms: Option<u64>,
+    snapshots: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileFlavor {
+    cpus: u32,
+    memory: String,
+    disk: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct File {
+    data_dir: Option<PathBuf>,
+    libvirt_uri: Option<String>,
+    virt_type: Option<String>,
+    network_pool: Option<String>,
+    public_host: Option<String>,
+    public_port: Option<u16>,
+    service_user: Option<String>,
+    admin_group: Option<String>,
+    default_image: Option<String>,
+    default_flavor: Option<String>,
+    quota: Option<FileQuota>,
+    flavors: Option<BTreeMap<String, FileFlavor>>,
+}
+
+pub fn default_limits() -> Limits {
+    Limits {
+        cpus: 32,
+        memory_mib: 96 * 1024,
+        disk_bytes: 1024 * GIB,
+        vms: 20,
+        snapshots: 100,
+    }
+}
+
+fn default_flavors() -> BTreeMap<String, Flavor> {
+    let f = |cpus, memory_gib: u64, disk_gib: u64| Flavor {
+        cpus,
+        memory_mib: memory_gib * 1024,
+        disk_bytes: disk_gib * GIB,
+    };
+    BTreeMap::from([
+        ("small".to_owned(), f(1, 1, 10)),
+        ("medium".to_owned(), f(2, 4, 20)),
+        ("large".to_owned(), f(4, 8, 40)),
+        ("xlarge".to_owned(), f(8, 16, 80)),
+    ])
+}
+
+fn parse_virt_type(s: &str) -> Result<VirtTypeSetting> {
+    match s {
+        "auto" => Ok(VirtTypeSetting::Auto),
+        "kvm" => Ok(VirtTypeSetting::Kvm),
+        "qemu" => Ok(VirtTypeSetting::Qemu),
+        other => Err(Error::Config(format!(
+            "virt_type `{other}`: expected `auto`, `kvm` or `qemu`"
+        ))),
+    }
+}
+
+pub fn virt_type_name(v: VirtTypeSetting) -> &'static str {
+    match v {
+        VirtTypeSetting::Auto => "auto",
+        VirtTypeSetting::Kvm => "kvm",
+        VirtTypeSetting::Qemu => "qemu",
+    }
+}
+
+fn size_setting(key: &str, s: &str) -> Result<Size> {
+    s.parse::<Size>()
+        .map_err(|e| Error::Config(format!("{key}: {e}")))
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+impl Config {
+    /// Loads the configuration from `env` (a snapshot of the process environment).
+    pub fn load(flags: &Overrides, env: &BTreeMap<String, String>) -> Result<Config> {
+        let mut config = Config {
+            file: None,
+            data_dir: Setting::default(PathBuf::from("/var/lib/basphere")),
+            libvirt_uri: Setting::default("qemu:///system".to_owned()),
+            virt_type: Setting::default(VirtTypeSetting::Auto),
+            network_pool: Setting::default(NetworkPool {
+                base: Ipv4Addr::new(10, 100, 0, 0),
+                prefix: 16,
+            }),
+            public_host: Setting::default(hostname()),
+            public_port: Setting::default(22),
+            service_user: Setting::default("basphere".to_owned()),
+            admin_group: Setting::default("basphere-admin".to_owned()),
+            default_image: Setting::default(None),
+            default_flavor: Setting::default("small".to_owned()),
+            quota: Setting::default(default_limits()),
+            flavors: Setting::default(default_flavors()),
+            crash_at: env.get("BASPHERE_CRASH_AT").cloned(),
+        };
+
+        let (path, explicit) = match (&flags.config, env.get("BASPHERE_CONFIG")) {
+            (Some(p), _) => (p.clone(), true),
+            (None, Some(p)) => (PathBuf::from(p), true),
+            (None, None) => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                config.apply_file(&path, &text)?;
+                config.file = Some(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {}
+            Err(e) => {
+                return Err(Error::Config(format!(
+                    "cannot read `{}`: {e}",
+                    path.display()
+                )))
+            }
+        }
+        config.apply_env(env)?;
+        config.apply_flags(flags)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn apply_file(&mut self, path: &Path, text: &str) -> Result<()> {
+        let file: File = toml::from_str(text)
+            .map_err(|e| Error::Config(format!("{}: {}", path.display(), e.message())))?;
+        let src = Source::File;
+        if let Some(v) = file.data_dir {
+            self.data_dir = Setting { value: v, source: src };
+        }
+        if let Some(v) = file.libvirt_uri {
+            self.libvirt_uri = Setting { value: v, source: src };
+        }
+        if let Some(v) = file.virt_type {
+            self.virt_type = Setting { value: parse_virt_type(&v)?, source: src };
+        }
+        if let Some(v) = file.network_pool {
+            self.network_pool = Setting { value: v.parse()?, source: src };
+        }
+        if let Some(v) = file.public_host {
+            self.public_host = Setting { value: v, source: src };
+        }
+        if let Some(v) = file.public_port {
+            self.public_port = Setting { value: v, source: src };
+        }
+        if let Some(v) = file.service_user {
+            self.service_user = Setting { value: v, source: src };
+        }
+        if let Some(v) = file.admin_group {
+            self.admin_group = Setting { value: v, source: src };
+        }
+        if let Some(v) = file.default_image {
+            self.default_image = Setting { value: Some(v), source: src };
+        }
+        if let Some(v) = file.default_flavor {
+            self.default_flavor = Setting { value: v, source: src };
+        }
+        if let Some(q) = file.quota {
+            let mut limits = self.quota.value;
+            if let Some(v) = q.cpus {
+                limits.cpus = v;
+            }
+            if let Some(v) = q.memory {
+                limits.memory_mib = size_setting("quota.memory", &v)?.mib();
+            }
+            if let Some(v) = q.disk {
+                limits.disk_bytes = size_setting("quota.disk", &v)?.bytes();
+            }
+            if let Some(v) = q.vms {
+                limits.vms = v;
+            }
+            if let Some(v) = q.snapshots {
+                limits.snapshots = v;
+            }
+            self.quota = Setting { value: limits, source: src };
+        }
+        if let Some(flavors) = file.flavors {
+            let mut all = self.flavors.value.clone();
+            for (name, f) in flavors {
+                let flavor = Flavor {
+                    cpus: f.cpus,
+                    memory_mib: size_setting(&format!("flavors.{name}.memory"), &f.memory)?.mib(),
+                    disk_bytes: size_setting(&format!("flavors.{name}.disk"), &f.disk)?.bytes(),
+                };
+                all.insert(name, flavor);
+            }
+            self.flavors = Setting { value: all, source: src };
+        }
+        Ok(())
+    }
+
+    fn apply_env(&mut self, env: &BTreeMap<String, String>) -> Result<()> {
+        let src = Source::Env;
+        let get = |k: &str| env.get(k).filter(|v| !v.is_empty());
+        if let Some(v) = get("BASPHERE_DATA_DIR") {
+            self.data_dir = Setting { value: PathBuf::from(v), source: src };
+        }
+        if let Some(v) = get("BASPHERE_LIBVIRT_URI") {
+            self.libvirt_uri = Setting { value: v.clone(), source: src };
+        }
+        if let Some(v) = get("BASPHERE_VIRT_TYPE") {
+            self.virt_type = Setting { value: parse_virt_type(v)?, source: src };
+        }
+        if let Some(v) = get("BASPHERE_NETWORK_POOL") {
+            self.network_pool = Setting { value: v.parse()?, source: src };
+        }
+        if let Some(v) = get("BASPHERE_PUBLIC_HOST") {
+            self.public_host = Setting { value: v.clone(), source: src };
+        }
+        if let Some(v) = get("BASPHERE_PUBLIC_PORT") {
+            let port = v
+                .parse()
+                .map_err(|_| Error::Config(format!("BASPHERE_PUBLIC_PORT `{v}`: not a port")))?;
+            self.public_port = Setting { value: port, source: src };
+        }
+        if let Some(v) = get("BASPHERE_SERVICE_USER") {
+            self.service_user = Setting { value: v.clone(), source: src };
+        }
+        if let Some(v) = get("BASPHERE_ADMIN_GROUP") {
+            self.admin_group = Setting { value: v.clone(), source: src };
+        }
+        if let Some(v) = get("BASPHERE_DEFAULT_IMAGE") {
+            self.default_image = Setting { value: Some(v.clone()), source: src };
+        }
+        if let Some(v) = get("BASPHERE_DEFAULT_FLAVOR") {
+            self.default_flavor = Setting { value: v.clone(), source: src };
+        }
+        let mut limits = self.quota.value;
+        let mut quota_from_env = false;
+        let number = |key: &str, v: &str| -> Result<u64> {
+            v.parse()
+                .map_err(|_| Error::Config(format!("{key} `{v}`: not a whole number")))
+        };
+        if let Some(v) = get("BASPHERE_QUOTA_CPUS") {
+            limits.cpus = number("BASPHERE_QUOTA_CPUS", v)?;
+            quota_from_env = true;
+        }
+        if let Some(v) = get("BASPHERE_QUOTA_MEMORY") {
+            limits.memory_mib = size_setting("BASPHERE_QUOTA_MEMORY", v)?.mib();
+            quota_from_env = true;
+        }
+        if let Some(v) = get("BASPHERE_QUOTA_DISK") {
+            limits.disk_bytes = size_setting("BASPHERE_QUOTA_DISK", v)?.bytes();
+            quota_from_env = true;
+        }
+        if let Some(v) = get("BASPHERE_QUOTA_VMS") {
+            limits.vms = number("BASPHERE_QUOTA_VMS", v)?;
+            quota_from_env = true;
+        }
+        if let Some(v) = get("BASPHERE_QUOTA_SNAPSHOTS") {
+            limits.snapshots = number("BASPHERE_QUOTA_SNAPSHOTS", v)?;
+            quota_from_env = true;
+        }
+        if quota_from_env {
+            self.quota = Setting { value: limits, source: src };
+        }
+        Ok(())
+    }
+
+    fn apply_flags(&mut self, flags: &Overrides) -> Result<()> {
+        let src = Source::Flag;
+        if let Some(v) = &flags.data_dir {
+            self.data_dir = Setting { value: v.clone(), source: src };
+        }
+        if let Some(v) = &flags.libvirt_uri {
+            self.libvirt_uri = Setting { value: v.clone(), source: src };
+        }
+        if let Some(v) = &flags.virt_type {
+            self.virt_type = Setting { value: parse_virt_type(v)?, source: src };
+        }
+        Ok(())
+    }
+
+    fn check(&self) -> Result<()> {
+        if !self.data_dir.value.is_absolute() {
+            return Err(Error::Config(format!(
+                "data_dir `{}` must be an absolute path",
+                self.data_dir.value.display()
+            )));
+        }
+        if self.libvirt_uri.value.trim().is_empty() {
+            return Err(Error::Config("libvirt_uri is empty".into()));
+        }
+        if !self.flavors.value.contains_key(&self.default_flavor.value) {
+            return Err(Error::Config(format!(
+                "default_flavor `{}` is not a defined flavor",
+                self.default_flavor.value
+            )));
+        }
+        for (name, f) in &self.flavors.value {
+            if f.cpus == 0 {
+                return Err(Error::Config(format!("flavors.{name}.cpus must be at least 1")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every setting as (key, value, source), in a stable order.
+    pub fn entries(&self) -> Vec<(String, String, Source)> {
+        let mut rows = vec![
+            ("config_file".to_owned(), self.file.as_ref().map_or("(none)".to_owned(), |p| p.display().to_string()), if self.file.is_some() { Source::File } else { Source::Default }),
+            ("data_dir".to_owned(), self.data_dir.value.display().to_string(), self.data_dir.source),
+            ("libvirt_uri".to_owned(), self.libvirt_uri.value.clone(), self.libvirt_uri.source),
+            ("virt_type".to_owned(), virt_type_name(self.virt_type.value).to_owned(), self.virt_type.source),
+            ("network_pool".to_owned(), self.network_pool.value.to_string(), self.network_pool.source),
+            ("public_host".to_owned(), self.public_host.value.clone(), self.public_host.source),
+            ("public_port".to_owned(), self.public_port.value.to_string(), self.public_port.source),
+            ("service_user".to_owned(), self.service_user.value.clone(), self.service_user.source),
+            ("admin_group".to_owned(), self.admin_group.value.clone(), self.admin_group.source),
+            ("default_image".to_owned(), self.default_image.value.clone().unwrap_or_else(|| "(only image)".to_owned()), self.default_image.source),
+            ("default_flavor".to_owned(), self.default_flavor.value.clone(), self.default_flavor.source),
+        ];
+        let q = &self.quota.value;
+        let qs = self.quota.source;
+        rows.push(("quota.cpus".into(), q.cpus.to_string(), qs));
+        rows.push(("quota.memory".into(), Size::from_mib(q.memory_mib).to_string(), qs));
+        rows.push(("quota.disk".into(), Size::from_bytes(q.disk_bytes).to_string(), qs));
+        rows.push(("quota.vms".into(), q.vms.to_string(), qs));
+        rows.push(("quota.snapshots".into(), q.snapshots.to_string(), qs));
+        for (name, f) in &self.flavors.value {
+            rows.push((
+                format!("flavors.{name}"),
+                format!(
+                    "cpus={} memory={} disk={}",
+                    f.cpus,
+                    Size::from_mib(f.memory_mib),
+                    Size::from_bytes(f.disk_bytes)
+                ),
+                self.flavors.source,
+            ));
+        }
+        rows
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.value.join("basphere.db")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let path = dir.join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn precedence_is_flag_env_file_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "data_dir = \"/from/file\"\nlibvirt_uri = \"test:///file\"\nvirt_type = \"kvm\"\n");
+        let flags = Overrides {
+            config: Some(path),
+            data_dir: Some("/from/flag".into()),
+            ..Default::default()
+        };
+        let c = Config::load(&flags, &env(&[("BASPHERE_DATA_DIR", "/from/env"), ("BASPHERE_LIBVIRT_URI", "test:///env")])).unwrap();
+        assert_eq!(c.data_dir.value, PathBuf::from("/from/flag"));
+        assert_eq!(c.data_dir.source, Source::Flag);
+        assert_eq!(c.libvirt_uri.value, "test:///env");
+        assert_eq!(c.libvirt_uri.source, Source::Env);
+        assert_eq!(c.virt_type.value, VirtTypeSetting::Kvm);
+        assert_eq!(c.virt_type.source, Source::File);
+        assert_eq!(c.network_pool.source, Source::Default);
+        assert_eq!(c.quota.value.cpus, 32);
+        assert_eq!(c.quota.value.memory_mib, 96 * 1024);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "data_dir = \"/x\"\nlibvirt_url = \"oops\"\n");
+        let flags = Overrides { config: Some(path), ..Default::default() };
+        let err = Config::load(&flags, &env(&[])).unwrap_err().to_string();
+        assert!(err.contains("libvirt_url"), "{err}");
+        let path = write(dir.path(), "[quota]\ncpu = 3\n");
+        let flags = Overrides { config: Some(path), ..Default::default() };
+        let err = Config::load(&flags, &env(&[])).unwrap_err().to_string();
+        assert!(err.contains("cpu"), "{err}");
+    }
+
+    #[test]
+    fn explicit_missing_file_is_an_error() {
+        let flags = Overrides { config: Some("/nonexistent/basphere.toml".into()), ..Default::default() };
+        assert!(Config::load(&flags, &env(&[])).is_err());
+    }
+
+    #[test]
+    fn quota_and_flavors_from_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "[quota]\ncpus = 8\nmemory = \"16G\"\n\n[flavors.tiny]\ncpus = 1\nmemory = \"512M\"\ndisk = \"4G\"\n");
+        let flags = Overrides { config: Some(path), ..Default::default() };
+        let c = Config::load(&flags, &env(&[])).unwrap();
+        assert_eq!(c.quota.value.cpus, 8);
+        assert_eq!(c.quota.value.memory_mib, 16 * 1024);
+        assert_eq!(c.quota.value.vms, default_limits().vms);
+        assert_eq!(c.flavors.value["tiny"].memory_mib, 512);
+        assert!(c.flavors.value.contains_key("small"));
+    }
+
+    #[test]
+    fn network_pool() {
+        let p: NetworkPool = "10.100.0.0/16".parse().unwrap();
+        assert_eq!(p.capacity(), 256);
+        assert_eq!(p.subnet(3), Ipv4Addr::new(10, 100, 3, 0));
+        for bad in ["10.100.0.1/16", "10.100.0.0/25", "10.100.0.0", "x/16", "10.0.0.0/7"] {
+            assert!(bad.parse::<NetworkPool>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_env_values_are_errors() {
+        assert!(Config::load(&Overrides::default(), &env(&[("BASPHERE_VIRT_TYPE", "xen")])).is_err());
+        assert!(Config::load(&Overrides::default(), &env(&[("BASPHERE_NETWORK_POOL", "nope")])).is_err());
+        assert!(Config::load(&Overrides::default(), &env(&[("BASPHERE_DATA_DIR", "relative/dir")])).is_err());
+    }
+}

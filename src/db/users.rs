@@ -1,0 +1,144 @@
+//! Users and their SSH keys.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::error::Result;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub role: Role,
+    pub disabled: bool,
+    pub created_at: i64,
+}
+
+pub struct NewUser<'a> {
+    pub id: &'a str,
+    pub email: &'a str,
+    pub role: Role,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Key {
+    pub fingerprint: String,
+    pub user_id: String,
+    pub algorithm: String,
+    pub public_key: String,
+    pub comment: String,
+    pub created_at: i64,
+}
+
+pub struct NewKey<'a> {
+    pub fingerprint: &'a str,
+    pub user_id: &'a str,
+    pub algorithm: &'a str,
+    pub public_key: &'a str,
+    pub comment: &'a str,
+}
+
+const USER_COLUMNS: &str = "id, email, role, state, created_at";
+
+fn user_from_row(row: &Row) -> rusqlite::Result<User> {
+    let role: String = row.get(2)?;
+    let state: String = row.get(3)?;
+    Ok(User {
+        id: row.get(0)?,
+        email: row.get(1)?,
+        role: if role == "admin" { Role::Admin } else { Role::User },
+        disabled: state == "disabled",
+        created_at: row.get(4)?,
+    })
+}
+
+pub fn insert(conn: &Connection, user: &NewUser, now: i64) -> Result<()> {
+    conn.execute(
+        "INSERT INTO users (id, email, role, state, created_at) VALUES (?1, ?2, ?3, 'active', ?4)",
+        params![user.id, user.email, user.role.as_str(), now],
+    )?;
+    Ok(())
+}
+
+pub fn get(conn: &Connection, id: &str) -> Result<Option<User>> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1");
+    Ok(conn.query_row(&sql, [id], user_from_row).optional()?)
+}
+
+pub fn list(conn: &Connection) -> Result<Vec<User>> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY id");
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map([], user_from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn set_disabled(conn: &Connection, id: &str, disabled: bool) -> Result<bool> {
+    let state = if disabled { "disabled" } else { "active" };
+    Ok(conn.execute("UPDATE users SET state = ?2 WHERE id = ?1", params![id, state])? == 1)
+}
+
+pub fn delete(conn: &Connection, id: &str) -> Result<bool> {
+    Ok(conn.execute("DELETE FROM users WHERE id = ?1", [id])? == 1)
+}
+
+pub fn exists(conn: &Connection, id: &str) -> Result<bool> {
+    Ok(conn
+        .query_row("SELECT 1 FROM users WHERE id = ?1", [id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+const KEY_COLUMNS: &str = "fingerprint, user_id, algorithm, public_key, comment, created_at";
+
+fn key_from_row(row: &Row) -> rusqlite::Result<Key> {
+    Ok(Key {
+        fingerprint: row.get(0)?,
+        user_id: row.get(1)?,
+        algorithm: row.get(2)?,
+        public_key: row.get(3)?,
+        comment: row.get(4)?,
+        created_at: row.get(5)?,
+    })
+}
+
+pub fn insert_key(conn: &Connection, key: &NewKey, now: i64) -> Result<()> {
+    conn.execute(
+        "INSERT INTO ssh_keys (fingerprint, user_id, algorithm, public_key, comment, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![key.fingerprint, key.user_id, key.algorithm, key.public_key, key.comment, now],
+    )?;
+    Ok(())
+}
+
+pub fn keys(conn: &Connection, user_id: &str) -> Result<Vec<Key>> {
+    let sql = format!("SELECT {KEY_COLUMNS} FROM ssh_keys WHERE user_id = ?1 ORDER BY created_at, fingerprint");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map([user_id], key_from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn key_by_fingerprint(conn: &Connection, fingerprint: &str) -> Result<Option<Key>> {
+    let sql = format!("SELECT {KEY_COLUMNS} FROM ssh_keys WHERE fingerprint = ?1");
+    Ok(conn.query_row(&sql, [fingerprint], key_from_row).optional()?)
+}
+
+pub fn key_counts(conn: &Connection) -> Result<std::collections::HashMap<String, u64>> {
+    let mut stmt = conn.prepare("SELECT user_id, COUNT(*) FROM ssh_keys GROUP BY user_id")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}

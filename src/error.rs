@@ -1,0 +1,188 @@
+//! The error type every operation returns, with the message people see and the exit code.
+
+use std::fmt;
+
+use crate::virt::VirtError;
+
+/// Exit codes, stable and documented in the README and man pages.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const FAILURE: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const NOT_FOUND: i32 = 3;
+    pub const PERMISSION_DENIED: i32 = 4;
+    pub const QUOTA_EXCEEDED: i32 = 5;
+    pub const CONFLICT: i32 = 6;
+    pub const UNAVAILABLE: i32 = 7;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad input from the caller: a name, a size, a key, a flag combination.
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        help: Option<String>,
+    },
+
+    #[error("{kind} `{name}` not found")]
+    NotFound { kind: &'static str, name: String },
+
+    #[error("{kind} `{name}` already exists")]
+    AlreadyExists { kind: &'static str, name: String },
+
+    /// The request contradicts the current state (image in use, VM not running, ...).
+    #[error("{message}")]
+    Conflict {
+        message: String,
+        help: Option<String>,
+    },
+
+    #[error("permission denied: {reason}")]
+    PermissionDenied { reason: String },
+
+    #[error("quota exceeded: {resource}: limit {limit}, used {used}, requested {requested}")]
+    QuotaExceeded {
+        resource: &'static str,
+        limit: String,
+        used: String,
+        requested: String,
+    },
+
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    #[error(transparent)]
+    Virt(#[from] VirtError),
+
+    /// A multi-step operation failed part way; everything done so far was undone.
+    #[error("{operation} failed at step `{step}`: {source}")]
+    Step {
+        operation: &'static str,
+        step: &'static str,
+        #[source]
+        source: Box<Error>,
+        undo_failures: Vec<String>,
+    },
+
+    #[error("database: {0}")]
+    Database(#[from] rusqlite::Error),
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Error::Invalid {
+            message: message.into(),
+            help: None,
+        }
+    }
+
+    pub fn invalid_with_help(message: impl Into<String>, help: impl Into<String>) -> Self {
+        Error::Invalid {
+            message: message.into(),
+            help: Some(help.into()),
+        }
+    }
+
+    pub fn conflict(message: impl Into<String>, help: Option<&str>) -> Self {
+        Error::Conflict {
+            message: message.into(),
+            help: help.map(str::to_owned),
+        }
+    }
+
+    pub fn denied(reason: impl Into<String>) -> Self {
+        Error::PermissionDenied {
+            reason: reason.into(),
+        }
+    }
+
+    pub fn not_found(kind: &'static str, name: impl Into<String>) -> Self {
+        Error::NotFound {
+            kind,
+            name: name.into(),
+        }
+    }
+
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Invalid { .. } => exit::USAGE,
+            Error::NotFound { .. } => exit::NOT_FOUND,
+            Error::AlreadyExists { .. } | Error::Conflict { .. } => exit::CONFLICT,
+            Error::PermissionDenied { .. } => exit::PERMISSION_DENIED,
+            Error::QuotaExceeded { .. } => exit::QUOTA_EXCEEDED,
+            Error::Virt(VirtError::Unavailable { .. }) => exit::UNAVAILABLE,
+            Error::Step { source, .. } => source.exit_code(),
+            Error::Config(_) | Error::Virt(_) | Error::Database(_) | Error::Io { .. } => {
+                exit::FAILURE
+            }
+        }
+    }
+
+    /// A hint on how to fix the problem, shown as `help:` under the error.
+    pub fn help(&self) -> Option<String> {
+        match self {
+            Error::Invalid { help, .. } | Error::Conflict { help, .. } => help.clone(),
+            Error::QuotaExceeded { .. } => Some(
+                "see `basphere quota`; delete a VM or ask an administrator for a larger quota"
+                    .into(),
+            ),
+            Error::Virt(VirtError::Unavailable { .. }) => Some(
+                "is libvirtd running? check `libvirt_uri` in `basphere config`".into(),
+            ),
+            Error::Step { source, .. } => source.help(),
+            Error::Database(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+            {
+                Some("another basphere command holds the database; try again".into())
+            }
+            _ => None,
+        }
+    }
+
+    /// The message followed by any problems met while undoing a failed operation.
+    pub fn report(&self) -> String {
+        let mut text = self.to_string();
+        if let Error::Step { undo_failures, .. } = self {
+            if undo_failures.is_empty() {
+                text.push_str("\nnote: every step already taken was undone");
+            } else {
+                text.push_str("\nnote: some steps could not be undone; run `basphere admin reconcile`:");
+                for failure in undo_failures {
+                    text.push_str("\n  - ");
+                    text.push_str(failure);
+                }
+            }
+        }
+        text
+    }
+}
+
+/// Displays an error the way the CLI prints it: `error: ...` and an optional `help: ...`.
+pub struct Rendered<'a>(pub &'a Error);
+
+impl fmt::Display for Rendered<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "error: {}", self.0.report())?;
+        if let Some(help) = self.0.help() {
+            write!(f, "\nhelp: {help}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,10 @@
+//! Business rules. Operations take validated values and a `Context`, check roles and
+//! ownership themselves, write the audit log, and return values; they never print.
+
+pub mod audit;
+pub mod image;
+pub mod lock;
+pub mod quota;
+pub mod reconcile;
+pub mod user;
+pub mod vm;

@@ -1,0 +1,108 @@
+//! Quotas: limits per user and the check that keeps usage within them.
+
+use rusqlite::Connection;
+
+use crate::config::{Config, Limits};
+use crate::context::Context;
+use crate::db;
+use crate::db::vms::Usage;
+use crate::error::{Error, Result};
+use crate::validate::Size;
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Report {
+    pub user: String,
+    pub limits: Limits,
+    pub usage: Usage,
+}
+
+/// What a new VM would add to its owner's usage.
+#[derive(Clone, Copy, Debug)]
+pub struct Request {
+    pub cpus: u64,
+    pub memory_mib: u64,
+    pub disk_bytes: u64,
+}
+
+pub fn limits_for(conn: &Connection, config: &Config, user: &str) -> Result<Limits> {
+    Ok(db::quotas::get(conn, user)?.apply(config.quota.value))
+}
+
+/// Refuses a request that would take any resource past its limit.
+pub fn check(limits: &Limits, usage: &Usage, req: &Request) -> Result<()> {
+    let exceeded = |resource, limit: String, used: String, requested: String| {
+        Err(Error::QuotaExceeded { resource, limit, used, requested })
+    };
+    if usage.vms + 1 > limits.vms {
+        return exceeded("vms", limits.vms.to_string(), usage.vms.to_string(), "1".into());
+    }
+    if usage.cpus + req.cpus > limits.cpus {
+        return exceeded("cpus", limits.cpus.to_string(), usage.cpus.to_string(), req.cpus.to_string());
+    }
+    if usage.memory_mib + req.memory_mib > limits.memory_mib {
+        let s = |m| Size::from_mib(m).to_string();
+        return exceeded("memory", s(limits.memory_mib), s(usage.memory_mib), s(req.memory_mib));
+    }
+    if usage.disk_bytes + req.disk_bytes > limits.disk_bytes {
+        let s = |b| Size::from_bytes(b).to_string();
+        return exceeded("disk", s(limits.disk_bytes), s(usage.disk_bytes), s(req.disk_bytes));
+    }
+    Ok(())
+}
+
+pub fn show(ctx: &Context, user: &str) -> Result<Report> {
+    if !db::users::exists(&ctx.db, user)? {
+        return Err(Error::not_found("user", user));
+    }
+    Ok(Report {
+        user: user.to_owned(),
+        limits: limits_for(&ctx.db, &ctx.config, user)?,
+        usage: db::vms::usage(&ctx.db, user)?,
+    })
+}
+
+/// Changes some of a user's limits; the others keep their current value.
+pub fn set(ctx: &Context, user: &str, change: &db::quotas::Overrides) -> Result<Report> {
+    ctx.require_admin()?;
+    let outcome = db::immediate(&ctx.db, |tx| {
+        if !db::users::exists(tx, user)? {
+            return Err(Error::not_found("user", user));
+        }
+        let current = db::quotas::get(tx, user)?;
+        let merged = db::quotas::Overrides {
+            cpus: change.cpus.or(current.cpus),
+            memory_mib: change.memory_mib.or(current.memory_mib),
+            disk_bytes: change.disk_bytes.or(current.disk_bytes),
+            vms: change.vms.or(current.vms),
+            snapshots: change.snapshots.or(current.snapshots),
+        };
+        db::quotas::set(tx, user, &merged)
+    });
+    ctx.audit("quota.set", user, &outcome);
+    outcome?;
+    show(ctx, user)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits { cpus: 4, memory_mib: 4096, disk_bytes: 100 << 30, vms: 2, snapshots: 1 }
+    }
+
+    #[test]
+    fn refuses_each_resource_with_numbers() {
+        let usage = Usage { cpus: 3, memory_mib: 1024, disk_bytes: 10 << 30, vms: 1 };
+        let req = Request { cpus: 2, memory_mib: 1024, disk_bytes: 10 << 30 };
+        let err = check(&limits(), &usage, &req).unwrap_err().to_string();
+        assert_eq!(err, "quota exceeded: cpus: limit 4, used 3, requested 2");
+        let req = Request { cpus: 1, memory_mib: 4096, disk_bytes: 1 };
+        let err = check(&limits(), &usage, &req).unwrap_err().to_string();
+        assert_eq!(err, "quota exceeded: memory: limit 4G, used 1G, requested 4G");
+        let full = Usage { vms: 2, ..usage };
+        assert!(check(&limits(), &full, &Request { cpus: 1, memory_mib: 1, disk_bytes: 1 }).is_err());
+        let req = Request { cpus: 1, memory_mib: 3072, disk_bytes: 90 << 30 };
+        assert!(check(&limits(), &usage, &req).is_ok());
+    }
+}

@@ -1,0 +1,228 @@
+//! `admin reconcile`: brings the database and libvirt back into agreement after a crash.
+//!
+//! The database is the record of what users own. A create or delete that was cut short
+//! leaves a row in `creating` or `deleting` whose lock nobody holds; anything in libvirt
+//! or the data directory that no row explains is an orphan. Rows whose domain vanished
+//! are rebuilt from their disk, or forgotten when the disk is gone too.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::PathBuf;
+
+use uuid::Uuid;
+
+use crate::context::Context;
+use crate::db;
+use crate::db::vms::{State, Vm};
+use crate::error::Result;
+use crate::ops::{lock, vm};
+use crate::virt::DhcpHost;
+
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Repair {
+    /// A create was killed part way: undo it, freeing its quota.
+    RollBackCreate { owner: String, vm: String, id: String },
+    /// A delete was killed part way: finish it.
+    FinishDelete { owner: String, vm: String, id: String },
+    /// A ready VM lost its domain but kept its disk: define it again.
+    Redefine { owner: String, vm: String, id: String },
+    /// A ready VM lost both domain and disk: drop the row so it stops counting.
+    Forget { owner: String, vm: String, id: String },
+    /// A basphere domain no row explains.
+    RemoveDomain { name: String, uuid: String },
+    /// A disk, seed or lock file no row explains.
+    RemoveFile { path: PathBuf },
+    /// A basphere network whose user is gone.
+    RemoveNetwork { name: String },
+    /// A DHCP reservation for a MAC no VM has.
+    RemoveReservation { network: String, mac: String, ip: String },
+}
+
+impl Repair {
+    pub fn describe(&self) -> (String, String) {
+        match self {
+            Repair::RollBackCreate { owner, vm, .. } => ("roll back interrupted create".into(), format!("{owner}/{vm}")),
+            Repair::FinishDelete { owner, vm, .. } => ("finish interrupted delete".into(), format!("{owner}/{vm}")),
+            Repair::Redefine { owner, vm, .. } => ("define missing domain".into(), format!("{owner}/{vm}")),
+            Repair::Forget { owner, vm, .. } => ("forget VM without domain or disk".into(), format!("{owner}/{vm}")),
+            Repair::RemoveDomain { name, .. } => ("remove orphan domain".into(), name.clone()),
+            Repair::RemoveFile { path } => ("remove orphan file".into(), path.display().to_string()),
+            Repair::RemoveNetwork { name } => ("remove orphan network".into(), name.clone()),
+            Repair::RemoveReservation { network, mac, ip } => {
+                ("remove orphan DHCP reservation".into(), format!("{network} {mac} {ip}"))
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Outcome {
+    #[serde(flatten)]
+    pub repair: Repair,
+    /// `planned` on a dry run, else `done` or `failed: ...`.
+    pub result: String,
+}
+
+/// Rows whose operation is no longer in progress: nobody holds their lock.
+fn abandoned(ctx: &Context, vm: &Vm) -> Result<bool> {
+    Ok(lock::try_exclusive(&ctx.paths.lock(&vm.id))?.is_some())
+}
+
+/// The lock of VM `id` when no row has that id and no create holds it: a create takes
+/// the lock before it inserts its row, so what is unclaimed now stays unclaimed.
+fn unclaimed(ctx: &Context, id: &str) -> Result<Option<lock::Lock>> {
+    let Some(guard) = lock::try_exclusive(&ctx.paths.lock(id))? else {
+        return Ok(None);
+    };
+    if db::vms::get_by_id(&ctx.db, id)?.is_some() {
+        return Ok(None);
+    }
+    Ok(Some(guard))
+}
+
+fn plan(ctx: &Context) -> Result<Vec<Repair>> {
+    let hv = ctx.hypervisor()?;
+    let rows = db::vms::list(&ctx.db, None)?;
+    let domains = hv.domains()?;
+    let domain_ids: HashSet<String> = domains.iter().map(|d| d.uuid.to_string()).collect();
+    let row_ids: HashSet<String> = rows.iter().map(|v| v.id.clone()).collect();
+    let mut repairs = Vec::new();
+
+    for vm in &rows {
+        let (owner, name, id) = (vm.owner.clone(), vm.name.clone(), vm.id.clone());
+        match vm.state {
+            State::Creating if abandoned(ctx, vm)? => repairs.push(Repair::RollBackCreate { owner, vm: name, id }),
+            State::Deleting if abandoned(ctx, vm)? => repairs.push(Repair::FinishDelete { owner, vm: name, id }),
+            State::Ready if !domain_ids.contains(&vm.id) => {
+                if ctx.paths.disk(&vm.id).exists() {
+                    repairs.push(Repair::Redefine { owner, vm: name, id });
+                } else {
+                    repairs.push(Repair::Forget { owner, vm: name, id });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    for d in &domains {
+        if !row_ids.contains(&d.uuid.to_string()) {
+            repairs.push(Repair::RemoveDomain { name: d.name.clone(), uuid: d.uuid.to_string() });
+        }
+    }
+
+    for (dir, ext) in [(ctx.paths.disks(), "qcow2"), (ctx.paths.seeds(), "iso"), (ctx.paths.locks(), "lock")] {
+        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some(ext) {
+                continue;
+            }
+            let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else { continue };
+            // Only files named after a VM id are ours to judge (locks also guard networks).
+            if Uuid::parse_str(stem).is_err() || row_ids.contains(stem) {
+                continue;
+            }
+            if ext == "lock" && lock::try_exclusive(&path)?.is_none() {
+                continue;
+            }
+            repairs.push(Repair::RemoveFile { path });
+        }
+    }
+
+    let networks = db::networks::list(&ctx.db)?;
+    let known: HashSet<&str> = networks.iter().map(|n| n.name.as_str()).collect();
+    for name in hv.networks()? {
+        if !known.contains(name.as_str()) {
+            repairs.push(Repair::RemoveNetwork { name });
+        }
+    }
+    let macs: HashSet<&str> = rows.iter().map(|v| v.mac.as_str()).collect();
+    let live: HashSet<String> = hv.networks()?.into_iter().collect();
+    for net in networks.iter().filter(|n| live.contains(&n.name)) {
+        for host in hv.dhcp_hosts(&net.name)? {
+            if !macs.contains(host.mac.as_str()) {
+                repairs.push(Repair::RemoveReservation {
+                    network: net.name.clone(),
+                    mac: host.mac,
+                    ip: host.ip.to_string(),
+                });
+            }
+        }
+    }
+    Ok(repairs)
+}
+
+fn apply(ctx: &Context, repair: &Repair) -> Result<()> {
+    let hv = ctx.hypervisor()?;
+    let row = |id: &str| db::vms::get_by_id(&ctx.db, id);
+    match repair {
+        Repair::RollBackCreate { id, .. } | Repair::FinishDelete { id, .. } | Repair::Forget { id, .. } => {
+            if let Some(vm) = row(id)? {
+                let _lock = lock::try_exclusive(&ctx.paths.lock(&vm.id))?;
+                vm::teardown(ctx, &vm)?;
+            }
+        }
+        Repair::Redefine { id, .. } => {
+            if let Some(vm) = row(id)? {
+                vm::redefine(ctx, &vm)?;
+            }
+        }
+        Repair::RemoveDomain { uuid, .. } => {
+            if let (Ok(id), Some(_lock)) = (Uuid::parse_str(uuid), unclaimed(ctx, uuid)?) {
+                hv.undefine(id)?;
+                let _ = fs::remove_file(ctx.paths.lock(uuid));
+            }
+        }
+        Repair::RemoveFile { path } => {
+            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+            let is_lock = path.extension().is_some_and(|e| e == "lock");
+            // A lock file is checked by taking it; for the others, take their VM's lock.
+            let guard = if is_lock { None } else { unclaimed(ctx, stem)? };
+            if is_lock || guard.is_some() {
+                match fs::remove_file(path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(crate::error::Error::io(format!("cannot remove `{}`", path.display()), e))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Repair::RemoveNetwork { name } => hv.remove_network(name)?,
+        Repair::RemoveReservation { network, mac, ip } => {
+            let host = DhcpHost {
+                mac: mac.clone(),
+                ip: ip.parse().map_err(|_| crate::error::Error::invalid(format!("bad IP `{ip}`")))?,
+                name: String::new(),
+            };
+            hv.remove_dhcp_host(network, &host)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn reconcile(ctx: &Context, dry_run: bool) -> Result<Vec<Outcome>> {
+    ctx.require_admin()?;
+    // One reconcile at a time; creates and deletes in progress hold their own locks.
+    let _lock = lock::exclusive(&ctx.paths.lock("reconcile"))?;
+    let repairs = plan(ctx)?;
+    let mut outcomes = Vec::new();
+    for repair in repairs {
+        let result = if dry_run {
+            "planned".to_owned()
+        } else {
+            let (what, target) = repair.describe();
+            let r = apply(ctx, &repair);
+            ctx.audit("reconcile", &target, &r);
+            match r {
+                Ok(()) => "done".to_owned(),
+                Err(e) => {
+                    tracing::warn!(repair = what, target, error = %e, "repair failed");
+                    format!("failed: {e}")
+                }
+            }
+        };
+        outcomes.push(Outcome { repair, result });
+    }
+    Ok(outcomes)
+}

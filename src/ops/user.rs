@@ -1,0 +1,154 @@
+//! Users and their keys, as an administrator manages them.
+
+use crate::context::Context;
+use crate::db;
+use crate::db::users::{Key, NewKey, NewUser, Role, User};
+use crate::db::vms::Vm;
+use crate::error::{Error, Result};
+use crate::ops::quota;
+use crate::validate::{PublicKey, UserId};
+use crate::virt;
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Summary {
+    #[serde(flatten)]
+    pub user: User,
+    pub keys: u64,
+    pub vms: u64,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Detail {
+    #[serde(flatten)]
+    pub user: User,
+    pub keys: Vec<Key>,
+    pub quota: quota::Report,
+    pub vms: Vec<Vm>,
+}
+
+/// Refuses a key that is already registered, naming its owner to the administrator.
+fn check_key_free(conn: &rusqlite::Connection, key: &PublicKey) -> Result<()> {
+    if let Some(existing) = db::users::key_by_fingerprint(conn, &key.fingerprint)? {
+        return Err(Error::conflict(
+            format!(
+                "key {} is already registered to user `{}`",
+                key.fingerprint, existing.user_id
+            ),
+            Some("one key belongs to one user; each person uses their own key"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn add(ctx: &Context, id: &UserId, email: &str, keys: &[PublicKey], admin: bool) -> Result<User> {
+    ctx.require_admin()?;
+    let outcome = db::immediate(&ctx.db, |tx| {
+        if db::users::exists(tx, id.as_str())? {
+            return Err(Error::AlreadyExists { kind: "user", name: id.to_string() });
+        }
+        let now = db::now();
+        let role = if admin { Role::Admin } else { Role::User };
+        db::users::insert(tx, &NewUser { id: id.as_str(), email, role }, now)?;
+        let mut seen = std::collections::HashSet::new();
+        for key in keys {
+            if !seen.insert(key.fingerprint.clone()) {
+                continue;
+            }
+            check_key_free(tx, key)?;
+            let new = NewKey {
+                fingerprint: &key.fingerprint,
+                user_id: id.as_str(),
+                algorithm: &key.algorithm,
+                public_key: &key.openssh,
+                comment: &key.comment,
+            };
+            db::users::insert_key(tx, &new, now)?;
+        }
+        Ok(db::users::get(tx, id.as_str())?.expect("inserted above"))
+    });
+    ctx.audit("user.add", id.as_str(), &outcome);
+    outcome
+}
+
+pub fn list(ctx: &Context) -> Result<Vec<Summary>> {
+    ctx.require_admin()?;
+    let keys = db::users::key_counts(&ctx.db)?;
+    let mut vms = std::collections::HashMap::<String, u64>::new();
+    for vm in db::vms::list(&ctx.db, None)? {
+        *vms.entry(vm.owner).or_default() += 1;
+    }
+    Ok(db::users::list(&ctx.db)?
+        .into_iter()
+        .map(|user| Summary {
+            keys: keys.get(&user.id).copied().unwrap_or(0),
+            vms: vms.get(&user.id).copied().unwrap_or(0),
+            user,
+        })
+        .collect())
+}
+
+fn get(ctx: &Context, id: &str) -> Result<User> {
+    db::users::get(&ctx.db, id)?.ok_or_else(|| Error::not_found("user", id))
+}
+
+pub fn show(ctx: &Context, id: &str) -> Result<Detail> {
+    ctx.require_admin()?;
+    let user = get(ctx, id)?;
+    Ok(Detail {
+        keys: db::users::keys(&ctx.db, id)?,
+        quota: quota::show(ctx, id)?,
+        vms: db::vms::list(&ctx.db, Some(id))?,
+        user,
+    })
+}
+
+/// The caller's own record, for `whoami`.
+pub fn me(ctx: &Context) -> Result<Option<(User, Vec<Key>)>> {
+    match &ctx.actor.user {
+        Some(id) => {
+            let user = get(ctx, id)?;
+            let keys = db::users::keys(&ctx.db, id)?;
+            Ok(Some((user, keys)))
+        }
+        None => Ok(None),
+    }
+}
+
+pub fn set_disabled(ctx: &Context, id: &str, disabled: bool) -> Result<()> {
+    ctx.require_admin()?;
+    let outcome = if db::users::set_disabled(&ctx.db, id, disabled)? {
+        Ok(())
+    } else {
+        Err(Error::not_found("user", id))
+    };
+    ctx.audit(if disabled { "user.disable" } else { "user.enable" }, id, &outcome);
+    outcome
+}
+
+/// Removes a user who owns no VMs, with their keys, quota and network.
+pub fn remove(ctx: &Context, id: &str) -> Result<()> {
+    ctx.require_admin()?;
+    let outcome = remove_inner(ctx, id);
+    ctx.audit("user.remove", id, &outcome);
+    outcome
+}
+
+fn remove_inner(ctx: &Context, id: &str) -> Result<()> {
+    get(ctx, id)?;
+    let vms = db::vms::count_for_owner(&ctx.db, id)?;
+    if vms > 0 {
+        return Err(Error::conflict(
+            format!("user `{id}` still owns {vms} VM(s)"),
+            Some(&format!("delete them first: `basphere --as {id} vm list`, then `vm delete NAME`")),
+        ));
+    }
+    // The libvirt network goes first: if that fails the user is still there to retry with,
+    // and if we are killed in between, `admin reconcile` removes a network without a user.
+    if let Some(net) = db::networks::for_user(&ctx.db, id)? {
+        ctx.hypervisor()?.remove_network(&net.name)?;
+    } else if ctx.hypervisor().is_ok() {
+        ctx.hypervisor()?.remove_network(&virt::network_name(id))?;
+    }
+    db::users::delete(&ctx.db, id)?;
+    Ok(())
+}

@@ -58,8 +58,14 @@ impl NetworkPool {
 impl FromStr for NetworkPool {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let bad = |why: &str| Error::Config(format!("network pool `{s}`: {why} (example: 10.100.0.0/16)"));
-        let (addr, prefix) = s.split_once('/').ok_or_else(|| bad("expected ADDRESS/PREFIX"))?;
+        let bad = |why: &str| {
+            Error::Config(format!(
+                "network pool `{s}`: {why} (example: 10.100.0.0/16)"
+            ))
+        };
+        let (addr, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| bad("expected ADDRESS/PREFIX"))?;
         let base: Ipv4Addr = addr.parse().map_err(|_| bad("not an IPv4 address"))?;
         let prefix: u8 = prefix.parse().map_err(|_| bad("not a prefix length"))?;
         if !(8..=24).contains(&prefix) {
@@ -126,6 +132,9 @@ pub struct Config {
     pub admin_group: Setting<String>,
     pub default_image: Setting<Option<String>>,
     pub default_flavor: Setting<String>,
+    /// Starts the name of every libvirt object basphere makes, so that objects of
+    /// other tools, or of another basphere sharing the libvirtd, are never touched.
+    pub name_prefix: Setting<String>,
     pub quota: Setting<Limits>,
     pub flavors: Setting<BTreeMap<String, Flavor>>,
     /// Test hook: `create-vm` kills itself at this step (`BASPHERE_CRASH_AT`).
@@ -172,6 +181,7 @@ struct File {
     admin_group: Option<String>,
     default_image: Option<String>,
     default_flavor: Option<String>,
+    name_prefix: Option<String>,
     quota: Option<FileQuota>,
     flavors: Option<BTreeMap<String, FileFlavor>>,
 }
@@ -249,6 +259,7 @@ impl Config {
             admin_group: Setting::default("basphere-admin".to_owned()),
             default_image: Setting::default(None),
             default_flavor: Setting::default("small".to_owned()),
+            name_prefix: Setting::default("bsp".to_owned()),
             quota: Setting::default(default_limits()),
             flavors: Setting::default(default_flavors()),
             crash_at: env.get("BASPHERE_CRASH_AT").cloned(),
@@ -283,34 +294,70 @@ impl Config {
             .map_err(|e| Error::Config(format!("{}: {}", path.display(), e.message())))?;
         let src = Source::File;
         if let Some(v) = file.data_dir {
-            self.data_dir = Setting { value: v, source: src };
+            self.data_dir = Setting {
+                value: v,
+                source: src,
+            };
         }
         if let Some(v) = file.libvirt_uri {
-            self.libvirt_uri = Setting { value: v, source: src };
+            self.libvirt_uri = Setting {
+                value: v,
+                source: src,
+            };
         }
         if let Some(v) = file.virt_type {
-            self.virt_type = Setting { value: parse_virt_type(&v)?, source: src };
+            self.virt_type = Setting {
+                value: parse_virt_type(&v)?,
+                source: src,
+            };
         }
         if let Some(v) = file.network_pool {
-            self.network_pool = Setting { value: v.parse()?, source: src };
+            self.network_pool = Setting {
+                value: v.parse()?,
+                source: src,
+            };
         }
         if let Some(v) = file.public_host {
-            self.public_host = Setting { value: v, source: src };
+            self.public_host = Setting {
+                value: v,
+                source: src,
+            };
         }
         if let Some(v) = file.public_port {
-            self.public_port = Setting { value: v, source: src };
+            self.public_port = Setting {
+                value: v,
+                source: src,
+            };
         }
         if let Some(v) = file.service_user {
-            self.service_user = Setting { value: v, source: src };
+            self.service_user = Setting {
+                value: v,
+                source: src,
+            };
         }
         if let Some(v) = file.admin_group {
-            self.admin_group = Setting { value: v, source: src };
+            self.admin_group = Setting {
+                value: v,
+                source: src,
+            };
         }
         if let Some(v) = file.default_image {
-            self.default_image = Setting { value: Some(v), source: src };
+            self.default_image = Setting {
+                value: Some(v),
+                source: src,
+            };
         }
         if let Some(v) = file.default_flavor {
-            self.default_flavor = Setting { value: v, source: src };
+            self.default_flavor = Setting {
+                value: v,
+                source: src,
+            };
+        }
+        if let Some(v) = file.name_prefix {
+            self.name_prefix = Setting {
+                value: v,
+                source: src,
+            };
         }
         if let Some(q) = file.quota {
             let mut limits = self.quota.value;
@@ -329,7 +376,10 @@ impl Config {
             if let Some(v) = q.snapshots {
                 limits.snapshots = v;
             }
-            self.quota = Setting { value: limits, source: src };
+            self.quota = Setting {
+                value: limits,
+                source: src,
+            };
         }
         if let Some(flavors) = file.flavors {
             let mut all = self.flavors.value.clone();
@@ -341,7 +391,10 @@ impl Config {
                 };
                 all.insert(name, flavor);
             }
-            self.flavors = Setting { value: all, source: src };
+            self.flavors = Setting {
+                value: all,
+                source: src,
+            };
         }
         Ok(())
     }
@@ -350,37 +403,73 @@ impl Config {
         let src = Source::Env;
         let get = |k: &str| env.get(k).filter(|v| !v.is_empty());
         if let Some(v) = get("BASPHERE_DATA_DIR") {
-            self.data_dir = Setting { value: PathBuf::from(v), source: src };
+            self.data_dir = Setting {
+                value: PathBuf::from(v),
+                source: src,
+            };
         }
         if let Some(v) = get("BASPHERE_LIBVIRT_URI") {
-            self.libvirt_uri = Setting { value: v.clone(), source: src };
+            self.libvirt_uri = Setting {
+                value: v.clone(),
+                source: src,
+            };
         }
         if let Some(v) = get("BASPHERE_VIRT_TYPE") {
-            self.virt_type = Setting { value: parse_virt_type(v)?, source: src };
+            self.virt_type = Setting {
+                value: parse_virt_type(v)?,
+                source: src,
+            };
         }
         if let Some(v) = get("BASPHERE_NETWORK_POOL") {
-            self.network_pool = Setting { value: v.parse()?, source: src };
+            self.network_pool = Setting {
+                value: v.parse()?,
+                source: src,
+            };
         }
         if let Some(v) = get("BASPHERE_PUBLIC_HOST") {
-            self.public_host = Setting { value: v.clone(), source: src };
+            self.public_host = Setting {
+                value: v.clone(),
+                source: src,
+            };
         }
         if let Some(v) = get("BASPHERE_PUBLIC_PORT") {
             let port = v
                 .parse()
                 .map_err(|_| Error::Config(format!("BASPHERE_PUBLIC_PORT `{v}`: not a port")))?;
-            self.public_port = Setting { value: port, source: src };
+            self.public_port = Setting {
+                value: port,
+                source: src,
+            };
         }
         if let Some(v) = get("BASPHERE_SERVICE_USER") {
-            self.service_user = Setting { value: v.clone(), source: src };
+            self.service_user = Setting {
+                value: v.clone(),
+                source: src,
+            };
         }
         if let Some(v) = get("BASPHERE_ADMIN_GROUP") {
-            self.admin_group = Setting { value: v.clone(), source: src };
+            self.admin_group = Setting {
+                value: v.clone(),
+                source: src,
+            };
         }
         if let Some(v) = get("BASPHERE_DEFAULT_IMAGE") {
-            self.default_image = Setting { value: Some(v.clone()), source: src };
+            self.default_image = Setting {
+                value: Some(v.clone()),
+                source: src,
+            };
+        }
+        if let Some(v) = get("BASPHERE_NAME_PREFIX") {
+            self.name_prefix = Setting {
+                value: v.clone(),
+                source: src,
+            };
         }
         if let Some(v) = get("BASPHERE_DEFAULT_FLAVOR") {
-            self.default_flavor = Setting { value: v.clone(), source: src };
+            self.default_flavor = Setting {
+                value: v.clone(),
+                source: src,
+            };
         }
         let mut limits = self.quota.value;
         let mut quota_from_env = false;
@@ -409,7 +498,10 @@ impl Config {
             quota_from_env = true;
         }
         if quota_from_env {
-            self.quota = Setting { value: limits, source: src };
+            self.quota = Setting {
+                value: limits,
+                source: src,
+            };
         }
         Ok(())
     }
@@ -417,13 +509,22 @@ impl Config {
     fn apply_flags(&mut self, flags: &Overrides) -> Result<()> {
         let src = Source::Flag;
         if let Some(v) = &flags.data_dir {
-            self.data_dir = Setting { value: v.clone(), source: src };
+            self.data_dir = Setting {
+                value: v.clone(),
+                source: src,
+            };
         }
         if let Some(v) = &flags.libvirt_uri {
-            self.libvirt_uri = Setting { value: v.clone(), source: src };
+            self.libvirt_uri = Setting {
+                value: v.clone(),
+                source: src,
+            };
         }
         if let Some(v) = &flags.virt_type {
-            self.virt_type = Setting { value: parse_virt_type(v)?, source: src };
+            self.virt_type = Setting {
+                value: parse_virt_type(v)?,
+                source: src,
+            };
         }
         Ok(())
     }
@@ -438,6 +539,17 @@ impl Config {
         if self.libvirt_uri.value.trim().is_empty() {
             return Err(Error::Config("libvirt_uri is empty".into()));
         }
+        let prefix = &self.name_prefix.value;
+        let ok = (1..=8).contains(&prefix.len())
+            && prefix.starts_with(|c: char| c.is_ascii_lowercase())
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        if !ok {
+            return Err(Error::Config(format!(
+                "name_prefix `{prefix}`: 1 to 8 lowercase letters or digits, starting with a letter"
+            )));
+        }
         if !self.flavors.value.contains_key(&self.default_flavor.value) {
             return Err(Error::Config(format!(
                 "default_flavor `{}` is not a defined flavor",
@@ -446,7 +558,9 @@ impl Config {
         }
         for (name, f) in &self.flavors.value {
             if f.cpus == 0 {
-                return Err(Error::Config(format!("flavors.{name}.cpus must be at least 1")));
+                return Err(Error::Config(format!(
+                    "flavors.{name}.cpus must be at least 1"
+                )));
             }
         }
         Ok(())
@@ -455,23 +569,89 @@ impl Config {
     /// Every setting as (key, value, source), in a stable order.
     pub fn entries(&self) -> Vec<(String, String, Source)> {
         let mut rows = vec![
-            ("config_file".to_owned(), self.file.as_ref().map_or("(none)".to_owned(), |p| p.display().to_string()), if self.file.is_some() { Source::File } else { Source::Default }),
-            ("data_dir".to_owned(), self.data_dir.value.display().to_string(), self.data_dir.source),
-            ("libvirt_uri".to_owned(), self.libvirt_uri.value.clone(), self.libvirt_uri.source),
-            ("virt_type".to_owned(), virt_type_name(self.virt_type.value).to_owned(), self.virt_type.source),
-            ("network_pool".to_owned(), self.network_pool.value.to_string(), self.network_pool.source),
-            ("public_host".to_owned(), self.public_host.value.clone(), self.public_host.source),
-            ("public_port".to_owned(), self.public_port.value.to_string(), self.public_port.source),
-            ("service_user".to_owned(), self.service_user.value.clone(), self.service_user.source),
-            ("admin_group".to_owned(), self.admin_group.value.clone(), self.admin_group.source),
-            ("default_image".to_owned(), self.default_image.value.clone().unwrap_or_else(|| "(only image)".to_owned()), self.default_image.source),
-            ("default_flavor".to_owned(), self.default_flavor.value.clone(), self.default_flavor.source),
+            (
+                "config_file".to_owned(),
+                self.file
+                    .as_ref()
+                    .map_or("(none)".to_owned(), |p| p.display().to_string()),
+                if self.file.is_some() {
+                    Source::File
+                } else {
+                    Source::Default
+                },
+            ),
+            (
+                "data_dir".to_owned(),
+                self.data_dir.value.display().to_string(),
+                self.data_dir.source,
+            ),
+            (
+                "libvirt_uri".to_owned(),
+                self.libvirt_uri.value.clone(),
+                self.libvirt_uri.source,
+            ),
+            (
+                "virt_type".to_owned(),
+                virt_type_name(self.virt_type.value).to_owned(),
+                self.virt_type.source,
+            ),
+            (
+                "network_pool".to_owned(),
+                self.network_pool.value.to_string(),
+                self.network_pool.source,
+            ),
+            (
+                "public_host".to_owned(),
+                self.public_host.value.clone(),
+                self.public_host.source,
+            ),
+            (
+                "public_port".to_owned(),
+                self.public_port.value.to_string(),
+                self.public_port.source,
+            ),
+            (
+                "service_user".to_owned(),
+                self.service_user.value.clone(),
+                self.service_user.source,
+            ),
+            (
+                "admin_group".to_owned(),
+                self.admin_group.value.clone(),
+                self.admin_group.source,
+            ),
+            (
+                "default_image".to_owned(),
+                self.default_image
+                    .value
+                    .clone()
+                    .unwrap_or_else(|| "(only image)".to_owned()),
+                self.default_image.source,
+            ),
+            (
+                "default_flavor".to_owned(),
+                self.default_flavor.value.clone(),
+                self.default_flavor.source,
+            ),
+            (
+                "name_prefix".to_owned(),
+                self.name_prefix.value.clone(),
+                self.name_prefix.source,
+            ),
         ];
         let q = &self.quota.value;
         let qs = self.quota.source;
         rows.push(("quota.cpus".into(), q.cpus.to_string(), qs));
-        rows.push(("quota.memory".into(), Size::from_mib(q.memory_mib).to_string(), qs));
-        rows.push(("quota.disk".into(), Size::from_bytes(q.disk_bytes).to_string(), qs));
+        rows.push((
+            "quota.memory".into(),
+            Size::from_mib(q.memory_mib).to_string(),
+            qs,
+        ));
+        rows.push((
+            "quota.disk".into(),
+            Size::from_bytes(q.disk_bytes).to_string(),
+            qs,
+        ));
         rows.push(("quota.vms".into(), q.vms.to_string(), qs));
         rows.push(("quota.snapshots".into(), q.snapshots.to_string(), qs));
         for (name, f) in &self.flavors.value {
@@ -499,7 +679,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn write(dir: &Path, text: &str) -> PathBuf {
@@ -511,13 +694,23 @@ mod tests {
     #[test]
     fn precedence_is_flag_env_file_default() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write(dir.path(), "data_dir = \"/from/file\"\nlibvirt_uri = \"test:///file\"\nvirt_type = \"kvm\"\n");
+        let path = write(
+            dir.path(),
+            "data_dir = \"/from/file\"\nlibvirt_uri = \"test:///file\"\nvirt_type = \"kvm\"\n",
+        );
         let flags = Overrides {
             config: Some(path),
             data_dir: Some("/from/flag".into()),
             ..Default::default()
         };
-        let c = Config::load(&flags, &env(&[("BASPHERE_DATA_DIR", "/from/env"), ("BASPHERE_LIBVIRT_URI", "test:///env")])).unwrap();
+        let c = Config::load(
+            &flags,
+            &env(&[
+                ("BASPHERE_DATA_DIR", "/from/env"),
+                ("BASPHERE_LIBVIRT_URI", "test:///env"),
+            ]),
+        )
+        .unwrap();
         assert_eq!(c.data_dir.value, PathBuf::from("/from/flag"));
         assert_eq!(c.data_dir.source, Source::Flag);
         assert_eq!(c.libvirt_uri.value, "test:///env");
@@ -533,18 +726,27 @@ mod tests {
     fn unknown_keys_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(dir.path(), "data_dir = \"/x\"\nlibvirt_url = \"oops\"\n");
-        let flags = Overrides { config: Some(path), ..Default::default() };
+        let flags = Overrides {
+            config: Some(path),
+            ..Default::default()
+        };
         let err = Config::load(&flags, &env(&[])).unwrap_err().to_string();
         assert!(err.contains("libvirt_url"), "{err}");
         let path = write(dir.path(), "[quota]\ncpu = 3\n");
-        let flags = Overrides { config: Some(path), ..Default::default() };
+        let flags = Overrides {
+            config: Some(path),
+            ..Default::default()
+        };
         let err = Config::load(&flags, &env(&[])).unwrap_err().to_string();
         assert!(err.contains("cpu"), "{err}");
     }
 
     #[test]
     fn explicit_missing_file_is_an_error() {
-        let flags = Overrides { config: Some("/nonexistent/basphere.toml".into()), ..Default::default() };
+        let flags = Overrides {
+            config: Some("/nonexistent/basphere.toml".into()),
+            ..Default::default()
+        };
         assert!(Config::load(&flags, &env(&[])).is_err());
     }
 
@@ -552,7 +754,10 @@ mod tests {
     fn quota_and_flavors_from_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(dir.path(), "[quota]\ncpus = 8\nmemory = \"16G\"\n\n[flavors.tiny]\ncpus = 1\nmemory = \"512M\"\ndisk = \"4G\"\n");
-        let flags = Overrides { config: Some(path), ..Default::default() };
+        let flags = Overrides {
+            config: Some(path),
+            ..Default::default()
+        };
         let c = Config::load(&flags, &env(&[])).unwrap();
         assert_eq!(c.quota.value.cpus, 8);
         assert_eq!(c.quota.value.memory_mib, 16 * 1024);
@@ -566,15 +771,33 @@ mod tests {
         let p: NetworkPool = "10.100.0.0/16".parse().unwrap();
         assert_eq!(p.capacity(), 256);
         assert_eq!(p.subnet(3), Ipv4Addr::new(10, 100, 3, 0));
-        for bad in ["10.100.0.1/16", "10.100.0.0/25", "10.100.0.0", "x/16", "10.0.0.0/7"] {
+        for bad in [
+            "10.100.0.1/16",
+            "10.100.0.0/25",
+            "10.100.0.0",
+            "x/16",
+            "10.0.0.0/7",
+        ] {
             assert!(bad.parse::<NetworkPool>().is_err(), "{bad}");
         }
     }
 
     #[test]
     fn bad_env_values_are_errors() {
-        assert!(Config::load(&Overrides::default(), &env(&[("BASPHERE_VIRT_TYPE", "xen")])).is_err());
-        assert!(Config::load(&Overrides::default(), &env(&[("BASPHERE_NETWORK_POOL", "nope")])).is_err());
-        assert!(Config::load(&Overrides::default(), &env(&[("BASPHERE_DATA_DIR", "relative/dir")])).is_err());
+        assert!(Config::load(
+            &Overrides::default(),
+            &env(&[("BASPHERE_VIRT_TYPE", "xen")])
+        )
+        .is_err());
+        assert!(Config::load(
+            &Overrides::default(),
+            &env(&[("BASPHERE_NETWORK_POOL", "nope")])
+        )
+        .is_err());
+        assert!(Config::load(
+            &Overrides::default(),
+            &env(&[("BASPHERE_DATA_DIR", "relative/dir")])
+        )
+        .is_err());
     }
 }

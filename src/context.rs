@@ -154,7 +154,9 @@ impl Context {
                 let admin = *uid == 0 || in_group(&config.admin_group.value);
                 let service = admin || name == config.service_user.value;
                 // An admin who is also a tenant under the same name acts as that tenant.
-                let user = db::users::get(&db, &name)?.filter(|u| !u.disabled).map(|u| u.id);
+                let user = db::users::get(&db, &name)?
+                    .filter(|u| !u.disabled)
+                    .map(|u| u.id);
                 Actor {
                     name,
                     via: "local",
@@ -184,8 +186,8 @@ impl Context {
             if !actor.admin {
                 return Err(Error::denied("`--as` is for administrators"));
             }
-            let row = db::users::get(&db, target)?
-                .ok_or_else(|| Error::not_found("user", target))?;
+            let row =
+                db::users::get(&db, target)?.ok_or_else(|| Error::not_found("user", target))?;
             actor.user = Some(row.id);
         }
         Ok(Context {
@@ -200,10 +202,40 @@ impl Context {
     /// The libvirt connection, opened on first use so commands that do not need it never wait for it.
     pub fn hypervisor(&self) -> Result<&Hypervisor> {
         if self.hypervisor.get().is_none() {
-            let hv = Hypervisor::open(&self.config.libvirt_uri.value)?;
+            let hv = Hypervisor::open(&self.config.libvirt_uri.value)?
+                .with_prefix(&self.config.name_prefix.value);
             let _ = self.hypervisor.set(hv);
         }
         Ok(self.hypervisor.get().expect("just opened"))
+    }
+
+    /// The prefix of every libvirt object name basphere makes.
+    pub fn prefix(&self) -> &str {
+        &self.config.name_prefix.value
+    }
+
+    /// The domain type for new VMs. `auto` runs a probe once per data directory and
+    /// libvirt URI and remembers the answer in `virt-type.probe`; delete that file
+    /// to probe again.
+    pub fn domain_type(&self) -> Result<crate::virt::DomainType> {
+        use crate::virt::{DomainType, VirtTypeSetting};
+        let setting = self.config.virt_type.value;
+        let hv = self.hypervisor()?;
+        if setting != VirtTypeSetting::Auto {
+            return Ok(hv.domain_type(setting)?);
+        }
+        let cache = self.paths.root.join("virt-type.probe");
+        let uri = &self.config.libvirt_uri.value;
+        if let Ok(text) = fs::read_to_string(&cache) {
+            match text.split_once('\n') {
+                Some((cached_uri, "kvm\n")) if cached_uri == uri => return Ok(DomainType::Kvm),
+                Some((cached_uri, "qemu\n")) if cached_uri == uri => return Ok(DomainType::Qemu),
+                _ => {}
+            }
+        }
+        let probed = hv.domain_type(setting)?;
+        let _ = fs::write(&cache, format!("{uri}\n{}\n", probed.as_str()));
+        Ok(probed)
     }
 
     pub fn require_admin(&self) -> Result<()> {
@@ -244,7 +276,9 @@ impl Context {
         let mut detail = detail;
         if let Some(user) = &self.actor.user {
             if *user != self.actor.name {
-                detail = format!("as {user}; {detail}").trim_end_matches("; ").to_owned();
+                detail = format!("as {user}; {detail}")
+                    .trim_end_matches("; ")
+                    .to_owned();
             }
         }
         let entry = db::audit::NewEntry {

@@ -143,9 +143,9 @@ impl Error {
                 "see `basphere quota`; delete a VM or ask an administrator for a larger quota"
                     .into(),
             ),
-            Error::Virt(VirtError::Unavailable { .. }) => Some(
-                "is libvirtd running? check `libvirt_uri` in `basphere config`".into(),
-            ),
+            Error::Virt(VirtError::Unavailable { .. }) => {
+                Some("is libvirtd running? check `libvirt_uri` in `basphere config`".into())
+            }
             Error::Step { source, .. } => source.help(),
             Error::Database(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::DatabaseBusy =>
@@ -163,7 +163,9 @@ impl Error {
             if undo_failures.is_empty() {
                 text.push_str("\nnote: every step already taken was undone");
             } else {
-                text.push_str("\nnote: some steps could not be undone; run `basphere admin reconcile`:");
+                text.push_str(
+                    "\nnote: some steps could not be undone; run `basphere admin reconcile`:",
+                );
                 for failure in undo_failures {
                     text.push_str("\n  - ");
                     text.push_str(failure);

@@ -22,7 +22,12 @@ pub use context::Caller;
 pub use output::{Io, Terminal};
 
 /// Runs one command line for `caller` and returns its exit code. Never panics on bad input.
-pub fn dispatch(caller: &Caller, argv: Vec<OsString>, io: &mut Io, env: &BTreeMap<String, String>) -> i32 {
+pub fn dispatch(
+    caller: &Caller,
+    argv: Vec<OsString>,
+    io: &mut Io,
+    env: &BTreeMap<String, String>,
+) -> i32 {
     let color = io.terminal.is_some_and(|t| t.color);
     let mut command = cli::command();
     if !color {
@@ -37,7 +42,11 @@ pub fn dispatch(caller: &Caller, argv: Vec<OsString>, io: &mut Io, env: &BTreeMa
     let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
-            let text = if color { e.render().ansi().to_string() } else { e.render().to_string() };
+            let text = if color {
+                e.render().ansi().to_string()
+            } else {
+                e.render().to_string()
+            };
             let stream: &mut dyn Write = if e.use_stderr() { io.stderr } else { io.stdout };
             let _ = write!(stream, "{text}");
             return e.exit_code();
@@ -74,7 +83,12 @@ pub fn main() -> i32 {
         stderr: &mut stderr,
         terminal: Terminal::detect(),
     };
-    let code = dispatch(&Caller::current_process(), std::env::args_os().collect(), &mut io, &env);
+    let code = dispatch(
+        &Caller::current_process(),
+        std::env::args_os().collect(),
+        &mut io,
+        &env,
+    );
     let _ = io.stdout.flush();
     code
 }

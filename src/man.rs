@@ -10,7 +10,10 @@ pub fn pages() -> Vec<(String, Vec<u8>)> {
 }
 
 fn collect(cmd: &clap::Command, name: &str, pages: &mut Vec<(String, Vec<u8>)>) {
-    let page = cmd.clone().name(name.to_owned()).bin_name(name.replace('-', " "));
+    let page = cmd
+        .clone()
+        .name(name.to_owned())
+        .bin_name(name.replace('-', " "));
     let mut roff = Vec::new();
     clap_mangen::Man::new(page)
         .render(&mut roff)
@@ -58,6 +61,9 @@ mod tests {
                 stale.push(format!("{name} (no such command)"));
             }
         }
-        assert!(stale.is_empty(), "man pages are stale: {stale:?}; run `BASPHERE_UPDATE_MAN=1 cargo test man`");
+        assert!(
+            stale.is_empty(),
+            "man pages are stale: {stale:?}; run `BASPHERE_UPDATE_MAN=1 cargo test man`"
+        );
     }
 }

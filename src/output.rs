@@ -76,7 +76,8 @@ impl<'a, 'io> Output<'a, 'io> {
     }
 
     pub fn json<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        let text = serde_json::to_string_pretty(value).map_err(|e| Error::io("cannot encode JSON", std::io::Error::other(e)))?;
+        let text = serde_json::to_string_pretty(value)
+            .map_err(|e| Error::io("cannot encode JSON", std::io::Error::other(e)))?;
         self.line(text)
     }
 
@@ -96,7 +97,10 @@ impl<'a, 'io> Output<'a, 'io> {
                 self.line(table.to_string())
             }
             None => {
-                let rows: Vec<Vec<String>> = rows.into_iter().map(|r| r.into_iter().map(|c| sanitize(&c)).collect()).collect();
+                let rows: Vec<Vec<String>> = rows
+                    .into_iter()
+                    .map(|r| r.into_iter().map(|c| sanitize(&c)).collect())
+                    .collect();
                 let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
                 for row in &rows {
                     for (i, cell) in row.iter().enumerate() {
@@ -185,11 +189,25 @@ mod tests {
         let mut out = Vec::new();
         let mut err = Vec::new();
         let mut input = std::io::empty();
-        let mut io = Io { stdin: &mut input, stdout: &mut out, stderr: &mut err, terminal: None };
+        let mut io = Io {
+            stdin: &mut input,
+            stdout: &mut out,
+            stderr: &mut err,
+            terminal: None,
+        };
         Output::new(&mut io, false)
-            .table(&["NAME", "STATE"], vec![vec!["web1".into(), "running".into()], vec!["database".into(), "shut\x1b off".into()]])
+            .table(
+                &["NAME", "STATE"],
+                vec![
+                    vec!["web1".into(), "running".into()],
+                    vec!["database".into(), "shut\x1b off".into()],
+                ],
+            )
             .unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "NAME      STATE\nweb1      running\ndatabase  shut? off\n");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "NAME      STATE\nweb1      running\ndatabase  shut? off\n"
+        );
     }
 
     #[test]
@@ -197,7 +215,12 @@ mod tests {
         let mut out = Vec::new();
         let mut err = Vec::new();
         let mut input = std::io::empty();
-        let mut io = Io { stdin: &mut input, stdout: &mut out, stderr: &mut err, terminal: None };
+        let mut io = Io {
+            stdin: &mut input,
+            stdout: &mut out,
+            stderr: &mut err,
+            terminal: None,
+        };
         let mut output = Output::new(&mut io, false);
         assert!(output.confirm("delete web1", false).is_err());
         assert!(output.confirm("delete web1", true).unwrap());

@@ -58,7 +58,14 @@ pub fn quoted(text: &str) -> String {
     out
 }
 
-fn check_name(kind: &str, text: &str, first: fn(char) -> bool, rest: fn(char) -> bool, max: usize, rule: &str) -> Result<()> {
+fn check_name(
+    kind: &str,
+    text: &str,
+    first: fn(char) -> bool,
+    rest: fn(char) -> bool,
+    max: usize,
+    rule: &str,
+) -> Result<()> {
     let len = text.chars().count();
     let ok = len >= 1
         && len <= max
@@ -205,7 +212,10 @@ pub fn os_user(s: &str) -> Result<String> {
 /// A simple email check: one `@`, a dot in the domain, no spaces or control characters.
 pub fn email(s: &str) -> Result<String> {
     let bad = || Error::invalid(format!("invalid email address `{}`", quoted(s)));
-    if s.len() > 254 || s.chars().any(|c| c.is_whitespace() || c.is_control() || "<>\"'`,;\\()[]".contains(c)) {
+    if s.len() > 254
+        || s.chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "<>\"'`,;\\()[]".contains(c))
+    {
         return Err(bad());
     }
     let (local, domain) = s.split_once('@').ok_or_else(bad)?;
@@ -275,7 +285,9 @@ impl FromStr for Size {
             "" => return Err(invalid("a unit is needed (M, G or T)")),
             _ => return Err(invalid("unknown unit")),
         };
-        let n: u64 = number.parse().map_err(|_| invalid("the number is too large"))?;
+        let n: u64 = number
+            .parse()
+            .map_err(|_| invalid("the number is too large"))?;
         if n == 0 {
             return Err(invalid("it must be greater than zero"));
         }
@@ -310,7 +322,10 @@ impl fmt::Display for Size {
 /// Parses a positive count such as `--cpus 2`.
 pub fn count(what: &str, s: &str, max: u32) -> Result<u32> {
     let n: u32 = s.trim().parse().map_err(|_| {
-        Error::invalid(format!("invalid {what} `{}`: expected a whole number", quoted(s)))
+        Error::invalid(format!(
+            "invalid {what} `{}`: expected a whole number",
+            quoted(s)
+        ))
     })?;
     if n == 0 || n > max {
         return Err(Error::invalid(format!(
@@ -406,7 +421,18 @@ mod tests {
         for ok in ["abc", "alice", "a-1", "x23456789012345678901234567890ab"] {
             assert!(ok.parse::<UserId>().is_ok(), "{ok}");
         }
-        for bad in ["ab", "1abc", "Alice", "al ice", "../x", "root", "a_b", "é", "", "x234567890123456789012345678901ab"] {
+        for bad in [
+            "ab",
+            "1abc",
+            "Alice",
+            "al ice",
+            "../x",
+            "root",
+            "a_b",
+            "é",
+            "",
+            "x234567890123456789012345678901ab",
+        ] {
             assert!(bad.parse::<UserId>().is_err(), "{bad}");
         }
     }
@@ -416,7 +442,19 @@ mod tests {
         assert!("web1".parse::<VmName>().is_ok());
         assert!("w".parse::<VmName>().is_ok());
         let long = "a".repeat(64);
-        for bad in ["1web", "web_1", "web.1", "../etc", "we\"b", "<w>", "w&", "a b", "wéb", "\x1b[31m", long.as_str()] {
+        for bad in [
+            "1web",
+            "web_1",
+            "web.1",
+            "../etc",
+            "we\"b",
+            "<w>",
+            "w&",
+            "a b",
+            "wéb",
+            "\x1b[31m",
+            long.as_str(),
+        ] {
             assert!(bad.parse::<VmName>().is_err(), "{bad}");
         }
     }
@@ -428,7 +466,19 @@ mod tests {
         assert_eq!("4GiB".parse::<Size>().unwrap().bytes(), 4 * GIB);
         assert_eq!("1T".parse::<Size>().unwrap().bytes(), TIB);
         assert_eq!("2g".parse::<Size>().unwrap().bytes(), 2 * GIB);
-        for bad in ["0", "0G", "-1G", "99999T", "4X", "4", "G", "1.5G", "", " ", "18446744073709551616G"] {
+        for bad in [
+            "0",
+            "0G",
+            "-1G",
+            "99999T",
+            "4X",
+            "4",
+            "G",
+            "1.5G",
+            "",
+            " ",
+            "18446744073709551616G",
+        ] {
             assert!(bad.parse::<Size>().is_err(), "{bad}");
         }
         assert_eq!(Size::from_bytes(96 * GIB).to_string(), "96G");
@@ -438,7 +488,9 @@ mod tests {
     #[test]
     fn emails() {
         assert!(email("a@example.com").is_ok());
-        for bad in ["a", "a@b", "@b.c", "a@b..c", "a b@c.d", "a@b.c\n", "<a@b.c>"] {
+        for bad in [
+            "a", "a@b", "@b.c", "a@b..c", "a b@c.d", "a@b.c\n", "<a@b.c>",
+        ] {
             assert!(email(bad).is_err(), "{bad}");
         }
     }

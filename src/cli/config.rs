@@ -7,12 +7,16 @@ use crate::output::Output;
 
 /// Show the configuration in force and where each value came from
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Precedence: command-line flag, then BASPHERE_<KEY> environment variable, then the config file, then the default.")]
+#[command(
+    after_help = "Precedence: command-line flag, then BASPHERE_<KEY> environment variable, then the config file, then the default."
+)]
 pub struct Args {}
 
 pub fn exec(_args: &Args, caller: &Caller, config: &Config, out: &mut Output) -> Result<i32> {
     if caller.is_remote() {
-        return Err(Error::denied("`config` is for administrators on the bastion"));
+        return Err(Error::denied(
+            "`config` is for administrators on the bastion",
+        ));
     }
     let entries = config.entries();
     if out.json {
@@ -22,7 +26,10 @@ pub fn exec(_args: &Args, caller: &Caller, config: &Config, out: &mut Output) ->
             .collect();
         return out.json(&value).map(|_| 0);
     }
-    let rows = entries.into_iter().map(|(k, v, s)| vec![k, v, s.to_string()]).collect();
+    let rows = entries
+        .into_iter()
+        .map(|(k, v, s)| vec![k, v, s.to_string()])
+        .collect();
     out.table(&["KEY", "VALUE", "SOURCE"], rows)?;
     Ok(0)
 }

@@ -8,7 +8,9 @@ use crate::validate::{self, Size};
 
 /// Create a virtual machine
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  basphere create-vm web1\n  basphere create-vm db1 --flavor large\n  basphere create-vm build --cpus 4 --memory 8G --disk 40G --image debian-12")]
+#[command(
+    after_help = "Examples:\n  basphere create-vm web1\n  basphere create-vm db1 --flavor large\n  basphere create-vm build --cpus 4 --memory 8G --disk 40G --image debian-12"
+)]
 pub struct Args {
     /// VM name: a lowercase letter, then lowercase letters, digits or `-` (at most 63)
     pub name: String,
@@ -22,15 +24,15 @@ pub struct Args {
     pub flavor: Option<String>,
 
     /// Virtual CPUs
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub cpus: Option<String>,
 
     /// Memory, e.g. 2G or 512M
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub memory: Option<String>,
 
     /// Disk size, e.g. 20G
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub disk: Option<String>,
 
     /// Define the VM but do not start it
@@ -43,7 +45,11 @@ pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
         name: Some(args.name.parse()?),
         image: args.image.as_deref().map(str::parse).transpose()?,
         flavor: args.flavor.clone(),
-        cpus: args.cpus.as_deref().map(|c| validate::count("CPU count", c, 64)).transpose()?,
+        cpus: args
+            .cpus
+            .as_deref()
+            .map(|c| validate::count("CPU count", c, 64))
+            .transpose()?,
         memory: args.memory.as_deref().map(str::parse::<Size>).transpose()?,
         disk: args.disk.as_deref().map(str::parse::<Size>).transpose()?,
         start: !args.no_start,

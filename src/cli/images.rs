@@ -21,7 +21,13 @@ pub fn exec(_args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
     }
     let rows = images
         .iter()
-        .map(|i| vec![i.name.clone(), i.os_user.clone(), Size::from_bytes(i.virtual_size).to_string()])
+        .map(|i| {
+            vec![
+                i.name.clone(),
+                i.os_user.clone(),
+                Size::from_bytes(i.virtual_size).to_string(),
+            ]
+        })
         .collect();
     out.table(&["NAME", "LOGIN", "SIZE"], rows)?;
     Ok(0)

@@ -79,7 +79,10 @@ impl Global {
 
     /// Flags that point basphere at other state; a remote caller never chooses those.
     fn names_local_state(&self) -> bool {
-        self.config.is_some() || self.data_dir.is_some() || self.libvirt_uri.is_some() || self.virt_type.is_some()
+        self.config.is_some()
+            || self.data_dir.is_some()
+            || self.libvirt_uri.is_some()
+            || self.virt_type.is_some()
     }
 }
 
@@ -96,9 +99,16 @@ pub enum Command {
     Shell(shell::Args),
 }
 
-pub fn execute(cli: Cli, caller: &Caller, out: &mut Output, env: &std::collections::BTreeMap<String, String>) -> Result<i32> {
+pub fn execute(
+    cli: Cli,
+    caller: &Caller,
+    out: &mut Output,
+    env: &std::collections::BTreeMap<String, String>,
+) -> Result<i32> {
     if caller.is_remote() && cli.global.names_local_state() {
-        return Err(Error::denied("--config, --data-dir, --libvirt-uri and --virt-type are for local administrators"));
+        return Err(Error::denied(
+            "--config, --data-dir, --libvirt-uri and --virt-type are for local administrators",
+        ));
     }
     if let Command::Completions(args) = &cli.command {
         return completions::exec(args, out);
@@ -116,7 +126,9 @@ pub fn execute(cli: Cli, caller: &Caller, out: &mut Output, env: &std::collectio
                 Command::Quota(args) => quota::exec(&args, &ctx, out),
                 Command::Whoami(args) => whoami::exec(&args, &ctx, out),
                 Command::Admin(args) => admin::exec(&args, &ctx, out),
-                Command::Config(_) | Command::Completions(_) | Command::Shell(_) => unreachable!("handled above"),
+                Command::Config(_) | Command::Completions(_) | Command::Shell(_) => {
+                    unreachable!("handled above")
+                }
             }
         }
     }

@@ -20,10 +20,30 @@ pub fn render(out: &mut Output, r: &Report) -> Result<()> {
     let disk = |b: u64| Size::from_bytes(b).to_string();
     let free = |limit: u64, used: u64| limit.saturating_sub(used);
     let rows = vec![
-        vec!["cpus".into(), l.cpus.to_string(), u.cpus.to_string(), free(l.cpus, u.cpus).to_string()],
-        vec!["memory".into(), mem(l.memory_mib), mem(u.memory_mib), mem(free(l.memory_mib, u.memory_mib))],
-        vec!["disk".into(), disk(l.disk_bytes), disk(u.disk_bytes), disk(free(l.disk_bytes, u.disk_bytes))],
-        vec!["vms".into(), l.vms.to_string(), u.vms.to_string(), free(l.vms, u.vms).to_string()],
+        vec![
+            "cpus".into(),
+            l.cpus.to_string(),
+            u.cpus.to_string(),
+            free(l.cpus, u.cpus).to_string(),
+        ],
+        vec![
+            "memory".into(),
+            mem(l.memory_mib),
+            mem(u.memory_mib),
+            mem(free(l.memory_mib, u.memory_mib)),
+        ],
+        vec![
+            "disk".into(),
+            disk(l.disk_bytes),
+            disk(u.disk_bytes),
+            disk(free(l.disk_bytes, u.disk_bytes)),
+        ],
+        vec![
+            "vms".into(),
+            l.vms.to_string(),
+            u.vms.to_string(),
+            free(l.vms, u.vms).to_string(),
+        ],
     ];
     out.table(&["RESOURCE", "LIMIT", "USED", "FREE"], rows)
 }

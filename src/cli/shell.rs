@@ -26,7 +26,9 @@ pub struct Args {
 /// Splits a command line the way a POSIX shell would, without running one.
 pub fn split_command(line: &str) -> Result<Vec<String>> {
     if line.chars().any(|c| c == '\n' || c == '\r' || c == '\0') {
-        return Err(Error::invalid("the command contains a newline or NUL character"));
+        return Err(Error::invalid(
+            "the command contains a newline or NUL character",
+        ));
     }
     let words = shell_words::split(line)
         .map_err(|e| Error::invalid(format!("cannot parse the command: {e}")))?;
@@ -51,9 +53,17 @@ fn welcome(user: &str, out: &mut Output) -> Result<()> {
     Ok(())
 }
 
-pub fn exec(args: &Args, caller: &Caller, config: &Config, out: &mut Output, env: &BTreeMap<String, String>) -> Result<i32> {
+pub fn exec(
+    args: &Args,
+    caller: &Caller,
+    config: &Config,
+    out: &mut Output,
+    env: &BTreeMap<String, String>,
+) -> Result<i32> {
     let Caller::Local { uid } = caller else {
-        return Err(Error::denied("`shell` runs on the bastion for sshd, not over SSH"));
+        return Err(Error::denied(
+            "`shell` runs on the bastion for sshd, not over SSH",
+        ));
     };
     let login = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(*uid))
         .ok()
@@ -70,7 +80,11 @@ pub fn exec(args: &Args, caller: &Caller, config: &Config, out: &mut Output, env
         user: user.to_string(),
         fingerprint: args.key.clone(),
     };
-    let line = env.get("SSH_ORIGINAL_COMMAND").map(String::as_str).unwrap_or("").trim();
+    let line = env
+        .get("SSH_ORIGINAL_COMMAND")
+        .map(String::as_str)
+        .unwrap_or("")
+        .trim();
     if line.is_empty() {
         welcome(user.as_str(), out)?;
         return Ok(0);
@@ -79,7 +93,10 @@ pub fn exec(args: &Args, caller: &Caller, config: &Config, out: &mut Output, env
     if words.first().map(String::as_str) == Some("basphere") {
         words.remove(0);
     }
-    let argv = std::iter::once("basphere".to_owned()).chain(words).map(Into::into).collect();
+    let argv = std::iter::once("basphere".to_owned())
+        .chain(words)
+        .map(Into::into)
+        .collect();
     Ok(crate::dispatch(&tenant, argv, out.io(), env))
 }
 
@@ -89,8 +106,14 @@ mod tests {
 
     #[test]
     fn splits_like_a_shell_without_one() {
-        assert_eq!(split_command("create-vm 'web 1' --cpus 2").unwrap(), ["create-vm", "web 1", "--cpus", "2"]);
-        assert_eq!(split_command("vm list; rm -rf /").unwrap(), ["vm", "list;", "rm", "-rf", "/"]);
+        assert_eq!(
+            split_command("create-vm 'web 1' --cpus 2").unwrap(),
+            ["create-vm", "web 1", "--cpus", "2"]
+        );
+        assert_eq!(
+            split_command("vm list; rm -rf /").unwrap(),
+            ["vm", "list;", "rm", "-rf", "/"]
+        );
         assert_eq!(split_command("echo $(id)").unwrap(), ["echo", "$(id)"]);
         assert!(split_command("vm list\nwhoami").is_err());
         assert!(split_command("vm\0list").is_err());

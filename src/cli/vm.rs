@@ -114,8 +114,15 @@ pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
         Command::List => list(out, &vm::list_mine(ctx)?, false).map(|_| 0),
         Command::Show { name } => one(out, &vm::show(ctx, name)?),
         Command::Start { name } => one(out, &vm::power(ctx, name, Power::Start)?),
-        Command::Stop { name, force, timeout } => {
-            let op = Power::Stop { force: *force, timeout: Duration::from_secs(*timeout) };
+        Command::Stop {
+            name,
+            force,
+            timeout,
+        } => {
+            let op = Power::Stop {
+                force: *force,
+                timeout: Duration::from_secs(*timeout),
+            };
             let spinner = out.spinner();
             spinner.set_message(format!("stopping {name}"));
             let result = vm::power(ctx, name, op);

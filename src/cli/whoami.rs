@@ -23,7 +23,11 @@ pub fn exec(_args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
         });
         return out.json(&value).map(|_| 0);
     }
-    let mut fields = vec![("actor", ctx.actor.name.clone()), ("via", ctx.actor.via.to_owned()), ("role", role.to_owned())];
+    let mut fields = vec![
+        ("actor", ctx.actor.name.clone()),
+        ("via", ctx.actor.via.to_owned()),
+        ("role", role.to_owned()),
+    ];
     match &me {
         Some((u, keys)) => {
             fields.push(("user", u.id.clone()));

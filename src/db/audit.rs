@@ -55,7 +55,12 @@ pub fn recent(conn: &Connection, user: Option<&str>, limit: u32) -> Result<Vec<E
                  WHERE actor = ?1 OR target = ?1 OR target LIKE ?2 ESCAPE '\\'
                  ORDER BY id DESC LIMIT ?3",
             )?;
-            let prefix = format!("{}/%", user.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+            let prefix = format!(
+                "{}/%",
+                user.replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            );
             let rows = stmt.query_map(params![user, prefix, limit], from_row)?;
             rows.collect::<rusqlite::Result<_>>()?
         }

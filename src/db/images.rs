@@ -56,7 +56,11 @@ pub fn list(conn: &Connection) -> Result<Vec<Image>> {
 }
 
 pub fn users_of(conn: &Connection, name: &str) -> Result<u64> {
-    Ok(conn.query_row("SELECT COUNT(*) FROM vms WHERE image = ?1", [name], |r| r.get::<_, i64>(0))? as u64)
+    Ok(
+        conn.query_row("SELECT COUNT(*) FROM vms WHERE image = ?1", [name], |r| {
+            r.get::<_, i64>(0)
+        })? as u64,
+    )
 }
 
 pub fn delete(conn: &Connection, name: &str) -> Result<bool> {

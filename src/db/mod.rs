@@ -24,8 +24,12 @@ const MIGRATIONS: &[&str] = &[
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn open(path: &Path) -> Result<Connection> {
-    let conn = Connection::open(path)
-        .map_err(|e| Error::io(format!("cannot open database `{}`", path.display()), std::io::Error::other(e)))?;
+    let conn = Connection::open(path).map_err(|e| {
+        Error::io(
+            format!("cannot open database `{}`", path.display()),
+            std::io::Error::other(e),
+        )
+    })?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -69,7 +73,10 @@ pub fn migrate_to(conn: &Connection, target: usize) -> Result<()> {
 }
 
 /// Runs `f` inside `BEGIN IMMEDIATE`: the write lock is taken before anything is read.
-pub fn immediate<T>(conn: &Connection, f: impl FnOnce(&rusqlite::Transaction) -> Result<T>) -> Result<T> {
+pub fn immediate<T>(
+    conn: &Connection,
+    f: impl FnOnce(&rusqlite::Transaction) -> Result<T>,
+) -> Result<T> {
     let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
     let value = f(&tx)?;
     tx.commit()?;
@@ -88,7 +95,10 @@ mod tests {
         let mut stmt = conn
             .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
             .unwrap();
-        stmt.query_map([], |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect()
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
     }
 
     #[test]
@@ -121,7 +131,9 @@ mod tests {
         let conn = open(&path).unwrap();
         assert_eq!(schema_version(&conn).unwrap(), MIGRATIONS.len());
         let email: String = conn
-            .query_row("SELECT email FROM users WHERE id = 'alice'", [], |r| r.get(0))
+            .query_row("SELECT email FROM users WHERE id = 'alice'", [], |r| {
+                r.get(0)
+            })
             .unwrap();
         assert_eq!(email, "a@example.com");
         assert!(tables(&conn).contains(&"vms".to_string()));
@@ -142,7 +154,9 @@ mod tests {
     fn uses_wal() {
         let dir = tempfile::tempdir().unwrap();
         let conn = open(&dir.path().join("db")).unwrap();
-        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "wal");
     }
 }

@@ -55,7 +55,13 @@ pub fn free_index(conn: &Connection) -> Result<u32> {
 pub fn insert(conn: &Connection, net: &Network) -> Result<()> {
     conn.execute(
         "INSERT INTO networks (idx, user_id, name, bridge, subnet) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![net.idx as i64, net.user_id, net.name, net.bridge, net.subnet],
+        params![
+            net.idx as i64,
+            net.user_id,
+            net.name,
+            net.bridge,
+            net.subnet
+        ],
     )?;
     Ok(())
 }

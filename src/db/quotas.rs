@@ -58,7 +58,14 @@ pub fn set(conn: &Connection, user_id: &str, q: &Overrides) -> Result<()> {
          ON CONFLICT (user_id) DO UPDATE SET
            cpus = excluded.cpus, memory_mib = excluded.memory_mib, disk_bytes = excluded.disk_bytes,
            vms = excluded.vms, snapshots = excluded.snapshots",
-        params![user_id, i(q.cpus), i(q.memory_mib), i(q.disk_bytes), i(q.vms), i(q.snapshots)],
+        params![
+            user_id,
+            i(q.cpus),
+            i(q.memory_mib),
+            i(q.disk_bytes),
+            i(q.vms),
+            i(q.snapshots)
+        ],
     )?;
     Ok(())
 }

@@ -61,7 +61,11 @@ fn user_from_row(row: &Row) -> rusqlite::Result<User> {
     Ok(User {
         id: row.get(0)?,
         email: row.get(1)?,
-        role: if role == "admin" { Role::Admin } else { Role::User },
+        role: if role == "admin" {
+            Role::Admin
+        } else {
+            Role::User
+        },
         disabled: state == "disabled",
         created_at: row.get(4)?,
     })
@@ -89,7 +93,10 @@ pub fn list(conn: &Connection) -> Result<Vec<User>> {
 
 pub fn set_disabled(conn: &Connection, id: &str, disabled: bool) -> Result<bool> {
     let state = if disabled { "disabled" } else { "active" };
-    Ok(conn.execute("UPDATE users SET state = ?2 WHERE id = ?1", params![id, state])? == 1)
+    Ok(conn.execute(
+        "UPDATE users SET state = ?2 WHERE id = ?1",
+        params![id, state],
+    )? == 1)
 }
 
 pub fn delete(conn: &Connection, id: &str) -> Result<bool> {
@@ -120,13 +127,22 @@ pub fn insert_key(conn: &Connection, key: &NewKey, now: i64) -> Result<()> {
     conn.execute(
         "INSERT INTO ssh_keys (fingerprint, user_id, algorithm, public_key, comment, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![key.fingerprint, key.user_id, key.algorithm, key.public_key, key.comment, now],
+        params![
+            key.fingerprint,
+            key.user_id,
+            key.algorithm,
+            key.public_key,
+            key.comment,
+            now
+        ],
     )?;
     Ok(())
 }
 
 pub fn keys(conn: &Connection, user_id: &str) -> Result<Vec<Key>> {
-    let sql = format!("SELECT {KEY_COLUMNS} FROM ssh_keys WHERE user_id = ?1 ORDER BY created_at, fingerprint");
+    let sql = format!(
+        "SELECT {KEY_COLUMNS} FROM ssh_keys WHERE user_id = ?1 ORDER BY created_at, fingerprint"
+    );
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map([user_id], key_from_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -134,11 +150,15 @@ pub fn keys(conn: &Connection, user_id: &str) -> Result<Vec<Key>> {
 
 pub fn key_by_fingerprint(conn: &Connection, fingerprint: &str) -> Result<Option<Key>> {
     let sql = format!("SELECT {KEY_COLUMNS} FROM ssh_keys WHERE fingerprint = ?1");
-    Ok(conn.query_row(&sql, [fingerprint], key_from_row).optional()?)
+    Ok(conn
+        .query_row(&sql, [fingerprint], key_from_row)
+        .optional()?)
 }
 
 pub fn key_counts(conn: &Connection) -> Result<std::collections::HashMap<String, u64>> {
     let mut stmt = conn.prepare("SELECT user_id, COUNT(*) FROM ssh_keys GROUP BY user_id")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+    })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

@@ -134,11 +134,14 @@ pub fn list(conn: &Connection, owner: Option<&str>) -> Result<Vec<Vm>> {
     let mut stmt;
     let rows = match owner {
         Some(owner) => {
-            stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM vms WHERE owner = ?1 ORDER BY name"))?;
+            stmt = conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM vms WHERE owner = ?1 ORDER BY name"
+            ))?;
             stmt.query_map([owner], from_row)?
         }
         None => {
-            stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM vms ORDER BY owner, name"))?;
+            stmt =
+                conn.prepare_cached(&format!("SELECT {COLUMNS} FROM vms ORDER BY owner, name"))?;
             stmt.query_map([], from_row)?
         }
     };
@@ -175,7 +178,10 @@ pub fn mac_taken(conn: &Connection, mac: &str) -> Result<bool> {
 }
 
 pub fn set_state(conn: &Connection, id: &str, state: State) -> Result<()> {
-    conn.execute("UPDATE vms SET state = ?2 WHERE id = ?1", params![id, state.as_str()])?;
+    conn.execute(
+        "UPDATE vms SET state = ?2 WHERE id = ?1",
+        params![id, state.as_str()],
+    )?;
     Ok(())
 }
 
@@ -184,5 +190,9 @@ pub fn delete(conn: &Connection, id: &str) -> Result<bool> {
 }
 
 pub fn count_for_owner(conn: &Connection, owner: &str) -> Result<u64> {
-    Ok(conn.query_row("SELECT COUNT(*) FROM vms WHERE owner = ?1", [owner], |r| r.get::<_, i64>(0))? as u64)
+    Ok(
+        conn.query_row("SELECT COUNT(*) FROM vms WHERE owner = ?1", [owner], |r| {
+            r.get::<_, i64>(0)
+        })? as u64,
+    )
 }

@@ -25,7 +25,10 @@ fn default_os_user(name: &str) -> Option<&'static str> {
         ("alpine", "alpine"),
         ("arch", "arch"),
     ];
-    known.iter().find(|(prefix, _)| name.starts_with(prefix)).map(|(_, user)| *user)
+    known
+        .iter()
+        .find(|(prefix, _)| name.starts_with(prefix))
+        .map(|(_, user)| *user)
 }
 
 pub fn add(ctx: &Context, name: &ImageName, file: &Path, os_user: Option<&str>) -> Result<Image> {
@@ -48,12 +51,18 @@ fn add_inner(ctx: &Context, name: &ImageName, file: &Path, os_user: Option<&str>
             .to_owned(),
     };
     if db::images::get(&ctx.db, name.as_str())?.is_some() {
-        return Err(Error::AlreadyExists { kind: "image", name: name.to_string() });
+        return Err(Error::AlreadyExists {
+            kind: "image",
+            name: name.to_string(),
+        });
     }
     let meta = fs::metadata(file)
         .map_err(|e| Error::io(format!("cannot read image file `{}`", file.display()), e))?;
     if !meta.is_file() {
-        return Err(Error::invalid(format!("`{}` is not a regular file", file.display())));
+        return Err(Error::invalid(format!(
+            "`{}` is not a regular file",
+            file.display()
+        )));
     }
     let info = disk::image_info(file)?;
     if info.backing_file.is_some() {
@@ -110,7 +119,8 @@ pub fn list(ctx: &Context) -> Result<Vec<Image>> {
 pub fn remove(ctx: &Context, name: &str) -> Result<()> {
     ctx.require_admin()?;
     let outcome = (|| {
-        let image = db::images::get(&ctx.db, name)?.ok_or_else(|| Error::not_found("image", name))?;
+        let image =
+            db::images::get(&ctx.db, name)?.ok_or_else(|| Error::not_found("image", name))?;
         let users = db::images::users_of(&ctx.db, name)?;
         if users > 0 {
             return Err(Error::conflict(

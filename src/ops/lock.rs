@@ -35,6 +35,9 @@ pub fn try_exclusive(path: &Path) -> Result<Option<Lock>> {
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(flock) => Ok(Some(Lock { _flock: flock })),
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
-        Err((_, errno)) => Err(Error::io(format!("cannot lock `{}`", path.display()), errno.into())),
+        Err((_, errno)) => Err(Error::io(
+            format!("cannot lock `{}`", path.display()),
+            errno.into(),
+        )),
     }
 }

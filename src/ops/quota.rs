@@ -31,21 +31,46 @@ pub fn limits_for(conn: &Connection, config: &Config, user: &str) -> Result<Limi
 /// Refuses a request that would take any resource past its limit.
 pub fn check(limits: &Limits, usage: &Usage, req: &Request) -> Result<()> {
     let exceeded = |resource, limit: String, used: String, requested: String| {
-        Err(Error::QuotaExceeded { resource, limit, used, requested })
+        Err(Error::QuotaExceeded {
+            resource,
+            limit,
+            used,
+            requested,
+        })
     };
     if usage.vms + 1 > limits.vms {
-        return exceeded("vms", limits.vms.to_string(), usage.vms.to_string(), "1".into());
+        return exceeded(
+            "vms",
+            limits.vms.to_string(),
+            usage.vms.to_string(),
+            "1".into(),
+        );
     }
     if usage.cpus + req.cpus > limits.cpus {
-        return exceeded("cpus", limits.cpus.to_string(), usage.cpus.to_string(), req.cpus.to_string());
+        return exceeded(
+            "cpus",
+            limits.cpus.to_string(),
+            usage.cpus.to_string(),
+            req.cpus.to_string(),
+        );
     }
     if usage.memory_mib + req.memory_mib > limits.memory_mib {
         let s = |m| Size::from_mib(m).to_string();
-        return exceeded("memory", s(limits.memory_mib), s(usage.memory_mib), s(req.memory_mib));
+        return exceeded(
+            "memory",
+            s(limits.memory_mib),
+            s(usage.memory_mib),
+            s(req.memory_mib),
+        );
     }
     if usage.disk_bytes + req.disk_bytes > limits.disk_bytes {
         let s = |b| Size::from_bytes(b).to_string();
-        return exceeded("disk", s(limits.disk_bytes), s(usage.disk_bytes), s(req.disk_bytes));
+        return exceeded(
+            "disk",
+            s(limits.disk_bytes),
+            s(usage.disk_bytes),
+            s(req.disk_bytes),
+        );
     }
     Ok(())
 }
@@ -88,21 +113,56 @@ mod tests {
     use super::*;
 
     fn limits() -> Limits {
-        Limits { cpus: 4, memory_mib: 4096, disk_bytes: 100 << 30, vms: 2, snapshots: 1 }
+        Limits {
+            cpus: 4,
+            memory_mib: 4096,
+            disk_bytes: 100 << 30,
+            vms: 2,
+            snapshots: 1,
+        }
     }
 
     #[test]
     fn refuses_each_resource_with_numbers() {
-        let usage = Usage { cpus: 3, memory_mib: 1024, disk_bytes: 10 << 30, vms: 1 };
-        let req = Request { cpus: 2, memory_mib: 1024, disk_bytes: 10 << 30 };
+        let usage = Usage {
+            cpus: 3,
+            memory_mib: 1024,
+            disk_bytes: 10 << 30,
+            vms: 1,
+        };
+        let req = Request {
+            cpus: 2,
+            memory_mib: 1024,
+            disk_bytes: 10 << 30,
+        };
         let err = check(&limits(), &usage, &req).unwrap_err().to_string();
         assert_eq!(err, "quota exceeded: cpus: limit 4, used 3, requested 2");
-        let req = Request { cpus: 1, memory_mib: 4096, disk_bytes: 1 };
+        let req = Request {
+            cpus: 1,
+            memory_mib: 4096,
+            disk_bytes: 1,
+        };
         let err = check(&limits(), &usage, &req).unwrap_err().to_string();
-        assert_eq!(err, "quota exceeded: memory: limit 4G, used 1G, requested 4G");
+        assert_eq!(
+            err,
+            "quota exceeded: memory: limit 4G, used 1G, requested 4G"
+        );
         let full = Usage { vms: 2, ..usage };
-        assert!(check(&limits(), &full, &Request { cpus: 1, memory_mib: 1, disk_bytes: 1 }).is_err());
-        let req = Request { cpus: 1, memory_mib: 3072, disk_bytes: 90 << 30 };
+        assert!(check(
+            &limits(),
+            &full,
+            &Request {
+                cpus: 1,
+                memory_mib: 1,
+                disk_bytes: 1
+            }
+        )
+        .is_err());
+        let req = Request {
+            cpus: 1,
+            memory_mib: 3072,
+            disk_bytes: 90 << 30,
+        };
         assert!(check(&limits(), &usage, &req).is_ok());
     }
 }

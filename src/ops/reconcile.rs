@@ -22,13 +22,29 @@ use crate::virt::DhcpHost;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Repair {
     /// A create was killed part way: undo it, freeing its quota.
-    RollBackCreate { owner: String, vm: String, id: String },
+    RollBackCreate {
+        owner: String,
+        vm: String,
+        id: String,
+    },
     /// A delete was killed part way: finish it.
-    FinishDelete { owner: String, vm: String, id: String },
+    FinishDelete {
+        owner: String,
+        vm: String,
+        id: String,
+    },
     /// A ready VM lost its domain but kept its disk: define it again.
-    Redefine { owner: String, vm: String, id: String },
+    Redefine {
+        owner: String,
+        vm: String,
+        id: String,
+    },
     /// A ready VM lost both domain and disk: drop the row so it stops counting.
-    Forget { owner: String, vm: String, id: String },
+    Forget {
+        owner: String,
+        vm: String,
+        id: String,
+    },
     /// A basphere domain no row explains.
     RemoveDomain { name: String, uuid: String },
     /// A disk, seed or lock file no row explains.
@@ -36,22 +52,39 @@ pub enum Repair {
     /// A basphere network whose user is gone.
     RemoveNetwork { name: String },
     /// A DHCP reservation for a MAC no VM has.
-    RemoveReservation { network: String, mac: String, ip: String },
+    RemoveReservation {
+        network: String,
+        mac: String,
+        ip: String,
+    },
 }
 
 impl Repair {
     pub fn describe(&self) -> (String, String) {
         match self {
-            Repair::RollBackCreate { owner, vm, .. } => ("roll back interrupted create".into(), format!("{owner}/{vm}")),
-            Repair::FinishDelete { owner, vm, .. } => ("finish interrupted delete".into(), format!("{owner}/{vm}")),
-            Repair::Redefine { owner, vm, .. } => ("define missing domain".into(), format!("{owner}/{vm}")),
-            Repair::Forget { owner, vm, .. } => ("forget VM without domain or disk".into(), format!("{owner}/{vm}")),
-            Repair::RemoveDomain { name, .. } => ("remove orphan domain".into(), name.clone()),
-            Repair::RemoveFile { path } => ("remove orphan file".into(), path.display().to_string()),
-            Repair::RemoveNetwork { name } => ("remove orphan network".into(), name.clone()),
-            Repair::RemoveReservation { network, mac, ip } => {
-                ("remove orphan DHCP reservation".into(), format!("{network} {mac} {ip}"))
+            Repair::RollBackCreate { owner, vm, .. } => (
+                "roll back interrupted create".into(),
+                format!("{owner}/{vm}"),
+            ),
+            Repair::FinishDelete { owner, vm, .. } => {
+                ("finish interrupted delete".into(), format!("{owner}/{vm}"))
             }
+            Repair::Redefine { owner, vm, .. } => {
+                ("define missing domain".into(), format!("{owner}/{vm}"))
+            }
+            Repair::Forget { owner, vm, .. } => (
+                "forget VM without domain or disk".into(),
+                format!("{owner}/{vm}"),
+            ),
+            Repair::RemoveDomain { name, .. } => ("remove orphan domain".into(), name.clone()),
+            Repair::RemoveFile { path } => {
+                ("remove orphan file".into(), path.display().to_string())
+            }
+            Repair::RemoveNetwork { name } => ("remove orphan network".into(), name.clone()),
+            Repair::RemoveReservation { network, mac, ip } => (
+                "remove orphan DHCP reservation".into(),
+                format!("{network} {mac} {ip}"),
+            ),
         }
     }
 }
@@ -92,13 +125,29 @@ fn plan(ctx: &Context) -> Result<Vec<Repair>> {
     for vm in &rows {
         let (owner, name, id) = (vm.owner.clone(), vm.name.clone(), vm.id.clone());
         match vm.state {
-            State::Creating if abandoned(ctx, vm)? => repairs.push(Repair::RollBackCreate { owner, vm: name, id }),
-            State::Deleting if abandoned(ctx, vm)? => repairs.push(Repair::FinishDelete { owner, vm: name, id }),
+            State::Creating if abandoned(ctx, vm)? => repairs.push(Repair::RollBackCreate {
+                owner,
+                vm: name,
+                id,
+            }),
+            State::Deleting if abandoned(ctx, vm)? => repairs.push(Repair::FinishDelete {
+                owner,
+                vm: name,
+                id,
+            }),
             State::Ready if !domain_ids.contains(&vm.id) => {
                 if ctx.paths.disk(&vm.id).exists() {
-                    repairs.push(Repair::Redefine { owner, vm: name, id });
+                    repairs.push(Repair::Redefine {
+                        owner,
+                        vm: name,
+                        id,
+                    });
                 } else {
-                    repairs.push(Repair::Forget { owner, vm: name, id });
+                    repairs.push(Repair::Forget {
+                        owner,
+                        vm: name,
+                        id,
+                    });
                 }
             }
             _ => {}
@@ -107,18 +156,29 @@ fn plan(ctx: &Context) -> Result<Vec<Repair>> {
 
     for d in &domains {
         if !row_ids.contains(&d.uuid.to_string()) {
-            repairs.push(Repair::RemoveDomain { name: d.name.clone(), uuid: d.uuid.to_string() });
+            repairs.push(Repair::RemoveDomain {
+                name: d.name.clone(),
+                uuid: d.uuid.to_string(),
+            });
         }
     }
 
-    for (dir, ext) in [(ctx.paths.disks(), "qcow2"), (ctx.paths.seeds(), "iso"), (ctx.paths.locks(), "lock")] {
-        let Ok(entries) = fs::read_dir(&dir) else { continue };
+    for (dir, ext) in [
+        (ctx.paths.disks(), "qcow2"),
+        (ctx.paths.seeds(), "iso"),
+        (ctx.paths.locks(), "lock"),
+    ] {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             if path.extension().and_then(|e| e.to_str()) != Some(ext) {
                 continue;
             }
-            let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else { continue };
+            let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
+                continue;
+            };
             // Only files named after a VM id are ours to judge (locks also guard networks).
             if Uuid::parse_str(stem).is_err() || row_ids.contains(stem) {
                 continue;
@@ -157,7 +217,9 @@ fn apply(ctx: &Context, repair: &Repair) -> Result<()> {
     let hv = ctx.hypervisor()?;
     let row = |id: &str| db::vms::get_by_id(&ctx.db, id);
     match repair {
-        Repair::RollBackCreate { id, .. } | Repair::FinishDelete { id, .. } | Repair::Forget { id, .. } => {
+        Repair::RollBackCreate { id, .. }
+        | Repair::FinishDelete { id, .. }
+        | Repair::Forget { id, .. } => {
             if let Some(vm) = row(id)? {
                 let _lock = lock::try_exclusive(&ctx.paths.lock(&vm.id))?;
                 vm::teardown(ctx, &vm)?;
@@ -175,14 +237,20 @@ fn apply(ctx: &Context, repair: &Repair) -> Result<()> {
             }
         }
         Repair::RemoveFile { path } => {
-            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default();
             let is_lock = path.extension().is_some_and(|e| e == "lock");
             // A lock file is checked by taking it; for the others, take their VM's lock.
             let guard = if is_lock { None } else { unclaimed(ctx, stem)? };
             if is_lock || guard.is_some() {
                 match fs::remove_file(path) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(crate::error::Error::io(format!("cannot remove `{}`", path.display()), e))
+                        return Err(crate::error::Error::io(
+                            format!("cannot remove `{}`", path.display()),
+                            e,
+                        ))
                     }
                     _ => {}
                 }
@@ -192,7 +260,9 @@ fn apply(ctx: &Context, repair: &Repair) -> Result<()> {
         Repair::RemoveReservation { network, mac, ip } => {
             let host = DhcpHost {
                 mac: mac.clone(),
-                ip: ip.parse().map_err(|_| crate::error::Error::invalid(format!("bad IP `{ip}`")))?,
+                ip: ip
+                    .parse()
+                    .map_err(|_| crate::error::Error::invalid(format!("bad IP `{ip}`")))?,
                 name: String::new(),
             };
             hv.remove_dhcp_host(network, &host)?;

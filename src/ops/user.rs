@@ -40,15 +40,32 @@ fn check_key_free(conn: &rusqlite::Connection, key: &PublicKey) -> Result<()> {
     Ok(())
 }
 
-pub fn add(ctx: &Context, id: &UserId, email: &str, keys: &[PublicKey], admin: bool) -> Result<User> {
+pub fn add(
+    ctx: &Context,
+    id: &UserId,
+    email: &str,
+    keys: &[PublicKey],
+    admin: bool,
+) -> Result<User> {
     ctx.require_admin()?;
     let outcome = db::immediate(&ctx.db, |tx| {
         if db::users::exists(tx, id.as_str())? {
-            return Err(Error::AlreadyExists { kind: "user", name: id.to_string() });
+            return Err(Error::AlreadyExists {
+                kind: "user",
+                name: id.to_string(),
+            });
         }
         let now = db::now();
         let role = if admin { Role::Admin } else { Role::User };
-        db::users::insert(tx, &NewUser { id: id.as_str(), email, role }, now)?;
+        db::users::insert(
+            tx,
+            &NewUser {
+                id: id.as_str(),
+                email,
+                role,
+            },
+            now,
+        )?;
         let mut seen = std::collections::HashSet::new();
         for key in keys {
             if !seen.insert(key.fingerprint.clone()) {
@@ -121,7 +138,15 @@ pub fn set_disabled(ctx: &Context, id: &str, disabled: bool) -> Result<()> {
     } else {
         Err(Error::not_found("user", id))
     };
-    ctx.audit(if disabled { "user.disable" } else { "user.enable" }, id, &outcome);
+    ctx.audit(
+        if disabled {
+            "user.disable"
+        } else {
+            "user.enable"
+        },
+        id,
+        &outcome,
+    );
     outcome
 }
 
@@ -139,7 +164,9 @@ fn remove_inner(ctx: &Context, id: &str) -> Result<()> {
     if vms > 0 {
         return Err(Error::conflict(
             format!("user `{id}` still owns {vms} VM(s)"),
-            Some(&format!("delete them first: `basphere --as {id} vm list`, then `vm delete NAME`")),
+            Some(&format!(
+                "delete them first: `basphere --as {id} vm list`, then `vm delete NAME`"
+            )),
         ));
     }
     // The libvirt network goes first: if that fails the user is still there to retry with,
@@ -147,7 +174,8 @@ fn remove_inner(ctx: &Context, id: &str) -> Result<()> {
     if let Some(net) = db::networks::for_user(&ctx.db, id)? {
         ctx.hypervisor()?.remove_network(&net.name)?;
     } else if ctx.hypervisor().is_ok() {
-        ctx.hypervisor()?.remove_network(&virt::network_name(id))?;
+        ctx.hypervisor()?
+            .remove_network(&virt::network_name(ctx.prefix(), id))?;
     }
     db::users::delete(&ctx.db, id)?;
     Ok(())

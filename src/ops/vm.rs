@@ -72,8 +72,16 @@ fn ssh_line(ctx: &Context, os_user: &str, ip: &str) -> String {
     format!("ssh -J {jump} {os_user}@{ip}")
 }
 
-fn view(ctx: &Context, vm: Vm, power: Option<PowerState>, os_users: &HashMap<String, String>) -> View {
-    let os_user = os_users.get(&vm.image).cloned().unwrap_or_else(|| "root".into());
+fn view(
+    ctx: &Context,
+    vm: Vm,
+    power: Option<PowerState>,
+    os_users: &HashMap<String, String>,
+) -> View {
+    let os_user = os_users
+        .get(&vm.image)
+        .cloned()
+        .unwrap_or_else(|| "root".into());
     View {
         state: state_label(&vm, power),
         ssh: ssh_line(ctx, &os_user, &vm.ip),
@@ -93,11 +101,15 @@ fn view(ctx: &Context, vm: Vm, power: Option<PowerState>, os_users: &HashMap<Str
 }
 
 fn os_users(ctx: &Context) -> Result<HashMap<String, String>> {
-    Ok(db::images::list(&ctx.db)?.into_iter().map(|i| (i.name, i.os_user)).collect())
+    Ok(db::images::list(&ctx.db)?
+        .into_iter()
+        .map(|i| (i.name, i.os_user))
+        .collect())
 }
 
 fn uuid_of(vm: &Vm) -> Result<Uuid> {
-    Uuid::parse_str(&vm.id).map_err(|_| Error::Config(format!("corrupt VM id `{}` in the database", vm.id)))
+    Uuid::parse_str(&vm.id)
+        .map_err(|_| Error::Config(format!("corrupt VM id `{}` in the database", vm.id)))
 }
 
 /// The VM `name` of the tenant; someone else's VM is indistinguishable from a missing one.
@@ -140,18 +152,33 @@ fn resolve_shape(ctx: &Context, req: &CreateRequest, image: &Image) -> Result<Fl
         Some(name) => *flavors.get(name).ok_or_else(|| {
             Error::invalid_with_help(
                 format!("unknown flavor `{}`", crate::validate::quoted(name)),
-                format!("flavors: {}", flavors.keys().cloned().collect::<Vec<_>>().join(", ")),
+                format!(
+                    "flavors: {}",
+                    flavors.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
             )
         })?,
         None => flavors[&ctx.config.default_flavor.value],
     };
     let shape = Flavor {
         cpus: req.cpus.unwrap_or(base.cpus),
-        memory_mib: req.memory.map_or(base.memory_mib, |m| m.bytes().div_ceil(MIB)),
-        disk_bytes: req.disk.map_or(base.disk_bytes, Size::bytes).max(if req.disk.is_none() { image.virtual_size } else { 0 }),
+        memory_mib: req
+            .memory
+            .map_or(base.memory_mib, |m| m.bytes().div_ceil(MIB)),
+        disk_bytes: req
+            .disk
+            .map_or(base.disk_bytes, Size::bytes)
+            .max(if req.disk.is_none() {
+                image.virtual_size
+            } else {
+                0
+            }),
     };
     if shape.cpus == 0 || shape.cpus > MAX_CPUS {
-        return Err(Error::invalid(format!("invalid CPU count `{}`: expected 1 to {MAX_CPUS}", shape.cpus)));
+        return Err(Error::invalid(format!(
+            "invalid CPU count `{}`: expected 1 to {MAX_CPUS}",
+            shape.cpus
+        )));
     }
     if shape.memory_mib < MIN_MEMORY_MIB {
         return Err(Error::invalid(format!(
@@ -172,28 +199,27 @@ fn resolve_shape(ctx: &Context, req: &CreateRequest, image: &Image) -> Result<Fl
 }
 
 fn resolve_image(ctx: &Context, requested: Option<&ImageName>) -> Result<Image> {
-    let name = match (requested, &ctx.config.default_image.value) {
-        (Some(name), _) => name.to_string(),
-        (None, Some(name)) => name.clone(),
-        (None, None) => {
-            let mut all = db::images::list(&ctx.db)?;
-            match all.len() {
-                1 => return Ok(all.remove(0)),
-                0 => {
-                    return Err(Error::conflict(
+    let name =
+        match (requested, &ctx.config.default_image.value) {
+            (Some(name), _) => name.to_string(),
+            (None, Some(name)) => name.clone(),
+            (None, None) => {
+                let mut all = db::images::list(&ctx.db)?;
+                match all.len() {
+                    1 => return Ok(all.remove(0)),
+                    0 => return Err(Error::conflict(
                         "no image is registered yet",
                         Some("an administrator adds one with `basphere admin image add NAME FILE`"),
-                    ))
-                }
-                _ => {
-                    return Err(Error::invalid_with_help(
-                        "several images are available: choose one with --image",
-                        "`basphere images` lists them",
-                    ))
+                    )),
+                    _ => {
+                        return Err(Error::invalid_with_help(
+                            "several images are available: choose one with --image",
+                            "`basphere images` lists them",
+                        ))
+                    }
                 }
             }
-        }
-    };
+        };
     db::images::get(&ctx.db, &name)?.ok_or_else(|| Error::not_found("image", name))
 }
 
@@ -240,18 +266,21 @@ fn create_inner(ctx: &Context, req: &CreateRequest, progress: Progress) -> Resul
     // Reach libvirt before changing anything, so a dead libvirtd changes nothing.
     progress("connecting to libvirt");
     let hv = ctx.hypervisor()?;
-    let domain_type = hv.domain_type(ctx.config.virt_type.value)?;
+    let domain_type = ctx.domain_type()?;
 
     let id = Uuid::new_v4();
     let id_text = id.to_string();
     // Held until we return; `admin reconcile` leaves a `creating` row alone while it is.
     let _lock = lock::exclusive(&ctx.paths.lock(&id_text))?;
-    let domain_name = virt::domain_name(&owner, name.as_str());
+    let domain_name = virt::domain_name(ctx.prefix(), &owner, name.as_str());
 
     progress("reserving quota");
     let (vm, net) = db::immediate(&ctx.db, |tx| {
         if db::vms::get(tx, &owner, name.as_str())?.is_some() {
-            return Err(Error::AlreadyExists { kind: "VM", name: name.to_string() });
+            return Err(Error::AlreadyExists {
+                kind: "VM",
+                name: name.to_string(),
+            });
         }
         let limits = quota::limits_for(tx, &ctx.config, &owner)?;
         let usage = db::vms::usage(tx, &owner)?;
@@ -286,7 +315,10 @@ fn create_inner(ctx: &Context, req: &CreateRequest, progress: Progress) -> Resul
             domain: &domain_name,
         };
         db::vms::insert(tx, &new, db::now())?;
-        Ok((db::vms::get_by_id(tx, &id_text)?.expect("inserted above"), net))
+        Ok((
+            db::vms::get_by_id(tx, &id_text)?.expect("inserted above"),
+            net,
+        ))
     })?;
     crash_point(ctx, "reserved");
 
@@ -294,7 +326,11 @@ fn create_inner(ctx: &Context, req: &CreateRequest, progress: Progress) -> Resul
     let mut step = "disk";
     let built = (|| -> Result<()> {
         progress("creating disk");
-        virt::disk::create_overlay(std::path::Path::new(&image.path), &ctx.paths.disk(&id_text), shape.disk_bytes)?;
+        virt::disk::create_overlay(
+            std::path::Path::new(&image.path),
+            &ctx.paths.disk(&id_text),
+            shape.disk_bytes,
+        )?;
         done.push(Done::Disk);
         crash_point(ctx, "disk");
 
@@ -340,7 +376,11 @@ fn create_inner(ctx: &Context, req: &CreateRequest, progress: Progress) -> Resul
             undo_failures,
         });
     }
-    let power = if req.start { Some(PowerState::Running) } else { Some(PowerState::ShutOff) };
+    let power = if req.start {
+        Some(PowerState::Running)
+    } else {
+        Some(PowerState::ShutOff)
+    };
     let vm = db::vms::get_by_id(&ctx.db, &id_text)?.expect("created above");
     let users = HashMap::from([(image.name.clone(), image.os_user.clone())]);
     Ok(view(ctx, vm, power, &users))
@@ -358,8 +398,8 @@ fn allocate_network(ctx: &Context, tx: &rusqlite::Transaction, owner: &str) -> R
     let net = Network {
         idx,
         user_id: owner.to_owned(),
-        name: virt::network_name(owner),
-        bridge: virt::bridge_name(idx),
+        name: virt::network_name(ctx.prefix(), owner),
+        bridge: virt::bridge_name(ctx.prefix(), pool.subnet(idx)),
         subnet: pool.subnet(idx).to_string(),
     };
     db::networks::insert(tx, &net)?;
@@ -367,12 +407,21 @@ fn allocate_network(ctx: &Context, tx: &rusqlite::Transaction, owner: &str) -> R
 }
 
 fn free_ip(tx: &rusqlite::Transaction, net: &Network) -> Result<Ipv4Addr> {
-    let used: std::collections::HashSet<String> = db::vms::ips_in_network(tx, net.idx)?.into_iter().collect();
-    let base: Ipv4Addr = net.subnet.parse().map_err(|_| Error::Config(format!("corrupt subnet `{}`", net.subnet)))?;
+    let used: std::collections::HashSet<String> =
+        db::vms::ips_in_network(tx, net.idx)?.into_iter().collect();
+    let base: Ipv4Addr = net
+        .subnet
+        .parse()
+        .map_err(|_| Error::Config(format!("corrupt subnet `{}`", net.subnet)))?;
     (FIRST_VM_HOST..=LAST_VM_HOST)
         .map(|n| Ipv4Addr::from(u32::from(base) + n))
         .find(|ip| !used.contains(&ip.to_string()))
-        .ok_or_else(|| Error::conflict(format!("network {}/24 has no free address", net.subnet), None))
+        .ok_or_else(|| {
+            Error::conflict(
+                format!("network {}/24 has no free address", net.subnet),
+                None,
+            )
+        })
 }
 
 fn write_seed(ctx: &Context, vm: &Vm, image: &Image) -> Result<()> {
@@ -394,7 +443,8 @@ fn write_seed(ctx: &Context, vm: &Vm, image: &Image) -> Result<()> {
 /// Creates the owner's libvirt network if needed; one process at a time per network.
 fn ensure_network(ctx: &Context, net: &Network, owner: &str) -> Result<()> {
     let _lock = lock::exclusive(&ctx.paths.lock(&format!("net-{owner}")))?;
-    ctx.hypervisor()?.ensure_network(&network_spec(net, owner)?)?;
+    ctx.hypervisor()?
+        .ensure_network(&network_spec(net, owner)?)?;
     Ok(())
 }
 
@@ -431,11 +481,23 @@ fn undo(ctx: &Context, vm: &Vm, network: &str, mut done: Vec<Done>) -> Vec<Strin
     let mut failures = Vec::new();
     while let Some(d) = done.pop() {
         let (what, result) = match d {
-            Done::Domain => ("domain", uuid_of(vm).and_then(|id| Ok(ctx.hypervisor()?.undefine(id)?))),
-            Done::Dhcp => ("DHCP reservation", dhcp_host(vm).and_then(|h| Ok(ctx.hypervisor()?.remove_dhcp_host(network, &h)?))),
+            Done::Domain => (
+                "domain",
+                uuid_of(vm).and_then(|id| Ok(ctx.hypervisor()?.undefine(id)?)),
+            ),
+            Done::Dhcp => (
+                "DHCP reservation",
+                dhcp_host(vm).and_then(|h| Ok(ctx.hypervisor()?.remove_dhcp_host(network, &h)?)),
+            ),
             Done::Seed => ("seed", remove_file(&ctx.paths.seed(&vm.id))),
             Done::Disk => ("disk", remove_file(&ctx.paths.disk(&vm.id))),
-            Done::Row => ("quota reservation", db::vms::delete(&ctx.db, &vm.id).map(|_| ())),
+            Done::Row => {
+                let _ = fs::remove_file(ctx.paths.lock(&vm.id));
+                (
+                    "quota reservation",
+                    db::vms::delete(&ctx.db, &vm.id).map(|_| ()),
+                )
+            }
         };
         if let Err(e) = result {
             failures.push(format!("{what}: {e}"));
@@ -448,7 +510,10 @@ fn undo(ctx: &Context, vm: &Vm, network: &str, mut done: Vec<Done>) -> Vec<Strin
 pub(crate) fn teardown(ctx: &Context, vm: &Vm) -> Result<()> {
     let hv = ctx.hypervisor()?;
     hv.undefine(uuid_of(vm)?)?;
-    if let Some(net) = db::networks::list(&ctx.db)?.into_iter().find(|n| n.idx == vm.network_idx) {
+    if let Some(net) = db::networks::list(&ctx.db)?
+        .into_iter()
+        .find(|n| n.idx == vm.network_idx)
+    {
         hv.remove_dhcp_host(&net.name, &dhcp_host(vm)?)?;
     }
     remove_file(&ctx.paths.disk(&vm.id))?;
@@ -460,7 +525,8 @@ pub(crate) fn teardown(ctx: &Context, vm: &Vm) -> Result<()> {
 
 /// Rebuilds the libvirt side of a VM whose row, disk and network survive but whose domain is gone.
 pub(crate) fn redefine(ctx: &Context, vm: &Vm) -> Result<()> {
-    let image = db::images::get(&ctx.db, &vm.image)?.ok_or_else(|| Error::not_found("image", vm.image.clone()))?;
+    let image = db::images::get(&ctx.db, &vm.image)?
+        .ok_or_else(|| Error::not_found("image", vm.image.clone()))?;
     let net = db::networks::list(&ctx.db)?
         .into_iter()
         .find(|n| n.idx == vm.network_idx)
@@ -469,9 +535,9 @@ pub(crate) fn redefine(ctx: &Context, vm: &Vm) -> Result<()> {
         write_seed(ctx, vm, &image)?;
     }
     ensure_network(ctx, &net, &vm.owner)?;
-    let hv = ctx.hypervisor()?;
-    hv.add_dhcp_host(&net.name, &dhcp_host(vm)?)?;
-    let domain_type = hv.domain_type(ctx.config.virt_type.value)?;
+    ctx.hypervisor()?
+        .add_dhcp_host(&net.name, &dhcp_host(vm)?)?;
+    let domain_type = ctx.domain_type()?;
     define(ctx, vm, &net, domain_type)
 }
 
@@ -544,7 +610,10 @@ pub fn power(ctx: &Context, name: &str, op: Power) -> Result<View> {
 fn power_inner(ctx: &Context, owner: &str, name: &str, op: Power) -> Result<View> {
     let vm = owned(ctx, owner, name)?;
     if vm.state != State::Ready {
-        return Err(Error::conflict(format!("VM `{name}` is {}", vm.state.as_str()), None));
+        return Err(Error::conflict(
+            format!("VM `{name}` is {}", vm.state.as_str()),
+            None,
+        ));
     }
     let id = uuid_of(&vm)?;
     let hv = ctx.hypervisor()?;
@@ -554,24 +623,41 @@ fn power_inner(ctx: &Context, owner: &str, name: &str, op: Power) -> Result<View
             Some("an administrator can repair this with `basphere admin reconcile`"),
         )
     })?;
-    let running = matches!(state, PowerState::Running | PowerState::Paused | PowerState::ShuttingDown);
+    let running = matches!(
+        state,
+        PowerState::Running | PowerState::Paused | PowerState::ShuttingDown
+    );
     match op {
         Power::Start if running => {
-            return Err(Error::conflict(format!("VM `{name}` is already running"), None))
+            return Err(Error::conflict(
+                format!("VM `{name}` is already running"),
+                None,
+            ))
         }
         Power::Start => hv.start(id)?,
         Power::Stop { .. } | Power::Reboot if !running => {
-            return Err(Error::conflict(format!("VM `{name}` is not running"), Some(&format!("start it with `vm start {name}`"))))
+            return Err(Error::conflict(
+                format!("VM `{name}` is not running"),
+                Some(&format!("start it with `vm start {name}`")),
+            ))
         }
         Power::Stop { force: true, .. } => hv.destroy(id)?,
-        Power::Stop { force: false, timeout } => {
+        Power::Stop {
+            force: false,
+            timeout,
+        } => {
             hv.shutdown(id)?;
             let deadline = Instant::now() + timeout;
             while hv.power_state(id)? != Some(PowerState::ShutOff) {
                 if Instant::now() >= deadline {
                     return Err(Error::conflict(
-                        format!("VM `{name}` did not shut down within {}s", timeout.as_secs()),
-                        Some(&format!("the guest may ignore ACPI; power it off with `vm stop --force {name}`")),
+                        format!(
+                            "VM `{name}` did not shut down within {}s",
+                            timeout.as_secs()
+                        ),
+                        Some(&format!(
+                            "the guest may ignore ACPI; power it off with `vm stop --force {name}`"
+                        )),
                     ));
                 }
                 std::thread::sleep(Duration::from_millis(200));

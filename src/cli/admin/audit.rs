@@ -26,10 +26,24 @@ pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
     let rows = entries
         .iter()
         .map(|e| {
-            let result = if e.detail.is_empty() { e.result.clone() } else { format!("{}: {}", e.result, e.detail.lines().next().unwrap_or("")) };
-            vec![timestamp(e.at), e.actor.clone(), e.via.clone(), e.action.clone(), e.target.clone(), result]
+            let result = if e.detail.is_empty() {
+                e.result.clone()
+            } else {
+                format!("{}: {}", e.result, e.detail.lines().next().unwrap_or(""))
+            };
+            vec![
+                timestamp(e.at),
+                e.actor.clone(),
+                e.via.clone(),
+                e.action.clone(),
+                e.target.clone(),
+                result,
+            ]
         })
         .collect();
-    out.table(&["TIME", "ACTOR", "VIA", "ACTION", "TARGET", "RESULT"], rows)?;
+    out.table(
+        &["TIME", "ACTOR", "VIA", "ACTION", "TARGET", "RESULT"],
+        rows,
+    )?;
     Ok(0)
 }

@@ -20,7 +20,9 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Copy a qcow2 or raw cloud image into the catalogue
-    #[command(after_help = "Example:\n  basphere admin image add debian-12 debian-12-genericcloud-amd64.qcow2 --os-user debian")]
+    #[command(
+        after_help = "Example:\n  basphere admin image add debian-12 debian-12-genericcloud-amd64.qcow2 --os-user debian"
+    )]
     Add {
         /// Image name, e.g. debian-12
         name: String,
@@ -40,7 +42,11 @@ pub enum Command {
 
 pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
     match &args.command {
-        Command::Add { name, file, os_user } => {
+        Command::Add {
+            name,
+            file,
+            os_user,
+        } => {
             let name: ImageName = name.parse()?;
             let spinner = out.spinner();
             spinner.set_message(format!("copying {}", file.display()));
@@ -50,7 +56,12 @@ pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
             if out.json {
                 out.json(&img)?;
             } else {
-                out.line(format!("added image {} ({}, login {})", img.name, Size::from_bytes(img.virtual_size), img.os_user))?;
+                out.line(format!(
+                    "added image {} ({}, login {})",
+                    img.name,
+                    Size::from_bytes(img.virtual_size),
+                    img.os_user
+                ))?;
             }
         }
         Command::List => {
@@ -60,7 +71,15 @@ pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
             } else {
                 let rows = images
                     .iter()
-                    .map(|i| vec![i.name.clone(), i.os_user.clone(), Size::from_bytes(i.virtual_size).to_string(), timestamp(i.created_at), i.path.clone()])
+                    .map(|i| {
+                        vec![
+                            i.name.clone(),
+                            i.os_user.clone(),
+                            Size::from_bytes(i.virtual_size).to_string(),
+                            timestamp(i.created_at),
+                            i.path.clone(),
+                        ]
+                    })
                     .collect();
                 out.table(&["NAME", "LOGIN", "SIZE", "ADDED", "PATH"], rows)?;
             }

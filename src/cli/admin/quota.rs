@@ -22,15 +22,15 @@ pub enum Command {
     #[command(after_help = "Example:\n  basphere admin quota set alice --cpus 8 --memory 16G")]
     Set {
         user: String,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         cpus: Option<String>,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         memory: Option<String>,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         disk: Option<String>,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         vms: Option<String>,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         snapshots: Option<String>,
     },
     /// Show a user's limits and usage
@@ -39,19 +39,37 @@ pub enum Command {
 
 pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
     match &args.command {
-        Command::Set { user, cpus, memory, disk, vms, snapshots } => {
+        Command::Set {
+            user,
+            cpus,
+            memory,
+            disk,
+            vms,
+            snapshots,
+        } => {
             let n = |what, v: &Option<String>| -> Result<Option<u64>> {
-                v.as_deref().map(|s| validate::count(what, s, 1_000_000).map(u64::from)).transpose()
+                v.as_deref()
+                    .map(|s| validate::count(what, s, 1_000_000).map(u64::from))
+                    .transpose()
             };
             let change = Overrides {
                 cpus: n("CPU limit", cpus)?,
-                memory_mib: memory.as_deref().map(|s| s.parse::<Size>().map(Size::mib)).transpose()?,
-                disk_bytes: disk.as_deref().map(|s| s.parse::<Size>().map(Size::bytes)).transpose()?,
+                memory_mib: memory
+                    .as_deref()
+                    .map(|s| s.parse::<Size>().map(Size::mib))
+                    .transpose()?,
+                disk_bytes: disk
+                    .as_deref()
+                    .map(|s| s.parse::<Size>().map(Size::bytes))
+                    .transpose()?,
                 vms: n("VM limit", vms)?,
                 snapshots: n("snapshot limit", snapshots)?,
             };
             if change == Overrides::default() {
-                return Err(Error::invalid_with_help("nothing to change", "give at least one of --cpus, --memory, --disk, --vms, --snapshots"));
+                return Err(Error::invalid_with_help(
+                    "nothing to change",
+                    "give at least one of --cpus, --memory, --disk, --vms, --snapshots",
+                ));
             }
             let report = quota::set(ctx, user, &change)?;
             crate::cli::quota::render(out, &report)?;

@@ -20,14 +20,21 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Register a user with an SSH public key
-    #[command(after_help = "Example:\n  basphere admin user add alice --email alice@example.com --key-file alice.pub")]
+    #[command(
+        after_help = "Example:\n  basphere admin user add alice --email alice@example.com --key-file alice.pub"
+    )]
     Add {
         /// User id: 3 to 32 characters, a lowercase letter, then lowercase letters, digits or `-`
         id: String,
         #[arg(long)]
         email: String,
         /// SSH public key, e.g. "ssh-ed25519 AAAA... alice@laptop"
-        #[arg(long, required_unless_present = "key_file", conflicts_with = "key_file")]
+        #[arg(
+            long,
+            required_unless_present = "key_file",
+            conflicts_with = "key_file",
+            allow_hyphen_values = true
+        )]
         key: Option<String>,
         /// File holding one SSH public key per line (`-` for stdin)
         #[arg(long, value_name = "FILE")]
@@ -55,7 +62,11 @@ pub enum Command {
     },
 }
 
-fn read_keys(key: Option<&str>, file: Option<&PathBuf>, out: &mut Output) -> Result<Vec<PublicKey>> {
+fn read_keys(
+    key: Option<&str>,
+    file: Option<&PathBuf>,
+    out: &mut Output,
+) -> Result<Vec<PublicKey>> {
     let text = match (key, file) {
         (Some(k), _) => k.to_owned(),
         (None, Some(path)) if path.as_os_str() == "-" => {
@@ -67,11 +78,16 @@ fn read_keys(key: Option<&str>, file: Option<&PathBuf>, out: &mut Output) -> Res
             text
         }
         (None, Some(path)) => {
-            let meta = std::fs::metadata(path).map_err(|e| Error::io(format!("cannot read `{}`", path.display()), e))?;
+            let meta = std::fs::metadata(path)
+                .map_err(|e| Error::io(format!("cannot read `{}`", path.display()), e))?;
             if meta.len() > 64 * 1024 {
-                return Err(Error::invalid(format!("`{}` is too large for a key file", path.display())));
+                return Err(Error::invalid(format!(
+                    "`{}` is too large for a key file",
+                    path.display()
+                )));
             }
-            std::fs::read_to_string(path).map_err(|e| Error::io(format!("cannot read `{}`", path.display()), e))?
+            std::fs::read_to_string(path)
+                .map_err(|e| Error::io(format!("cannot read `{}`", path.display()), e))?
         }
         (None, None) => return Err(Error::invalid("give --key or --key-file")),
     };
@@ -94,7 +110,13 @@ use std::io::Read;
 
 pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
     match &args.command {
-        Command::Add { id, email, key, key_file, admin } => {
+        Command::Add {
+            id,
+            email,
+            key,
+            key_file,
+            admin,
+        } => {
             let id: UserId = id.parse()?;
             let email = validate::email(email)?;
             let keys = read_keys(key.as_deref(), key_file.as_ref(), out)?;
@@ -117,7 +139,12 @@ pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
                             s.user.id.clone(),
                             s.user.email.clone(),
                             s.user.role.as_str().to_owned(),
-                            if s.user.disabled { "disabled" } else { "active" }.to_owned(),
+                            if s.user.disabled {
+                                "disabled"
+                            } else {
+                                "active"
+                            }
+                            .to_owned(),
                             s.keys.to_string(),
                             s.vms.to_string(),
                         ]
@@ -135,14 +162,34 @@ pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
                     ("id", d.user.id.clone()),
                     ("email", d.user.email.clone()),
                     ("role", d.user.role.as_str().to_owned()),
-                    ("state", if d.user.disabled { "disabled" } else { "active" }.to_owned()),
+                    (
+                        "state",
+                        if d.user.disabled {
+                            "disabled"
+                        } else {
+                            "active"
+                        }
+                        .to_owned(),
+                    ),
                     ("created", timestamp(d.user.created_at)),
                 ];
                 for k in &d.keys {
-                    fields.push(("key", format!("{} {} {}", k.fingerprint, k.algorithm, k.comment).trim_end().to_owned()));
+                    fields.push((
+                        "key",
+                        format!("{} {} {}", k.fingerprint, k.algorithm, k.comment)
+                            .trim_end()
+                            .to_owned(),
+                    ));
                 }
                 let names: Vec<&str> = d.vms.iter().map(|v| v.name.as_str()).collect();
-                fields.push(("vms", if names.is_empty() { "(none)".into() } else { names.join(", ") }));
+                fields.push((
+                    "vms",
+                    if names.is_empty() {
+                        "(none)".into()
+                    } else {
+                        names.join(", ")
+                    },
+                ));
                 out.fields(&fields)?;
                 out.line("")?;
                 crate::cli::quota::render(out, &d.quota)?;
@@ -158,7 +205,10 @@ pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
         }
         Command::Remove { id, yes } => {
             user::show(ctx, id)?;
-            if !out.confirm(&format!("remove user `{id}` with their keys and network"), *yes)? {
+            if !out.confirm(
+                &format!("remove user `{id}` with their keys and network"),
+                *yes,
+            )? {
                 out.note("nothing removed")?;
                 return Ok(1);
             }

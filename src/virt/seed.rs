@@ -1,0 +1,259 @@
+//! cloud-init NoCloud seeds: an ISO 9660 image labelled `cidata` holding
+//! `meta-data` and `user-data`.
+//!
+//! The ISO is built with `genisoimage` (Debian package genisoimage), the tool
+//! `cloud-localds` uses: Joliet and Rock Ridge names, which cloud-init reads.
+//!
+//! Both files are YAML rendered from `templates/cloud-init/`; every value goes
+//! through the `tojson` filter, and a JSON string is a valid YAML scalar, so
+//! no hostname or key comment can change the document's structure. Printing a
+//! value without `tojson` is a render error.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use minijinja::value::Value;
+use minijinja::{context, AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior};
+
+use super::disk::run_tool;
+use super::{Result, VirtError};
+
+const META_DATA_TEMPLATE: &str = include_str!("../../templates/cloud-init/meta-data.yaml");
+const USER_DATA_TEMPLATE: &str = include_str!("../../templates/cloud-init/user-data.yaml");
+const GENISOIMAGE: &str = "genisoimage";
+
+/// What goes into a VM's seed.
+#[derive(Clone, Debug)]
+pub struct SeedSpec<'a> {
+    /// Unique per VM instance; cloud-init reruns first-boot setup when it changes.
+    pub instance_id: &'a str,
+    pub hostname: &'a str,
+    /// The guest account that receives the keys.
+    pub os_user: &'a str,
+    /// OpenSSH public key lines.
+    pub ssh_keys: &'a [String],
+}
+
+/// JSON text that is also a safe YAML flow scalar: besides JSON's own
+/// escapes, the characters YAML treats as line breaks or as unprintable
+/// (NEL, C1 controls, LS, PS, BOM) are written as `\uXXXX`.
+fn to_yaml_json(value: &Value) -> std::result::Result<String, Error> {
+    let json = serde_json::to_string(value)
+        .map_err(|e| Error::new(ErrorKind::BadSerialization, e.to_string()))?;
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        match c {
+            '\u{80}'..='\u{9f}' | '\u{2028}' | '\u{2029}' | '\u{feff}' => {
+                out.push_str(&format!("\\u{:04x}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+fn env() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_keep_trailing_newline(true);
+        env.set_auto_escape_callback(|_| AutoEscape::Custom("yaml"));
+        env.add_filter(
+            "tojson",
+            |value: Value| -> std::result::Result<Value, Error> {
+                Ok(Value::from_safe_string(to_yaml_json(&value)?))
+            },
+        );
+        env.set_formatter(|out, _state, value| {
+            if !value.is_safe() {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    "cloud-init templates must print values through `|tojson`",
+                ));
+            }
+            out.write_str(&value.to_string())?;
+            Ok(())
+        });
+        env.add_template("meta-data", META_DATA_TEMPLATE)
+            .expect("templates/cloud-init/meta-data.yaml parses");
+        env.add_template("user-data", USER_DATA_TEMPLATE)
+            .expect("templates/cloud-init/user-data.yaml parses");
+        env
+    })
+}
+
+/// Renders `(meta-data, user-data)`.
+pub fn render(spec: &SeedSpec) -> Result<(String, String)> {
+    let ctx = context! {
+        instance_id => spec.instance_id,
+        hostname => spec.hostname,
+        os_user => spec.os_user,
+        ssh_keys => spec.ssh_keys,
+    };
+    let meta = env().get_template("meta-data")?.render(&ctx)?;
+    let user = env().get_template("user-data")?.render(&ctx)?;
+    Ok((meta, user))
+}
+
+/// A private directory next to the seed, removed on drop.
+struct WorkDir(PathBuf);
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn write_file(path: &Path, contents: &str) -> Result<()> {
+    let mut f =
+        fs::File::create(path).map_err(VirtError::io(format!("writing `{}`", path.display())))?;
+    f.write_all(contents.as_bytes())
+        .map_err(VirtError::io(format!("writing `{}`", path.display())))
+}
+
+/// Writes the seed ISO to `path` (replacing it atomically if it exists):
+/// both files go into a fresh private directory beside `path`, then
+/// `genisoimage -quiet -output seed.iso -volid cidata -joliet -rock
+/// user-data meta-data` runs there, and the result is renamed into place.
+pub fn write_seed(path: &Path, meta_data: &str, user_data: &str) -> Result<()> {
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| VirtError::Io {
+            context: format!("seed path `{}`", path.display()),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        })?
+        .to_string_lossy()
+        .into_owned();
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = parent.join(format!(".{file_name}.{:016x}.tmp", rand::random::<u64>()));
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(VirtError::io(format!("creating `{}`", dir.display())))?;
+    let work = WorkDir(dir);
+
+    write_file(&work.0.join("meta-data"), meta_data)?;
+    write_file(&work.0.join("user-data"), user_data)?;
+    run_tool(
+        GENISOIMAGE,
+        Command::new(GENISOIMAGE).current_dir(&work.0).args([
+            "-quiet",
+            "-output",
+            "seed.iso",
+            "-volid",
+            "cidata",
+            "-joliet",
+            "-rock",
+            "user-data",
+            "meta-data",
+        ]),
+    )?;
+    fs::rename(work.0.join("seed.iso"), path)
+        .map_err(VirtError::io(format!("writing `{}`", path.display())))?;
+    tracing::debug!(seed = %path.display(), "wrote cloud-init seed");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn renders_meta_data() {
+        let k = keys(&["ssh-ed25519 AAAAC3 alice@laptop"]);
+        let (meta, _) = render(&SeedSpec {
+            instance_id: "i-5b5e0c1e",
+            hostname: "web1",
+            os_user: "ubuntu",
+            ssh_keys: &k,
+        })
+        .unwrap();
+        assert_eq!(
+            meta,
+            "instance-id: \"i-5b5e0c1e\"\nlocal-hostname: \"web1\"\n"
+        );
+    }
+
+    #[test]
+    fn renders_user_data() {
+        let k = keys(&["ssh-ed25519 AAAAC3 alice@laptop", "ssh-rsa AAAAB3 work"]);
+        let (_, user) = render(&SeedSpec {
+            instance_id: "i-1",
+            hostname: "web1",
+            os_user: "ubuntu",
+            ssh_keys: &k,
+        })
+        .unwrap();
+        assert!(user.starts_with("#cloud-config\n"), "{user}");
+        for line in [
+            "hostname: \"web1\"\n",
+            "manage_etc_hosts: true\n",
+            "ssh_pwauth: false\n",
+            "users:\n  - name: \"ubuntu\"\n",
+            "    sudo: \"ALL=(ALL) NOPASSWD:ALL\"\n",
+            "    shell: /bin/bash\n",
+            "    lock_passwd: true\n",
+            "    ssh_authorized_keys: [\"ssh-ed25519 AAAAC3 alice@laptop\",\"ssh-rsa AAAAB3 work\"]\n",
+        ] {
+            assert!(user.contains(line), "missing {line:?} in\n{user}");
+        }
+        assert!(!user.contains("package_update"), "{user}");
+        assert!(!user.contains("locale"), "{user}");
+    }
+
+    #[test]
+    fn hostile_values_stay_json_strings() {
+        let evil = "ssh-ed25519 AAAA x\": \n- evil\n  - name: root\u{2028}#";
+        let k = keys(&[evil]);
+        let (meta, user) = render(&SeedSpec {
+            instance_id: "i-1\ninstance-id: other",
+            hostname: "h\": x\n- y",
+            os_user: "ubuntu",
+            ssh_keys: &k,
+        })
+        .unwrap();
+        // One user, one line per key, no line break smuggled in.
+        let items = user.lines().filter(|l| l.trim_start().starts_with("- "));
+        assert_eq!(items.count(), 1, "{user}");
+        assert_eq!(user.lines().count(), 10, "{user}");
+        assert_eq!(meta.lines().count(), 2, "{meta}");
+        assert!(
+            user.contains(
+                "    ssh_authorized_keys: [\"ssh-ed25519 AAAA x\\\": \\n- evil\\n  - name: root\\u2028#\"]\n"
+            ),
+            "{user}"
+        );
+        assert!(user.contains("hostname: \"h\\\": x\\n- y\"\n"), "{user}");
+        assert!(
+            meta.contains("instance-id: \"i-1\\ninstance-id: other\"\n"),
+            "{meta}"
+        );
+        // Each escaped value still decodes to the original with a JSON parser.
+        let keys_json = user
+            .lines()
+            .find_map(|l| l.strip_prefix("    ssh_authorized_keys: "))
+            .unwrap();
+        let decoded: Vec<String> = serde_json::from_str(keys_json).unwrap();
+        assert_eq!(decoded, vec![evil.to_string()]);
+    }
+
+    #[test]
+    fn printing_without_tojson_is_refused() {
+        let e = env()
+            .render_str("{{ x }}", context! { x => "a" })
+            .unwrap_err();
+        assert!(e.to_string().contains("tojson"), "{e}");
+    }
+}

@@ -1,0 +1,383 @@
+//! The XML basphere gives libvirt, rendered from `templates/*.xml`.
+//!
+//! Every value printed by a template is XML-escaped (`& < > " '`); only the
+//! template text itself is trusted. Undefined variables are errors.
+
+use std::net::Ipv4Addr;
+use std::sync::OnceLock;
+
+use minijinja::value::Value;
+use minijinja::{context, AutoEscape, Environment, UndefinedBehavior};
+
+use super::{DhcpHost, DomainSpec, NetworkSpec, Result, VirtError};
+
+const DOMAIN_TEMPLATE: &str = include_str!("../../templates/domain.xml");
+const NETWORK_TEMPLATE: &str = include_str!("../../templates/network.xml");
+
+fn env() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_keep_trailing_newline(true);
+        env.set_auto_escape_callback(|_| AutoEscape::Custom("xml"));
+        env.set_formatter(|out, _state, value| {
+            let text = value.to_string();
+            if value.is_safe() {
+                out.write_str(&text)?;
+            } else {
+                out.write_str(&escape(&text))?;
+            }
+            Ok(())
+        });
+        env.add_template("domain.xml", DOMAIN_TEMPLATE)
+            .expect("templates/domain.xml parses");
+        env.add_template("network.xml", NETWORK_TEMPLATE)
+            .expect("templates/network.xml parses");
+        env
+    })
+}
+
+fn render(name: &str, ctx: Value) -> Result<String> {
+    Ok(env().get_template(name)?.render(ctx)?)
+}
+
+fn path_str<'a>(what: &str, path: &'a std::path::Path) -> Result<&'a str> {
+    path.to_str()
+        .ok_or_else(|| VirtError::Template(format!("{what} `{}` is not UTF-8", path.display())))
+}
+
+/// Escapes text for XML content and attribute values (either quote style).
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Reverses XML escaping: the five named entities and numeric references.
+fn unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        let Some(end) = rest.find(';') else { break };
+        let entity = &rest[1..end];
+        let decoded = match entity {
+            "amp" => Some('&'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            e if e.starts_with("#x") || e.starts_with("#X") => u32::from_str_radix(&e[2..], 16)
+                .ok()
+                .and_then(char::from_u32),
+            e if e.starts_with('#') => e[1..].parse().ok().and_then(char::from_u32),
+            _ => None,
+        };
+        match decoded {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The domain XML for `spec`.
+pub fn domain_xml(spec: &DomainSpec) -> Result<String> {
+    render(
+        "domain.xml",
+        context! {
+            name => spec.name,
+            uuid => spec.uuid.to_string(),
+            domain_type => spec.domain_type.as_str(),
+            vcpus => spec.vcpus,
+            memory_mib => spec.memory_mib,
+            disk_path => path_str("disk path", spec.disk_path)?,
+            seed_path => path_str("seed path", spec.seed_path)?,
+            network => spec.network,
+            mac => spec.mac,
+            owner => spec.owner,
+            vm_name => spec.vm_name,
+        },
+    )
+}
+
+/// The NAT network XML for `spec`.
+pub fn network_xml(spec: &NetworkSpec) -> Result<String> {
+    render(
+        "network.xml",
+        context! {
+            name => spec.name,
+            bridge => spec.bridge,
+            gateway => spec.gateway.to_string(),
+            netmask => spec.netmask.to_string(),
+            dhcp_start => spec.dhcp_start.to_string(),
+            dhcp_end => spec.dhcp_end.to_string(),
+            owner => spec.owner,
+        },
+    )
+}
+
+/// The `<host/>` element of a DHCP reservation, for `virNetworkUpdate`.
+pub fn dhcp_host_xml(host: &DhcpHost) -> String {
+    let mut xml = format!("<host mac='{}'", escape(&host.mac));
+    if !host.name.is_empty() {
+        xml.push_str(&format!(" name='{}'", escape(&host.name)));
+    }
+    xml.push_str(&format!(" ip='{}'/>", host.ip));
+    xml
+}
+
+/// Attributes of one start tag's inner text (`mac='..' ip=".."`).
+fn attributes(mut tag: &str) -> Vec<(&str, String)> {
+    let mut attrs = Vec::new();
+    loop {
+        tag = tag.trim_start();
+        let Some(eq) = tag.find('=') else { break };
+        let key = tag[..eq].trim();
+        let after = tag[eq + 1..].trim_start();
+        let Some(quote) = after.chars().next().filter(|c| *c == '\'' || *c == '"') else {
+            break;
+        };
+        let Some(close) = after[1..].find(quote) else {
+            break;
+        };
+        attrs.push((key, unescape(&after[1..1 + close])));
+        tag = &after[close + 2..];
+    }
+    attrs
+}
+
+/// The IPv4 reservations (`<ip><dhcp><host mac=.. ip=../>`) in a network
+/// XML document. Entries without a MAC or an IPv4 address are skipped.
+pub fn parse_dhcp_hosts(doc: &str) -> Vec<DhcpHost> {
+    let mut hosts = Vec::new();
+    let mut rest = doc;
+    while let Some(start) = rest.find("<dhcp>") {
+        let section = &rest[start + "<dhcp>".len()..];
+        let end = section.find("</dhcp>").unwrap_or(section.len());
+        let mut body = &section[..end];
+        while let Some(h) = body.find("<host") {
+            body = &body[h + "<host".len()..];
+            if !body.starts_with(|c: char| c.is_whitespace()) {
+                continue;
+            }
+            let close = body.find('>').unwrap_or(body.len());
+            let tag = body[..close].trim_end_matches('/');
+            let attrs = attributes(tag);
+            let get = |k: &str| attrs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+            if let (Some(mac), Some(ip)) = (get("mac"), get("ip")) {
+                if let Ok(ip) = ip.parse::<Ipv4Addr>() {
+                    hosts.push(DhcpHost {
+                        mac,
+                        ip,
+                        name: get("name").unwrap_or_default(),
+                    });
+                }
+            }
+            body = &body[close..];
+        }
+        rest = &section[end..];
+    }
+    hosts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::DomainType;
+    use super::*;
+    use std::path::Path;
+
+    fn spec<'a>(domain_type: DomainType, owner: &'a str, vm_name: &'a str) -> DomainSpec<'a> {
+        DomainSpec {
+            name: "bsp.alice.web1",
+            uuid: uuid::Uuid::parse_str("5b5e0c1e-8d43-4c0a-9a43-3f1b2b0e7a11").unwrap(),
+            domain_type,
+            vcpus: 2,
+            memory_mib: 2048,
+            disk_path: Path::new("/var/lib/basphere/disks/web1.qcow2"),
+            seed_path: Path::new("/var/lib/basphere/seeds/web1.iso"),
+            network: "bsp-alice",
+            mac: "52:54:00:12:34:56",
+            owner,
+            vm_name,
+        }
+    }
+
+    #[test]
+    fn domain_xml_has_the_devices_we_rely_on() {
+        let xml = domain_xml(&spec(DomainType::Kvm, "alice", "web1")).unwrap();
+        for part in [
+            "<domain type='kvm'>",
+            "<name>bsp.alice.web1</name>",
+            "<uuid>5b5e0c1e-8d43-4c0a-9a43-3f1b2b0e7a11</uuid>",
+            "<memory unit='MiB'>2048</memory>",
+            "<vcpu placement='static'>2</vcpu>",
+            "<type arch='x86_64' machine='pc'>hvm</type>",
+            "<boot dev='hd'/>",
+            "<acpi/>",
+            "<apic/>",
+            "<clock offset='utc'/>",
+            "<on_poweroff>destroy</on_poweroff>",
+            "<on_reboot>restart</on_reboot>",
+            "<on_crash>destroy</on_crash>",
+            "<driver name='qemu' type='qcow2' cache='none' discard='unmap'/>",
+            "<source file='/var/lib/basphere/disks/web1.qcow2'/>",
+            "<target dev='vda' bus='virtio'/>",
+            "<source file='/var/lib/basphere/seeds/web1.iso'/>",
+            "<target dev='sda' bus='sata'/>",
+            "<readonly/>",
+            "<source network='bsp-alice'/>",
+            "<mac address='52:54:00:12:34:56'/>",
+            "<model type='virtio'/>",
+            "<serial type='pty'>",
+            "<console type='pty'>",
+            "<target type='virtio' name='org.qemu.guest_agent.0'/>",
+            "<memballoon model='virtio'/>",
+            "<backend model='random'>/dev/urandom</backend>",
+            "<bsp:vm xmlns:bsp=\"https://basphere.dev/xmlns/vm/1\">",
+            "<bsp:owner>alice</bsp:owner>",
+            "<bsp:name>web1</bsp:name>",
+            "<cpu mode='host-passthrough'",
+        ] {
+            assert!(xml.contains(part), "missing {part} in\n{xml}");
+        }
+        // SeaBIOS: no UEFI firmware, or internal snapshots break.
+        assert!(!xml.contains("<loader"), "{xml}");
+        assert!(!xml.contains("firmware="), "{xml}");
+        assert!(!xml.contains("{{") && !xml.contains("{%"), "{xml}");
+    }
+
+    #[test]
+    fn host_passthrough_only_for_kvm() {
+        let xml = domain_xml(&spec(DomainType::Qemu, "alice", "web1")).unwrap();
+        assert!(xml.starts_with("<domain type='qemu'>"), "{xml}");
+        assert!(!xml.contains("host-passthrough"), "{xml}");
+        assert!(
+            xml.contains("<model fallback='allow'>qemu64</model>"),
+            "{xml}"
+        );
+    }
+
+    #[test]
+    fn empty_network_means_no_nic() {
+        let mut s = spec(DomainType::Qemu, "alice", "web1");
+        s.network = "";
+        let xml = domain_xml(&s).unwrap();
+        assert!(!xml.contains("<interface"), "{xml}");
+    }
+
+    #[test]
+    fn every_value_is_escaped() {
+        let mut s = spec(DomainType::Kvm, "o<&'\"wner", "vm</bsp:name><x a='1'>&amp;");
+        let disk = Path::new("/tmp/a'b<c>&d\".qcow2");
+        s.disk_path = disk;
+        s.mac = "52:54:00:00:00:01'/><evil/";
+        let xml = domain_xml(&s).unwrap();
+        assert!(
+            xml.contains("<bsp:owner>o&lt;&amp;&#39;&quot;wner</bsp:owner>"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(
+                "<bsp:name>vm&lt;/bsp:name&gt;&lt;x a=&#39;1&#39;&gt;&amp;amp;</bsp:name>"
+            ),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<source file='/tmp/a&#39;b&lt;c&gt;&amp;d&quot;.qcow2'/>"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("52:54:00:00:00:01&#39;/&gt;&lt;evil/"),
+            "{xml}"
+        );
+        assert!(!xml.contains("o<&'\"wner"), "{xml}");
+        assert!(!xml.contains("<x a="), "{xml}");
+        assert!(!xml.contains("<evil"), "{xml}");
+        // Exactly the tags the template has, nothing smuggled in.
+        assert_eq!(xml.matches('<').count(), {
+            let clean = domain_xml(&spec(DomainType::Kvm, "a", "b")).unwrap();
+            clean.matches('<').count()
+        });
+    }
+
+    #[test]
+    fn network_xml_is_nat_with_dhcp_range() {
+        let xml = network_xml(&NetworkSpec {
+            name: "bsp-alice",
+            bridge: "bsp-n7",
+            gateway: "10.77.7.1".parse().unwrap(),
+            netmask: "255.255.255.0".parse().unwrap(),
+            dhcp_start: "10.77.7.10".parse().unwrap(),
+            dhcp_end: "10.77.7.250".parse().unwrap(),
+            owner: "alice",
+        })
+        .unwrap();
+        for part in [
+            "<name>bsp-alice</name>",
+            "<forward mode='nat'/>",
+            "<bridge name='bsp-n7' stp='on' delay='0'/>",
+            "<ip address='10.77.7.1' netmask='255.255.255.0'>",
+            "<range start='10.77.7.10' end='10.77.7.250'/>",
+        ] {
+            assert!(xml.contains(part), "missing {part} in\n{xml}");
+        }
+    }
+
+    #[test]
+    fn dhcp_hosts_round_trip_through_xml() {
+        let host = DhcpHost {
+            mac: "52:54:00:aa:bb:cc".into(),
+            ip: "10.0.0.5".parse().unwrap(),
+            name: "we'b<1>".into(),
+        };
+        let elem = dhcp_host_xml(&host);
+        assert_eq!(
+            elem,
+            "<host mac='52:54:00:aa:bb:cc' name='we&#39;b&lt;1&gt;' ip='10.0.0.5'/>"
+        );
+        let doc = format!(
+            "<network><dns><host ip='10.0.0.9'><hostname>x</hostname></host></dns>\
+             <ip address='10.0.0.1'><dhcp><range start='10.0.0.2' end='10.0.0.3'/>{elem}\
+             <host mac=\"52:54:00:00:00:02\" ip=\"10.0.0.6\"/>\
+             <host id='0:1' ip='10.0.0.7'/></dhcp></ip></network>"
+        );
+        let hosts = parse_dhcp_hosts(&doc);
+        assert_eq!(
+            hosts,
+            vec![
+                host,
+                DhcpHost {
+                    mac: "52:54:00:00:00:02".into(),
+                    ip: "10.0.0.6".parse().unwrap(),
+                    name: String::new(),
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn unescape_reverses_escape() {
+        let s = "a&b<c>d\"e'f &#x41;&#66;&unknown; &";
+        assert_eq!(unescape(&escape(s)), s);
+        assert_eq!(unescape("&#x41;&#66;&apos;"), "AB'");
+    }
+}

@@ -213,6 +213,16 @@ fn plan(ctx: &Context) -> Result<Vec<Repair>> {
     Ok(repairs)
 }
 
+fn remove_file(path: &std::path::Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(crate::error::Error::io(
+            format!("cannot remove `{}`", path.display()),
+            e,
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn apply(ctx: &Context, repair: &Repair) -> Result<()> {
     let hv = ctx.hypervisor()?;
     let row = |id: &str| db::vms::get_by_id(&ctx.db, id);
@@ -245,15 +255,11 @@ fn apply(ctx: &Context, repair: &Repair) -> Result<()> {
             // A lock file is checked by taking it; for the others, take their VM's lock.
             let guard = if is_lock { None } else { unclaimed(ctx, stem)? };
             if is_lock || guard.is_some() {
-                match fs::remove_file(path) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(crate::error::Error::io(
-                            format!("cannot remove `{}`", path.display()),
-                            e,
-                        ))
-                    }
-                    _ => {}
-                }
+                remove_file(path)?;
+            }
+            if guard.is_some() {
+                // Taking the lock created its file; it has nothing left to guard.
+                remove_file(&ctx.paths.lock(stem))?;
             }
         }
         Repair::RemoveNetwork { name } => hv.remove_network(name)?,

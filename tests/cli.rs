@@ -482,3 +482,52 @@ fn completions_and_version() {
     bsp.run(&["completions", "tcsh"]).code(USAGE);
     bsp.run(&["--version"]).success().stdout_has("basphere ");
 }
+
+/// Runs a command line on a pseudo-terminal (util-linux `script`), typing `input`.
+fn on_terminal(bsp: &Bsp, args: &str, input: &str) -> (i32, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("stty cols 100; {} {args}", common::BIN),
+            "/dev/null",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TERM", "xterm")
+        .envs(bsp.env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stdin.write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn a_terminal_gets_tables_and_confirmations() {
+    let bsp = Bsp::new();
+    bsp.add_user("alice");
+    let (code, screen) = on_terminal(&bsp, "admin user list", "");
+    assert_eq!(code, 0, "{screen}");
+    assert!(
+        screen.contains('│') && screen.contains("alice"),
+        "no table on the terminal: {screen}"
+    );
+
+    let (code, screen) = on_terminal(&bsp, "admin user remove alice", "n\n");
+    assert_eq!(code, 1, "{screen}");
+    assert!(screen.contains("remove user `alice`"), "{screen}");
+    assert!(screen.contains("nothing removed"), "{screen}");
+    bsp.run(&["admin", "user", "show", "alice"]).success();
+
+    let (code, screen) = on_terminal(&bsp, "admin user remove alice", "y\n");
+    assert_eq!(code, 0, "{screen}");
+    bsp.run(&["admin", "user", "show", "alice"]).code(NOT_FOUND);
+}

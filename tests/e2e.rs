@@ -1,0 +1,115 @@
+//! End to end on a real guest: a Debian image with cloud-init boots under full
+//! emulation, and its owner logs in over SSH with their key at the address basphere
+//! printed. Guest traffic stays in the test run's own network namespace.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::Bsp;
+
+/// Under emulation the guest reaches SSH in about a minute; allow for a loaded machine.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
+
+fn ssh_in_netns(
+    netns: &str,
+    key: &std::path::Path,
+    target: &str,
+    command: &str,
+) -> std::process::Output {
+    Command::new("ip")
+        .args(["netns", "exec", netns, "ssh"])
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args(["-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR", "-i"])
+        .arg(key)
+        .arg(target)
+        .arg(command)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_user_logs_into_their_new_vm() {
+    let uri = require_libvirt!();
+    let (Ok(image), Ok(netns)) = (
+        std::env::var("BASPHERE_TEST_IMAGE"),
+        std::env::var("BASPHERE_TEST_NETNS"),
+    ) else {
+        eprintln!("skipped: BASPHERE_TEST_IMAGE and BASPHERE_TEST_NETNS are not set (scripts/test builds the image and the namespace)");
+        return;
+    };
+    let bsp = Bsp::with_uri(&uri);
+    let key = bsp.add_user("alice");
+    bsp.run(&[
+        "admin",
+        "image",
+        "add",
+        "debian-12",
+        &image,
+        "--os-user",
+        "debian",
+    ])
+    .success();
+
+    let vm = bsp.json(&[
+        "--as",
+        "alice",
+        "create-vm",
+        "e2e-web",
+        "--cpus",
+        "1",
+        "--memory",
+        "1G",
+    ]);
+    let ip = vm["ip"].as_str().unwrap().to_owned();
+    assert_eq!(
+        vm["ssh"],
+        format!("ssh -J basphere@bastion.test debian@{ip}")
+    );
+    let started = Instant::now();
+    let target = format!("debian@{ip}");
+    let hostname = loop {
+        let out = ssh_in_netns(&netns, &key, &target, "hostname");
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        }
+        assert!(
+            started.elapsed() < BOOT_TIMEOUT,
+            "no SSH at {ip} after {:?}: {}",
+            started.elapsed(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_secs(5));
+    };
+    eprintln!(
+        "guest reached SSH {:?} after create-vm returned",
+        started.elapsed()
+    );
+    assert_eq!(hostname, "e2e-web");
+
+    // The key works for sudo too, and a stranger's key does not get in.
+    let out = ssh_in_netns(&netns, &key, &target, "sudo -n true && echo sudo-ok");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "sudo-ok");
+    let stranger = bsp.keygen("stranger");
+    assert!(!ssh_in_netns(&netns, &stranger, &target, "true")
+        .status
+        .success());
+
+    bsp.run(&["--as", "alice", "vm", "delete", "e2e-web", "--yes"])
+        .success();
+    assert!(bsp.json(&["admin", "vms"]).as_array().unwrap().is_empty());
+    bsp.run(&["admin", "reconcile", "--dry-run"])
+        .success()
+        .stdout_has("nothing to repair");
+    // The user's network stays; remove it with the user.
+    bsp.run(&["admin", "user", "remove", "alice", "--yes"])
+        .success();
+}

@@ -18,12 +18,10 @@ pub struct Bsp {
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// A prefix unique to this test process and instance, so tests sharing one libvirtd
-/// never touch each other's domains, networks or bridges.
-fn unique_prefix() -> String {
-    let n = NEXT.fetch_add(1, Ordering::SeqCst);
-    let pid = std::process::id() % 10_000;
-    format!("t{pid}x{n}")
+/// A number unique to this test process and instance, so tests sharing one libvirtd
+/// never touch each other's domains, networks, bridges or subnets.
+fn unique() -> u32 {
+    NEXT.fetch_add(1, Ordering::SeqCst)
 }
 
 /// The libvirt of the test run's own network namespace (started by `scripts/test`).
@@ -58,10 +56,11 @@ impl Bsp {
             .prefix("bsp-test-")
             .tempdir()
             .unwrap();
-        let prefix = unique_prefix();
+        let n = unique();
+        let pid = std::process::id();
+        let prefix = format!("t{}x{n}", pid % 10_000);
         let config = dir.path().join("config.toml");
         std::fs::write(&config, format!("name_prefix = \"{prefix}\"\n")).unwrap();
-        let n: u32 = NEXT.load(Ordering::SeqCst) + std::process::id();
         let env = vec![
             ("BASPHERE_CONFIG".into(), config.display().to_string()),
             (

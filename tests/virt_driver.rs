@@ -53,7 +53,7 @@ fn net_spec(name: &str) -> NetworkSpec<'_> {
         netmask: Ipv4Addr::new(255, 255, 255, 0),
         dhcp_start: Ipv4Addr::new(10, 250, 1, 10),
         dhcp_end: Ipv4Addr::new(10, 250, 1, 250),
-        owner: "alice",
+        hosts: &[],
     }
 }
 

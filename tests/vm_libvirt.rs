@@ -128,9 +128,11 @@ fn vm_lifecycle() {
         .as_str()
         .unwrap()
         .ends_with("images/blank.qcow2"));
-    // The libvirt side: static DHCP reservation and the seed attached read-only.
+    // The libvirt side: the address is reserved for the VM's MAC, the seed attached read-only.
     let net = format!("{}-alice", bsp.prefix);
-    assert!(virsh(&uri, &["net-dumpxml", &net]).contains(&format!("ip='{ip}'")));
+    let mac = vm["mac"].as_str().unwrap().to_owned();
+    assert!(mac.starts_with("52:54:00:"), "{mac}");
+    assert!(virsh(&uri, &["net-dumpxml", &net]).contains(&format!("<host mac='{mac}' ip='{ip}'/>")));
     let xml = virsh(&uri, &["dumpxml", &format!("{}.alice.web1", bsp.prefix)]);
     assert!(
         xml.contains("<readonly/>")
@@ -180,10 +182,6 @@ fn vm_lifecycle() {
     let q = bsp.json(&["--as", "alice", "quota"]);
     assert_eq!(q["usage"]["vms"], 0);
     assert_eq!(files(&bsp, "disks") + files(&bsp, "seeds"), 0);
-    assert!(
-        !virsh(&uri, &["net-dumpxml", &net]).contains(&format!("ip='{ip}'")),
-        "reservation left behind"
-    );
     let (domains, networks) = libvirt_objects(&bsp);
     assert!(domains.is_empty());
     assert_eq!(networks, [net], "deleting the last VM keeps the network");
@@ -435,9 +433,7 @@ fn a_create_killed_at_any_step_is_repaired_by_reconcile() {
         "128M",
     ])
     .success();
-    for step in [
-        "reserved", "disk", "seed", "network", "dhcp", "domain", "start",
-    ] {
+    for step in ["reserved", "disk", "seed", "network", "domain", "start"] {
         bsp.set_env("BASPHERE_CRASH_AT", step);
         let run = bsp.run(&[
             "--as",
@@ -542,6 +538,33 @@ fn a_create_killed_at_any_step_is_repaired_by_reconcile() {
     assert!(!stray.exists());
     let (domains, networks) = libvirt_objects(&bsp);
     assert!(!domains.contains(&orphan_dom) && !networks.contains(&orphan_net));
+    assert_consistent(&bsp);
+
+    // A reservation removed behind basphere's back is put back.
+    let net = format!("{}-alice", bsp.prefix);
+    let keep_vm = bsp.json(&["--as", "alice", "vm", "show", "keep"]);
+    let host = format!(
+        "<host mac='{}' ip='{}'/>",
+        keep_vm["mac"].as_str().unwrap(),
+        keep_vm["ip"].as_str().unwrap()
+    );
+    virsh(
+        &uri,
+        &[
+            "net-update",
+            &net,
+            "delete",
+            "ip-dhcp-host",
+            &host,
+            "--live",
+            "--config",
+        ],
+    );
+    assert!(!virsh(&uri, &["net-dumpxml", &net]).contains(&host));
+    bsp.run(&["admin", "reconcile"])
+        .success()
+        .stdout_has("repair DHCP reservations");
+    assert!(virsh(&uri, &["net-dumpxml", &net]).contains(&host));
     assert_consistent(&bsp);
 
     // A VM whose domain vanished but whose disk survives is defined again.

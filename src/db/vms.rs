@@ -170,13 +170,6 @@ pub fn ips_in_network(conn: &Connection, network_idx: u32) -> Result<Vec<String>
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-pub fn mac_taken(conn: &Connection, mac: &str) -> Result<bool> {
-    Ok(conn
-        .query_row("SELECT 1 FROM vms WHERE mac = ?1", [mac], |_| Ok(()))
-        .optional()?
-        .is_some())
-}
-
 pub fn set_state(conn: &Connection, id: &str, state: State) -> Result<()> {
     conn.execute(
         "UPDATE vms SET state = ?2 WHERE id = ?1",

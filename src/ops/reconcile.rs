@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::context::Context;
 use crate::db;
+use crate::db::networks::Network;
 use crate::db::vms::{State, Vm};
 use crate::error::Result;
 use crate::ops::{lock, vm};
@@ -51,11 +52,11 @@ pub enum Repair {
     RemoveFile { path: PathBuf },
     /// A basphere network whose user is gone.
     RemoveNetwork { name: String },
-    /// A DHCP reservation for a MAC no VM has.
-    RemoveReservation {
+    /// A tenant network whose reservations differ from the addresses it must reserve.
+    RepairReservations {
         network: String,
-        mac: String,
-        ip: String,
+        missing: usize,
+        unexpected: usize,
     },
 }
 
@@ -81,9 +82,13 @@ impl Repair {
                 ("remove orphan file".into(), path.display().to_string())
             }
             Repair::RemoveNetwork { name } => ("remove orphan network".into(), name.clone()),
-            Repair::RemoveReservation { network, mac, ip } => (
-                "remove orphan DHCP reservation".into(),
-                format!("{network} {mac} {ip}"),
+            Repair::RepairReservations {
+                network,
+                missing,
+                unexpected,
+            } => (
+                "repair DHCP reservations".into(),
+                format!("{network} ({missing} missing, {unexpected} unexpected)"),
             ),
         }
     }
@@ -112,6 +117,24 @@ fn unclaimed(ctx: &Context, id: &str) -> Result<Option<lock::Lock>> {
         return Ok(None);
     }
     Ok(Some(guard))
+}
+
+/// Reservations a tenant network lacks, and ones it has that it should not.
+fn reservation_diff(ctx: &Context, net: &Network) -> Result<(Vec<DhcpHost>, Vec<DhcpHost>)> {
+    let expected = vm::reservations(net)?;
+    let actual = ctx.hypervisor()?.dhcp_hosts(&net.name)?;
+    let same = |a: &DhcpHost, b: &DhcpHost| a.mac.eq_ignore_ascii_case(&b.mac) && a.ip == b.ip;
+    let missing = expected
+        .iter()
+        .filter(|e| !actual.iter().any(|a| same(a, e)))
+        .cloned()
+        .collect();
+    let unexpected = actual
+        .iter()
+        .filter(|a| !expected.iter().any(|e| same(a, e)))
+        .cloned()
+        .collect();
+    Ok((missing, unexpected))
 }
 
 fn plan(ctx: &Context) -> Result<Vec<Repair>> {
@@ -197,17 +220,15 @@ fn plan(ctx: &Context) -> Result<Vec<Repair>> {
             repairs.push(Repair::RemoveNetwork { name });
         }
     }
-    let macs: HashSet<&str> = rows.iter().map(|v| v.mac.as_str()).collect();
     let live: HashSet<String> = hv.networks()?.into_iter().collect();
     for net in networks.iter().filter(|n| live.contains(&n.name)) {
-        for host in hv.dhcp_hosts(&net.name)? {
-            if !macs.contains(host.mac.as_str()) {
-                repairs.push(Repair::RemoveReservation {
-                    network: net.name.clone(),
-                    mac: host.mac,
-                    ip: host.ip.to_string(),
-                });
-            }
+        let (missing, unexpected) = reservation_diff(ctx, net)?;
+        if !missing.is_empty() || !unexpected.is_empty() {
+            repairs.push(Repair::RepairReservations {
+                network: net.name.clone(),
+                missing: missing.len(),
+                unexpected: unexpected.len(),
+            });
         }
     }
     Ok(repairs)
@@ -263,15 +284,18 @@ fn apply(ctx: &Context, repair: &Repair) -> Result<()> {
             }
         }
         Repair::RemoveNetwork { name } => hv.remove_network(name)?,
-        Repair::RemoveReservation { network, mac, ip } => {
-            let host = DhcpHost {
-                mac: mac.clone(),
-                ip: ip
-                    .parse()
-                    .map_err(|_| crate::error::Error::invalid(format!("bad IP `{ip}`")))?,
-                name: String::new(),
-            };
-            hv.remove_dhcp_host(network, &host)?;
+        Repair::RepairReservations { network, .. } => {
+            let net = db::networks::list(&ctx.db)?
+                .into_iter()
+                .find(|n| &n.name == network)
+                .ok_or_else(|| crate::error::Error::not_found("network", network.clone()))?;
+            let (missing, unexpected) = reservation_diff(ctx, &net)?;
+            for host in &unexpected {
+                hv.remove_dhcp_host(network, host)?;
+            }
+            for host in &missing {
+                hv.add_dhcp_host(network, host)?;
+            }
         }
     }
     Ok(())

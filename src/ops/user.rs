@@ -7,7 +7,6 @@ use crate::db::vms::Vm;
 use crate::error::{Error, Result};
 use crate::ops::quota;
 use crate::validate::{PublicKey, UserId};
-use crate::virt;
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Summary {
@@ -171,11 +170,9 @@ fn remove_inner(ctx: &Context, id: &str) -> Result<()> {
     }
     // The libvirt network goes first: if that fails the user is still there to retry with,
     // and if we are killed in between, `admin reconcile` removes a network without a user.
+    // A user who never had a VM has no network, and libvirt need not be reachable.
     if let Some(net) = db::networks::for_user(&ctx.db, id)? {
         ctx.hypervisor()?.remove_network(&net.name)?;
-    } else if ctx.hypervisor().is_ok() {
-        ctx.hypervisor()?
-            .remove_network(&virt::network_name(ctx.prefix(), id))?;
     }
     db::users::delete(&ctx.db, id)?;
     Ok(())

@@ -185,7 +185,8 @@ pub struct NetworkSpec<'a> {
     pub netmask: Ipv4Addr,
     pub dhcp_start: Ipv4Addr,
     pub dhcp_end: Ipv4Addr,
-    pub owner: &'a str,
+    /// Static reservations, part of the network from its definition on.
+    pub hosts: &'a [DhcpHost],
 }
 
 /// Everything the domain XML needs.
@@ -235,10 +236,16 @@ pub fn bridge_name(prefix: &str, subnet: std::net::Ipv4Addr) -> String {
     name
 }
 
-/// A random MAC in QEMU's locally administered range, `52:54:00:xx:xx:xx`.
-pub fn random_mac() -> String {
-    let b: [u8; 3] = rand::random();
-    format!("52:54:00:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2])
+/// The MAC reserved for host address `host` of the network with pool index
+/// `network`: QEMU's locally administered range, `52:54:00:NN:NN:HH`. Unique for
+/// every address of a pool of up to 65,536 networks.
+pub fn reserved_mac(network: u32, host: u8) -> String {
+    assert!(network <= 0xffff, "network index {network} out of range");
+    format!(
+        "52:54:00:{:02x}:{:02x}:{host:02x}",
+        network >> 8,
+        network & 0xff
+    )
 }
 
 /// One libvirt connection.
@@ -750,23 +757,13 @@ mod tests {
     }
 
     #[test]
-    fn random_mac_is_qemu_local_and_well_formed() {
-        let macs: Vec<String> = (0..64).map(|_| random_mac()).collect();
-        for mac in &macs {
-            assert!(mac.starts_with("52:54:00:"), "{mac}");
-            assert_eq!(mac.len(), 17, "{mac}");
-            let parts: Vec<&str> = mac.split(':').collect();
-            assert_eq!(parts.len(), 6);
-            for p in parts {
-                assert_eq!(p.len(), 2);
-                assert!(
-                    p.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')),
-                    "{mac}"
-                );
-            }
-        }
-        let distinct: std::collections::HashSet<_> = macs.iter().collect();
-        assert!(distinct.len() > 1, "random_mac is not random");
+    fn reserved_macs_are_qemu_local_and_distinct() {
+        assert_eq!(reserved_mac(0, 10), "52:54:00:00:00:0a");
+        assert_eq!(reserved_mac(0x1234, 254), "52:54:00:12:34:fe");
+        let all: std::collections::HashSet<String> = (0..300)
+            .flat_map(|n| (10..=254).map(move |h| reserved_mac(n, h)))
+            .collect();
+        assert_eq!(all.len(), 300 * 245);
     }
 
     #[test]

@@ -130,7 +130,7 @@ pub fn network_xml(spec: &NetworkSpec) -> Result<String> {
             netmask => spec.netmask.to_string(),
             dhcp_start => spec.dhcp_start.to_string(),
             dhcp_end => spec.dhcp_end.to_string(),
-            owner => spec.owner,
+            hosts => spec.hosts.iter().map(|h| context! { mac => h.mac, ip => h.ip.to_string() }).collect::<Vec<_>>(),
         },
     )
 }
@@ -326,9 +326,13 @@ mod tests {
             bridge: "bsp-n7",
             gateway: "10.77.7.1".parse().unwrap(),
             netmask: "255.255.255.0".parse().unwrap(),
-            dhcp_start: "10.77.7.10".parse().unwrap(),
-            dhcp_end: "10.77.7.250".parse().unwrap(),
-            owner: "alice",
+            dhcp_start: "10.77.7.2".parse().unwrap(),
+            dhcp_end: "10.77.7.9".parse().unwrap(),
+            hosts: &[DhcpHost {
+                mac: "52:54:00:00:07:0a".into(),
+                ip: "10.77.7.10".parse().unwrap(),
+                name: String::new(),
+            }],
         })
         .unwrap();
         for part in [
@@ -336,7 +340,8 @@ mod tests {
             "<forward mode='nat'/>",
             "<bridge name='bsp-n7' stp='on' delay='0'/>",
             "<ip address='10.77.7.1' netmask='255.255.255.0'>",
-            "<range start='10.77.7.10' end='10.77.7.250'/>",
+            "<range start='10.77.7.2' end='10.77.7.9'/>",
+            "<host mac='52:54:00:00:07:0a' ip='10.77.7.10'/>",
         ] {
             assert!(xml.contains(part), "missing {part} in\n{xml}");
         }

@@ -242,6 +242,19 @@ fn domains_lists_only_basphere_domains() {
             (b.0.as_str(), b.1, PowerState::Running),
         ]
     );
+
+    // One owner's domains; `alice` must not match `alice2`.
+    let c = (domain_name("bsp", "alice2", "c"), Uuid::new_v4());
+    hv.define_domain(&dom_spec(&c.0, c.1, &f, &net)).unwrap();
+    let names: Vec<String> = hv
+        .domains_of("alice")
+        .unwrap()
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    assert_eq!(names, [a.0.clone(), b.0.clone()]);
+    assert_eq!(hv.domains_of("alice2").unwrap().len(), 1);
+    assert_eq!(hv.domains().unwrap().len(), 3);
 }
 
 #[test]

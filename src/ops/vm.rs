@@ -531,9 +531,12 @@ pub(crate) fn redefine(ctx: &Context, vm: &Vm) -> Result<()> {
 
 pub fn list(ctx: &Context, owner: Option<&str>) -> Result<Vec<View>> {
     let rows = db::vms::list(&ctx.db, owner)?;
-    let power: HashMap<String, PowerState> = ctx
-        .hypervisor()?
-        .domains()?
+    let hv = ctx.hypervisor()?;
+    let domains = match owner {
+        Some(owner) => hv.domains_of(owner)?,
+        None => hv.domains()?,
+    };
+    let power: HashMap<String, PowerState> = domains
         .into_iter()
         .map(|d| (d.uuid.to_string(), d.state))
         .collect();

@@ -717,6 +717,15 @@ impl Hypervisor {
     /// missed while others change state); names and UUIDs come with it, and
     /// each basphere domain costs one state query.
     pub fn domains(&self) -> Result<Vec<DomainInfo>> {
+        self.domains_matching(&format!("{}.", self.prefix))
+    }
+
+    /// The domains of one owner: only theirs cost a state query.
+    pub fn domains_of(&self, owner: &str) -> Result<Vec<DomainInfo>> {
+        self.domains_matching(&format!("{}.{owner}.", self.prefix))
+    }
+
+    fn domains_matching(&self, start: &str) -> Result<Vec<DomainInfo>> {
         let all = self
             .conn
             .list_all_domains(0)
@@ -724,7 +733,7 @@ impl Hypervisor {
         let mut out = Vec::new();
         for dom in all {
             let name = dom.name().map_err(libvirt("reading domain name"))?;
-            if !name.starts_with(&format!("{}.", self.prefix)) {
+            if !name.starts_with(start) {
                 continue;
             }
             let uuid = dom

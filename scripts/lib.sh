@@ -22,9 +22,11 @@ BSP_PACKAGES=(
     openssh-client openssh-server
     # virt-install, used by the bench baseline
     virtinst
-    # linker for cargo
-    gcc libc6-dev
+    # linker for cargo; OpenSSL headers for lettre's native TLS to SMTP
+    gcc libc6-dev libssl-dev
     ca-certificates
+    # signup tests: a real SMTP server, and headless Chromium driven over WebDriver
+    python3-aiosmtpd chromium chromium-driver fonts-liberation
 )
 
 bsp_log() { printf '[%s] %s\n' "${0##*/}" "$*" >&2; }

@@ -93,6 +93,10 @@ pub struct Limits {
     pub disk_bytes: u64,
     pub vms: u64,
     pub snapshots: u64,
+    /// Expiry of a snapshot made without `--expire`, in seconds; 0 means never.
+    pub snapshot_expire_secs: u64,
+    /// Snapshots per VM that `snapshot prune` keeps.
+    pub snapshot_keep_last: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -100,6 +104,78 @@ pub struct Flavor {
     pub cpus: u32,
     pub memory_mib: u64,
     pub disk_bytes: u64,
+}
+
+/// How the SMTP connection is protected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS (required), usually port 587.
+    Starttls,
+    /// TLS from the first byte, usually port 465.
+    Tls,
+    /// No encryption: only for a relay on the same host or in tests.
+    None,
+}
+
+impl SmtpSecurity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SmtpSecurity::Starttls => "starttls",
+            SmtpSecurity::Tls => "tls",
+            SmtpSecurity::None => "none",
+        }
+    }
+}
+
+fn parse_smtp_security(s: &str) -> Result<SmtpSecurity> {
+    match s {
+        "starttls" => Ok(SmtpSecurity::Starttls),
+        "tls" => Ok(SmtpSecurity::Tls),
+        "none" => Ok(SmtpSecurity::None),
+        other => Err(Error::Config(format!(
+            "smtp.security `{other}`: expected `starttls`, `tls` or `none`"
+        ))),
+    }
+}
+
+/// Where mail goes. Without a host, mail is written as `.eml` files to the spool directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Smtp {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub security: SmtpSecurity,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub from: Option<String>,
+}
+
+impl Smtp {
+    /// The port in force: the configured one, or the usual one for the security mode.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.security {
+            SmtpSecurity::Starttls => 587,
+            SmtpSecurity::Tls => 465,
+            SmtpSecurity::None => 25,
+        })
+    }
+}
+
+/// Limits on the web signup form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SignupLimits {
+    /// Signup form submissions accepted from one address per hour.
+    pub per_ip_per_hour: u32,
+    /// Signups accepted for one email address per day.
+    pub per_email_per_day: u32,
+    /// How long the confirmation link works, in seconds.
+    pub token_lifetime_secs: i64,
+}
+
+fn parse_duration_setting(key: &str, s: &str) -> Result<i64> {
+    s.parse::<crate::validate::Span>()
+        .map(|span| span.0 as i64)
+        .map_err(|e| Error::Config(format!("{key}: {e}")))
 }
 
 #[derive(Clone, Debug)]
@@ -137,8 +213,16 @@ pub struct Config {
     pub name_prefix: Setting<String>,
     pub quota: Setting<Limits>,
     pub flavors: Setting<BTreeMap<String, Flavor>>,
-    /// Test hook: `create-vm` kills itself at this step (`BASPHERE_CRASH_AT`).
+    /// Base of the links in signup mail: `http://<public_host>:8080` unless set.
+    pub public_url: Setting<String>,
+    pub smtp: Setting<Smtp>,
+    /// Who is told about new signups.
+    pub admin_emails: Setting<Vec<String>>,
+    pub signup: Setting<SignupLimits>,
+    /// Test hook: `create-vm` and `snapshot prune` kill themselves at this step (`BASPHERE_CRASH_AT`).
     pub crash_at: Option<String>,
+    /// Test hook: the clock, in Unix seconds, for snapshot expiry (`BASPHERE_NOW`).
+    pub now: Option<i64>,
 }
 
 /// Command-line flags that override the file and the environment.
@@ -158,6 +242,8 @@ struct FileQuota {
     disk: Option<String>,
     vms: Option<u64>,
     snapshots: Option<u64>,
+    snapshot_expire: Option<String>,
+    snapshot_keep_last: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -166,6 +252,25 @@ struct FileFlavor {
     cpus: u32,
     memory: String,
     disk: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileSmtp {
+    host: Option<String>,
+    port: Option<u16>,
+    security: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    from: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileSignup {
+    per_ip_per_hour: Option<u32>,
+    per_email_per_day: Option<u32>,
+    token_lifetime: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -184,6 +289,10 @@ struct File {
     name_prefix: Option<String>,
     quota: Option<FileQuota>,
     flavors: Option<BTreeMap<String, FileFlavor>>,
+    public_url: Option<String>,
+    smtp: Option<FileSmtp>,
+    admin_emails: Option<Vec<String>>,
+    signup: Option<FileSignup>,
 }
 
 pub fn default_limits() -> Limits {
@@ -193,6 +302,8 @@ pub fn default_limits() -> Limits {
         disk_bytes: 1024 * GIB,
         vms: 20,
         snapshots: 100,
+        snapshot_expire_secs: 30 * 86_400,
+        snapshot_keep_last: 10,
     }
 }
 
@@ -229,6 +340,24 @@ pub fn virt_type_name(v: VirtTypeSetting) -> &'static str {
     }
 }
 
+/// A snapshot expiry: a span such as `30d`, or `never` (stored as 0).
+pub fn expire_setting(key: &str, s: &str) -> Result<u64> {
+    if s == "never" {
+        return Ok(0);
+    }
+    s.parse::<crate::validate::Span>()
+        .map(|span| span.0)
+        .map_err(|e| Error::Config(format!("{key}: {e}")))
+}
+
+pub fn expire_name(secs: u64) -> String {
+    if secs == 0 {
+        "never".to_owned()
+    } else {
+        crate::validate::Span(secs).to_string()
+    }
+}
+
 fn size_setting(key: &str, s: &str) -> Result<Size> {
     s.parse::<Size>()
         .map_err(|e| Error::Config(format!("{key}: {e}")))
@@ -262,7 +391,23 @@ impl Config {
             name_prefix: Setting::default("bsp".to_owned()),
             quota: Setting::default(default_limits()),
             flavors: Setting::default(default_flavors()),
+            public_url: Setting::default(String::new()),
+            smtp: Setting::default(Smtp {
+                host: None,
+                port: None,
+                security: SmtpSecurity::Starttls,
+                username: None,
+                password: None,
+                from: None,
+            }),
+            admin_emails: Setting::default(Vec::new()),
+            signup: Setting::default(SignupLimits {
+                per_ip_per_hour: 30,
+                per_email_per_day: 3,
+                token_lifetime_secs: 24 * 3600,
+            }),
             crash_at: env.get("BASPHERE_CRASH_AT").cloned(),
+            now: env.get("BASPHERE_NOW").and_then(|v| v.parse().ok()),
         };
 
         let (path, explicit) = match (&flags.config, env.get("BASPHERE_CONFIG")) {
@@ -285,6 +430,9 @@ impl Config {
         }
         config.apply_env(env)?;
         config.apply_flags(flags)?;
+        if config.public_url.value.is_empty() {
+            config.public_url.value = format!("http://{}:8080", config.public_host.value);
+        }
         config.check()?;
         Ok(config)
     }
@@ -376,7 +524,56 @@ impl Config {
             if let Some(v) = q.snapshots {
                 limits.snapshots = v;
             }
+            if let Some(v) = q.snapshot_expire {
+                limits.snapshot_expire_secs = expire_setting("quota.snapshot_expire", &v)?;
+            }
+            if let Some(v) = q.snapshot_keep_last {
+                limits.snapshot_keep_last = v;
+            }
             self.quota = Setting {
+                value: limits,
+                source: src,
+            };
+        }
+        if let Some(v) = file.public_url {
+            self.public_url = Setting {
+                value: v,
+                source: src,
+            };
+        }
+        if let Some(f) = file.smtp {
+            let mut smtp = self.smtp.value.clone();
+            if let Some(v) = f.security {
+                smtp.security = parse_smtp_security(&v)?;
+            }
+            smtp.host = f.host.or(smtp.host);
+            smtp.port = f.port.or(smtp.port);
+            smtp.username = f.username.or(smtp.username);
+            smtp.password = f.password.or(smtp.password);
+            smtp.from = f.from.or(smtp.from);
+            self.smtp = Setting {
+                value: smtp,
+                source: src,
+            };
+        }
+        if let Some(v) = file.admin_emails {
+            self.admin_emails = Setting {
+                value: v,
+                source: src,
+            };
+        }
+        if let Some(f) = file.signup {
+            let mut limits = self.signup.value;
+            if let Some(v) = f.per_ip_per_hour {
+                limits.per_ip_per_hour = v;
+            }
+            if let Some(v) = f.per_email_per_day {
+                limits.per_email_per_day = v;
+            }
+            if let Some(v) = f.token_lifetime {
+                limits.token_lifetime_secs = parse_duration_setting("signup.token_lifetime", &v)?;
+            }
+            self.signup = Setting {
                 value: limits,
                 source: src,
             };
@@ -471,6 +668,78 @@ impl Config {
                 source: src,
             };
         }
+        if let Some(v) = get("BASPHERE_PUBLIC_URL") {
+            self.public_url = Setting {
+                value: v.clone(),
+                source: src,
+            };
+        }
+        let mut smtp = self.smtp.value.clone();
+        let mut smtp_from_env = false;
+        for (key, field) in [
+            ("BASPHERE_SMTP_HOST", &mut smtp.host),
+            ("BASPHERE_SMTP_USERNAME", &mut smtp.username),
+            ("BASPHERE_SMTP_PASSWORD", &mut smtp.password),
+            ("BASPHERE_SMTP_FROM", &mut smtp.from),
+        ] {
+            if let Some(v) = get(key) {
+                *field = Some(v.clone());
+                smtp_from_env = true;
+            }
+        }
+        if let Some(v) = get("BASPHERE_SMTP_PORT") {
+            smtp.port = Some(
+                v.parse()
+                    .map_err(|_| Error::Config(format!("BASPHERE_SMTP_PORT `{v}`: not a port")))?,
+            );
+            smtp_from_env = true;
+        }
+        if let Some(v) = get("BASPHERE_SMTP_SECURITY") {
+            smtp.security = parse_smtp_security(v)?;
+            smtp_from_env = true;
+        }
+        if smtp_from_env {
+            self.smtp = Setting {
+                value: smtp,
+                source: src,
+            };
+        }
+        if let Some(v) = get("BASPHERE_ADMIN_EMAILS") {
+            self.admin_emails = Setting {
+                value: v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                source: src,
+            };
+        }
+        let mut signup = self.signup.value;
+        let mut signup_from_env = false;
+        let small = |key: &str, v: &str| -> Result<u32> {
+            v.parse()
+                .map_err(|_| Error::Config(format!("{key} `{v}`: not a whole number")))
+        };
+        if let Some(v) = get("BASPHERE_SIGNUP_PER_IP_PER_HOUR") {
+            signup.per_ip_per_hour = small("BASPHERE_SIGNUP_PER_IP_PER_HOUR", v)?;
+            signup_from_env = true;
+        }
+        if let Some(v) = get("BASPHERE_SIGNUP_PER_EMAIL_PER_DAY") {
+            signup.per_email_per_day = small("BASPHERE_SIGNUP_PER_EMAIL_PER_DAY", v)?;
+            signup_from_env = true;
+        }
+        if let Some(v) = get("BASPHERE_SIGNUP_TOKEN_LIFETIME") {
+            signup.token_lifetime_secs =
+                parse_duration_setting("BASPHERE_SIGNUP_TOKEN_LIFETIME", v)?;
+            signup_from_env = true;
+        }
+        if signup_from_env {
+            self.signup = Setting {
+                value: signup,
+                source: src,
+            };
+        }
         let mut limits = self.quota.value;
         let mut quota_from_env = false;
         let number = |key: &str, v: &str| -> Result<u64> {
@@ -491,6 +760,14 @@ impl Config {
         }
         if let Some(v) = get("BASPHERE_QUOTA_VMS") {
             limits.vms = number("BASPHERE_QUOTA_VMS", v)?;
+            quota_from_env = true;
+        }
+        if let Some(v) = get("BASPHERE_QUOTA_SNAPSHOT_EXPIRE") {
+            limits.snapshot_expire_secs = expire_setting("BASPHERE_QUOTA_SNAPSHOT_EXPIRE", v)?;
+            quota_from_env = true;
+        }
+        if let Some(v) = get("BASPHERE_QUOTA_SNAPSHOT_KEEP_LAST") {
+            limits.snapshot_keep_last = number("BASPHERE_QUOTA_SNAPSHOT_KEEP_LAST", v)?;
             quota_from_env = true;
         }
         if let Some(v) = get("BASPHERE_QUOTA_SNAPSHOTS") {
@@ -555,6 +832,29 @@ impl Config {
                 "default_flavor `{}` is not a defined flavor",
                 self.default_flavor.value
             )));
+        }
+        let url = &self.public_url.value;
+        if !(url.starts_with("http://") || url.starts_with("https://"))
+            || url.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(Error::Config(format!(
+                "public_url `{url}`: expected an http:// or https:// URL"
+            )));
+        }
+        for address in &self.admin_emails.value {
+            crate::validate::email(address).map_err(|_| {
+                Error::Config(format!("admin_emails: `{address}` is not an email address"))
+            })?;
+        }
+        if let Some(from) = &self.smtp.value.from {
+            crate::validate::email(from).map_err(|_| {
+                Error::Config(format!("smtp.from: `{from}` is not an email address"))
+            })?;
+        }
+        if self.signup.value.token_lifetime_secs <= 0 {
+            return Err(Error::Config(
+                "signup.token_lifetime must be positive".into(),
+            ));
         }
         for (name, f) in &self.flavors.value {
             if f.cpus == 0 {
@@ -639,6 +939,65 @@ impl Config {
                 self.name_prefix.source,
             ),
         ];
+        rows.push((
+            "public_url".into(),
+            self.public_url.value.clone(),
+            self.public_url.source,
+        ));
+        let smtp = &self.smtp.value;
+        let ss = self.smtp.source;
+        let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".to_owned());
+        rows.push((
+            "smtp.host".into(),
+            smtp.host
+                .clone()
+                .unwrap_or_else(|| "(none: mail is written to the spool directory)".to_owned()),
+            ss,
+        ));
+        rows.push(("smtp.port".into(), smtp.port().to_string(), ss));
+        rows.push((
+            "smtp.security".into(),
+            smtp.security.as_str().to_owned(),
+            ss,
+        ));
+        rows.push(("smtp.username".into(), or_none(&smtp.username), ss));
+        // The password is a secret: say whether it is set, never what it is.
+        rows.push((
+            "smtp.password".into(),
+            if smtp.password.is_some() {
+                "(set)"
+            } else {
+                "(none)"
+            }
+            .to_owned(),
+            ss,
+        ));
+        rows.push(("smtp.from".into(), self.mail_from(), ss));
+        rows.push((
+            "admin_emails".into(),
+            if self.admin_emails.value.is_empty() {
+                "(none)".to_owned()
+            } else {
+                self.admin_emails.value.join(", ")
+            },
+            self.admin_emails.source,
+        ));
+        let sg = &self.signup.value;
+        rows.push((
+            "signup.per_ip_per_hour".into(),
+            sg.per_ip_per_hour.to_string(),
+            self.signup.source,
+        ));
+        rows.push((
+            "signup.per_email_per_day".into(),
+            sg.per_email_per_day.to_string(),
+            self.signup.source,
+        ));
+        rows.push((
+            "signup.token_lifetime".into(),
+            crate::validate::Span(sg.token_lifetime_secs as u64).to_string(),
+            self.signup.source,
+        ));
         let q = &self.quota.value;
         let qs = self.quota.source;
         rows.push(("quota.cpus".into(), q.cpus.to_string(), qs));
@@ -654,6 +1013,16 @@ impl Config {
         ));
         rows.push(("quota.vms".into(), q.vms.to_string(), qs));
         rows.push(("quota.snapshots".into(), q.snapshots.to_string(), qs));
+        rows.push((
+            "quota.snapshot_expire".into(),
+            expire_name(q.snapshot_expire_secs),
+            qs,
+        ));
+        rows.push((
+            "quota.snapshot_keep_last".into(),
+            q.snapshot_keep_last.to_string(),
+            qs,
+        ));
         for (name, f) in &self.flavors.value {
             rows.push((
                 format!("flavors.{name}"),
@@ -667,6 +1036,15 @@ impl Config {
             ));
         }
         rows
+    }
+
+    /// The sender of every mail: `smtp.from`, else `basphere@<public_host>`.
+    pub fn mail_from(&self) -> String {
+        self.smtp
+            .value
+            .from
+            .clone()
+            .unwrap_or_else(|| format!("basphere@{}", self.public_host.value))
     }
 
     pub fn db_path(&self) -> PathBuf {

@@ -8,11 +8,13 @@ pub mod config;
 pub mod context;
 pub mod db;
 pub mod error;
+pub mod mail;
 pub mod man;
 pub mod ops;
 pub mod output;
 pub mod validate;
 pub mod virt;
+pub mod web;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;

@@ -122,6 +122,7 @@ macro_rules! string_newtype {
 string_newtype!(UserId);
 string_newtype!(VmName);
 string_newtype!(ImageName);
+string_newtype!(SnapshotName);
 
 impl FromStr for UserId {
     type Err = Error;
@@ -193,6 +194,94 @@ impl FromStr for ImageName {
 impl ImageName {
     pub fn trusted(s: String) -> Self {
         ImageName(s)
+    }
+}
+
+impl FromStr for SnapshotName {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        check_name(
+            "snapshot name",
+            s,
+            lower_alnum,
+            |c| lower_alnum_dash(c) || c == '.' || c == '_',
+            63,
+            "a snapshot name is 1 to 63 characters: a lowercase letter or digit, then lowercase letters, digits, `.`, `_` or `-`",
+        )?;
+        if s.contains("..") {
+            return Err(Error::invalid(format!(
+                "invalid snapshot name `{s}`: `..` is not allowed"
+            )));
+        }
+        Ok(SnapshotName(s.to_owned()))
+    }
+}
+
+/// A free-text description: one line of printable characters, at most 200.
+pub fn description(s: &str) -> Result<String> {
+    if s.chars().count() > 200 {
+        return Err(Error::invalid(
+            "the description is longer than 200 characters",
+        ));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "the description contains control characters",
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+/// A span of time such as `90m`, `12h`, `7d` or `4w`, in seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Span(pub u64);
+
+/// Nothing expires further out than ten years.
+const MAX_SPAN: u64 = 3650 * 86_400;
+
+impl FromStr for Span {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let help = "a duration is a whole number and a unit: 90m, 12h, 7d, 4w";
+        let invalid = |why: &str| {
+            Error::invalid_with_help(format!("invalid duration `{}`: {why}", quoted(s)), help)
+        };
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (number, unit) = t.split_at(split);
+        if number.is_empty() {
+            return Err(invalid("it must start with a whole number"));
+        }
+        let unit_secs = match unit {
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            "w" => 7 * 86_400,
+            "" => return Err(invalid("a unit is needed (m, h, d or w)")),
+            _ => return Err(invalid("unknown unit")),
+        };
+        let n: u64 = number
+            .parse()
+            .map_err(|_| invalid("the number is too large"))?;
+        if n == 0 {
+            return Err(invalid("it must be greater than zero"));
+        }
+        match n.checked_mul(unit_secs) {
+            Some(secs) if secs <= MAX_SPAN => Ok(Span(secs)),
+            _ => Err(invalid("longer than ten years")),
+        }
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0;
+        for (unit, name) in [(7 * 86_400, "w"), (86_400, "d"), (3600, "h"), (60, "m")] {
+            if s >= unit && s % unit == 0 {
+                return write!(f, "{}{name}", s / unit);
+            }
+        }
+        write!(f, "{s}s")
     }
 }
 
@@ -333,6 +422,16 @@ pub fn count(what: &str, s: &str, max: u32) -> Result<u32> {
         )));
     }
     Ok(n)
+}
+
+/// Parses a count that may be zero, such as `--keep-last 0`.
+pub fn whole_number(what: &str, s: &str) -> Result<u64> {
+    s.trim().parse().map_err(|_| {
+        Error::invalid(format!(
+            "invalid {what} `{}`: expected a whole number",
+            quoted(s)
+        ))
+    })
 }
 
 /// An SSH public key in OpenSSH format, checked and reduced to `type base64 [comment]`.
@@ -483,6 +582,37 @@ mod tests {
         }
         assert_eq!(Size::from_bytes(96 * GIB).to_string(), "96G");
         assert_eq!(Size::from_bytes(1536 * MIB).to_string(), "1536M");
+    }
+
+    #[test]
+    fn snapshot_names_and_spans() {
+        for ok in ["pre-upgrade", "20261121-101500", "v1.2_rc", "0"] {
+            assert!(ok.parse::<SnapshotName>().is_ok(), "{ok}");
+        }
+        let long = "a".repeat(200);
+        for bad in [
+            "a/b",
+            "..",
+            "a..b",
+            "-a",
+            ".a",
+            "a'b",
+            "a\"b",
+            "<a>",
+            "a&b",
+            "Ab",
+            "sn\u{e4}p",
+            "",
+            long.as_str(),
+        ] {
+            assert!(bad.parse::<SnapshotName>().is_err(), "{bad}");
+        }
+        assert_eq!("90m".parse::<Span>().unwrap().0, 5400);
+        assert_eq!("7d".parse::<Span>().unwrap().0, 604_800);
+        assert_eq!("4w".parse::<Span>().unwrap().to_string(), "4w");
+        for bad in ["0", "0d", "-1d", "7x", "99999999d", "7", "d", "1.5h", "7D"] {
+            assert!(bad.parse::<Span>().is_err(), "{bad}");
+        }
     }
 
     #[test]

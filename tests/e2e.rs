@@ -103,6 +103,68 @@ fn a_user_logs_into_their_new_vm() {
         .status
         .success());
 
+    // A snapshot of the running guest, a file written after it, a restore: the file is gone
+    // and the guest runs on from the snapshot's moment.
+    let out = ssh_in_netns(&netns, &key, &target, "echo before > /tmp/marker && sync");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let started = Instant::now();
+    bsp.run(&[
+        "--as",
+        "alice",
+        "snapshot",
+        "create",
+        "e2e-web",
+        "clean",
+        "--description",
+        "before the change",
+    ])
+    .success();
+    eprintln!("snapshot of the running guest took {:?}", started.elapsed());
+    let out = ssh_in_netns(
+        &netns,
+        &key,
+        &target,
+        "echo after > /tmp/after-snapshot && sync && cat /tmp/after-snapshot",
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "after");
+    let started = Instant::now();
+    bsp.run(&[
+        "--as", "alice", "snapshot", "restore", "e2e-web", "clean", "--yes",
+    ])
+    .success();
+    eprintln!("restore took {:?}", started.elapsed());
+    assert_eq!(
+        bsp.json(&["--as", "alice", "vm", "show", "e2e-web"])["state"],
+        "running"
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let files = loop {
+        let out = ssh_in_netns(
+            &netns,
+            &key,
+            &target,
+            "ls /tmp/marker /tmp/after-snapshot 2>&1; true",
+        );
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no SSH after restore: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_secs(3));
+    };
+    assert!(files.contains("/tmp/marker"), "{files}");
+    assert!(
+        files.contains("No such file"),
+        "the file written after the snapshot survived: {files}"
+    );
+
     bsp.run(&["--as", "alice", "vm", "delete", "e2e-web", "--yes"])
         .success();
     assert!(bsp.json(&["admin", "vms"]).as_array().unwrap().is_empty());

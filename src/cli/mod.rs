@@ -6,8 +6,11 @@ pub mod completions;
 pub mod config;
 pub mod create_vm;
 pub mod images;
+pub mod mail;
 pub mod quota;
+pub mod serve;
 pub mod shell;
+pub mod snapshot;
 pub mod vm;
 pub mod whoami;
 
@@ -90,10 +93,13 @@ impl Global {
 pub enum Command {
     CreateVm(create_vm::Args),
     Vm(vm::Args),
+    Snapshot(snapshot::Args),
     Images(images::Args),
     Quota(quota::Args),
     Whoami(whoami::Args),
     Admin(admin::Args),
+    Mail(mail::Args),
+    Serve(serve::Args),
     Config(config::Args),
     Completions(completions::Args),
     Shell(shell::Args),
@@ -122,10 +128,13 @@ pub fn execute(
             match command {
                 Command::CreateVm(args) => create_vm::exec(&args, &ctx, out),
                 Command::Vm(args) => vm::exec(&args, &ctx, out),
+                Command::Snapshot(args) => snapshot::exec(&args, &ctx, out),
                 Command::Images(args) => images::exec(&args, &ctx, out),
                 Command::Quota(args) => quota::exec(&args, &ctx, out),
                 Command::Whoami(args) => whoami::exec(&args, &ctx, out),
                 Command::Admin(args) => admin::exec(&args, &ctx, out),
+                Command::Mail(args) => mail::exec(&args, &ctx, out),
+                Command::Serve(args) => serve::exec(&args, &ctx, out),
                 Command::Config(_) | Command::Completions(_) | Command::Shell(_) => {
                     unreachable!("handled above")
                 }

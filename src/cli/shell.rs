@@ -42,7 +42,8 @@ fn welcome(user: &str, out: &mut Output) -> Result<()> {
     let cmd = super::command();
     for sub in cmd.get_subcommands() {
         let name = sub.get_name();
-        if matches!(name, "shell" | "completions" | "config") {
+        // What a tenant cannot run over SSH is not offered.
+        if matches!(name, "shell" | "completions" | "config" | "serve" | "mail") {
             continue;
         }
         let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();

@@ -2,8 +2,11 @@
 
 pub mod audit;
 pub mod images;
+pub mod mail;
 pub mod networks;
 pub mod quotas;
+pub mod signups;
+pub mod snapshots;
 pub mod users;
 pub mod vms;
 
@@ -18,6 +21,8 @@ use crate::error::{Error, Result};
 const MIGRATIONS: &[&str] = &[
     include_str!("sql/0001_create_users.sql"),
     include_str!("sql/0002_create_vms.sql"),
+    include_str!("sql/0003_create_snapshots.sql"),
+    include_str!("sql/0004_create_signups.sql"),
 ];
 
 /// Writers wait this long for each other before giving up with "database is locked".

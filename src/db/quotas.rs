@@ -13,6 +13,10 @@ pub struct Overrides {
     pub disk_bytes: Option<u64>,
     pub vms: Option<u64>,
     pub snapshots: Option<u64>,
+    /// Expiry of snapshots made without `--expire`, in seconds; 0 is "never".
+    pub snapshot_expire_secs: Option<u64>,
+    /// How many snapshots per VM a prune keeps.
+    pub snapshot_keep_last: Option<u64>,
 }
 
 impl Overrides {
@@ -23,6 +27,12 @@ impl Overrides {
             disk_bytes: self.disk_bytes.unwrap_or(defaults.disk_bytes),
             vms: self.vms.unwrap_or(defaults.vms),
             snapshots: self.snapshots.unwrap_or(defaults.snapshots),
+            snapshot_expire_secs: self
+                .snapshot_expire_secs
+                .unwrap_or(defaults.snapshot_expire_secs),
+            snapshot_keep_last: self
+                .snapshot_keep_last
+                .unwrap_or(defaults.snapshot_keep_last),
         }
     }
 }
@@ -34,7 +44,8 @@ fn opt(v: Option<i64>) -> Option<u64> {
 pub fn get(conn: &Connection, user_id: &str) -> Result<Overrides> {
     let row = conn
         .query_row(
-            "SELECT cpus, memory_mib, disk_bytes, vms, snapshots FROM quotas WHERE user_id = ?1",
+            "SELECT cpus, memory_mib, disk_bytes, vms, snapshots, snapshot_expire_secs, snapshot_keep_last
+             FROM quotas WHERE user_id = ?1",
             [user_id],
             |r| {
                 Ok(Overrides {
@@ -43,6 +54,8 @@ pub fn get(conn: &Connection, user_id: &str) -> Result<Overrides> {
                     disk_bytes: opt(r.get(2)?),
                     vms: opt(r.get(3)?),
                     snapshots: opt(r.get(4)?),
+                    snapshot_expire_secs: opt(r.get(5)?),
+                    snapshot_keep_last: opt(r.get(6)?),
                 })
             },
         )
@@ -53,18 +66,21 @@ pub fn get(conn: &Connection, user_id: &str) -> Result<Overrides> {
 pub fn set(conn: &Connection, user_id: &str, q: &Overrides) -> Result<()> {
     let i = |v: Option<u64>| v.map(|n| n as i64);
     conn.execute(
-        "INSERT INTO quotas (user_id, cpus, memory_mib, disk_bytes, vms, snapshots)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+        "INSERT INTO quotas (user_id, cpus, memory_mib, disk_bytes, vms, snapshots, snapshot_expire_secs, snapshot_keep_last)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (user_id) DO UPDATE SET
            cpus = excluded.cpus, memory_mib = excluded.memory_mib, disk_bytes = excluded.disk_bytes,
-           vms = excluded.vms, snapshots = excluded.snapshots",
+           vms = excluded.vms, snapshots = excluded.snapshots,
+           snapshot_expire_secs = excluded.snapshot_expire_secs, snapshot_keep_last = excluded.snapshot_keep_last",
         params![
             user_id,
             i(q.cpus),
             i(q.memory_mib),
             i(q.disk_bytes),
             i(q.vms),
-            i(q.snapshots)
+            i(q.snapshots),
+            i(q.snapshot_expire_secs),
+            i(q.snapshot_keep_last)
         ],
     )?;
     Ok(())

@@ -25,7 +25,7 @@ impl State {
         }
     }
 
-    fn parse(s: &str) -> State {
+    pub(crate) fn parse(s: &str) -> State {
         match s {
             "creating" => State::Creating,
             "deleting" => State::Deleting,

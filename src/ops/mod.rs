@@ -6,5 +6,7 @@ pub mod image;
 pub mod lock;
 pub mod quota;
 pub mod reconcile;
+pub mod signup;
+pub mod snapshot;
 pub mod user;
 pub mod vm;

@@ -14,6 +14,7 @@ pub struct Report {
     pub user: String,
     pub limits: Limits,
     pub usage: Usage,
+    pub snapshots: u64,
 }
 
 /// What a new VM would add to its owner's usage.
@@ -83,6 +84,7 @@ pub fn show(ctx: &Context, user: &str) -> Result<Report> {
         user: user.to_owned(),
         limits: limits_for(&ctx.db, &ctx.config, user)?,
         usage: db::vms::usage(&ctx.db, user)?,
+        snapshots: db::snapshots::count_for_owner(&ctx.db, user)?,
     })
 }
 
@@ -100,6 +102,8 @@ pub fn set(ctx: &Context, user: &str, change: &db::quotas::Overrides) -> Result<
             disk_bytes: change.disk_bytes.or(current.disk_bytes),
             vms: change.vms.or(current.vms),
             snapshots: change.snapshots.or(current.snapshots),
+            snapshot_expire_secs: change.snapshot_expire_secs.or(current.snapshot_expire_secs),
+            snapshot_keep_last: change.snapshot_keep_last.or(current.snapshot_keep_last),
         };
         db::quotas::set(tx, user, &merged)
     });
@@ -119,6 +123,8 @@ mod tests {
             disk_bytes: 100 << 30,
             vms: 2,
             snapshots: 1,
+            snapshot_expire_secs: 0,
+            snapshot_keep_last: 1,
         }
     }
 

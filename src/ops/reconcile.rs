@@ -52,6 +52,35 @@ pub enum Repair {
     RemoveFile { path: PathBuf },
     /// A basphere network whose user is gone.
     RemoveNetwork { name: String },
+    /// A snapshot row whose snapshot libvirt does not have.
+    ForgetSnapshot {
+        owner: String,
+        vm: String,
+        snapshot: String,
+        id: i64,
+    },
+    /// A snapshot whose create was cut short after libvirt made it: keep it.
+    FinishSnapshot {
+        owner: String,
+        vm: String,
+        snapshot: String,
+        id: i64,
+    },
+    /// A snapshot whose delete was cut short: finish it.
+    FinishSnapshotDelete {
+        owner: String,
+        vm: String,
+        snapshot: String,
+        id: i64,
+    },
+    /// A libvirt snapshot of a basphere VM with no row: record it (without expiry).
+    AdoptSnapshot {
+        owner: String,
+        vm: String,
+        snapshot: String,
+        vm_id: String,
+        created_at: i64,
+    },
     /// A tenant network whose reservations differ from the addresses it must reserve.
     RepairReservations {
         network: String,
@@ -82,6 +111,42 @@ impl Repair {
                 ("remove orphan file".into(), path.display().to_string())
             }
             Repair::RemoveNetwork { name } => ("remove orphan network".into(), name.clone()),
+            Repair::ForgetSnapshot {
+                owner,
+                vm,
+                snapshot,
+                ..
+            } => (
+                "forget snapshot missing in libvirt".into(),
+                format!("{owner}/{vm}/{snapshot}"),
+            ),
+            Repair::FinishSnapshot {
+                owner,
+                vm,
+                snapshot,
+                ..
+            } => (
+                "finish interrupted snapshot".into(),
+                format!("{owner}/{vm}/{snapshot}"),
+            ),
+            Repair::FinishSnapshotDelete {
+                owner,
+                vm,
+                snapshot,
+                ..
+            } => (
+                "finish interrupted snapshot delete".into(),
+                format!("{owner}/{vm}/{snapshot}"),
+            ),
+            Repair::AdoptSnapshot {
+                owner,
+                vm,
+                snapshot,
+                ..
+            } => (
+                "record snapshot found in libvirt".into(),
+                format!("{owner}/{vm}/{snapshot}"),
+            ),
             Repair::RepairReservations {
                 network,
                 missing,
@@ -137,6 +202,58 @@ fn reservation_diff(ctx: &Context, net: &Network) -> Result<(Vec<DhcpHost>, Vec<
     Ok((missing, unexpected))
 }
 
+/// Snapshot rows of one VM against libvirt's snapshots of it. A VM whose lock is held
+/// has a snapshot operation in progress and is left alone.
+fn plan_snapshots(ctx: &Context, vm: &Vm, repairs: &mut Vec<Repair>) -> Result<()> {
+    let rows = db::snapshots::list(&ctx.db, None, Some(&vm.id))?;
+    let live = ctx.hypervisor()?.snapshots(vm::uuid_of(vm)?)?;
+    if rows.is_empty() && live.is_empty() {
+        return Ok(());
+    }
+    if !abandoned(ctx, vm)? {
+        return Ok(());
+    }
+    let (owner, name) = (vm.owner.clone(), vm.name.clone());
+    for row in &rows {
+        let in_libvirt = live.iter().any(|l| l.name == row.name);
+        let (owner, vm, snapshot, id) = (owner.clone(), name.clone(), row.name.clone(), row.id);
+        match (row.state, in_libvirt) {
+            (State::Deleting, _) => repairs.push(Repair::FinishSnapshotDelete {
+                owner,
+                vm,
+                snapshot,
+                id,
+            }),
+            (State::Creating, true) => repairs.push(Repair::FinishSnapshot {
+                owner,
+                vm,
+                snapshot,
+                id,
+            }),
+            (_, false) => repairs.push(Repair::ForgetSnapshot {
+                owner,
+                vm,
+                snapshot,
+                id,
+            }),
+            (State::Ready, true) => {}
+        }
+    }
+    for l in live
+        .iter()
+        .filter(|l| !rows.iter().any(|r| r.name == l.name))
+    {
+        repairs.push(Repair::AdoptSnapshot {
+            owner: owner.clone(),
+            vm: name.clone(),
+            snapshot: l.name.clone(),
+            vm_id: vm.id.clone(),
+            created_at: l.created_at,
+        });
+    }
+    Ok(())
+}
+
 fn plan(ctx: &Context) -> Result<Vec<Repair>> {
     let hv = ctx.hypervisor()?;
     let rows = db::vms::list(&ctx.db, None)?;
@@ -175,6 +292,13 @@ fn plan(ctx: &Context) -> Result<Vec<Repair>> {
             }
             _ => {}
         }
+    }
+
+    for vm in rows
+        .iter()
+        .filter(|v| v.state == State::Ready && domain_ids.contains(&v.id))
+    {
+        plan_snapshots(ctx, vm, &mut repairs)?;
     }
 
     for d in &domains {
@@ -284,6 +408,39 @@ fn apply(ctx: &Context, repair: &Repair) -> Result<()> {
             }
         }
         Repair::RemoveNetwork { name } => hv.remove_network(name)?,
+        Repair::ForgetSnapshot { id, .. } => {
+            db::snapshots::delete(&ctx.db, *id)?;
+        }
+        Repair::FinishSnapshot { id, .. } => db::snapshots::set_state(&ctx.db, *id, State::Ready)?,
+        Repair::FinishSnapshotDelete {
+            owner,
+            vm,
+            snapshot,
+            ..
+        } => {
+            if let Some(vm) = db::vms::get(&ctx.db, owner, vm)? {
+                if let Some(snap) = db::snapshots::get(&ctx.db, &vm.id, snapshot)? {
+                    crate::ops::snapshot::remove(ctx, &snap)?;
+                }
+            }
+        }
+        Repair::AdoptSnapshot {
+            owner,
+            snapshot,
+            vm_id,
+            created_at,
+            ..
+        } => {
+            let new = db::snapshots::NewSnapshot {
+                vm_id,
+                owner,
+                name: snapshot,
+                created_at: *created_at,
+                expires_at: None,
+                description: "",
+            };
+            db::snapshots::insert(&ctx.db, &new, true)?;
+        }
         Repair::RepairReservations { network, .. } => {
             let net = db::networks::list(&ctx.db)?
                 .into_iter()

@@ -107,13 +107,13 @@ fn os_users(ctx: &Context) -> Result<HashMap<String, String>> {
         .collect())
 }
 
-fn uuid_of(vm: &Vm) -> Result<Uuid> {
+pub(crate) fn uuid_of(vm: &Vm) -> Result<Uuid> {
     Uuid::parse_str(&vm.id)
         .map_err(|_| Error::Config(format!("corrupt VM id `{}` in the database", vm.id)))
 }
 
 /// The VM `name` of the tenant; someone else's VM is indistinguishable from a missing one.
-fn owned(ctx: &Context, owner: &str, name: &str) -> Result<Vm> {
+pub(crate) fn owned(ctx: &Context, owner: &str, name: &str) -> Result<Vm> {
     db::vms::get(&ctx.db, owner, name)?.ok_or_else(|| Error::not_found("VM", name))
 }
 
@@ -241,7 +241,7 @@ enum Done {
 
 /// Kills the process at a named step when the test hook `BASPHERE_CRASH_AT` names it,
 /// so tests can show that `admin reconcile` repairs a create cut short anywhere.
-fn crash_point(ctx: &Context, step: &str) {
+pub(crate) fn crash_point(ctx: &Context, step: &str) {
     if ctx.config.crash_at.as_deref() == Some(step) {
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     }

@@ -8,6 +8,7 @@
 
 pub mod disk;
 pub mod seed;
+pub mod snapshot;
 pub mod xml;
 
 use std::fmt;

@@ -72,7 +72,7 @@ impl Bsp {
             // A /16 per installation, so parallel tests never share a subnet.
             (
                 "BASPHERE_NETWORK_POOL".into(),
-                format!("10.{}.0.0/16", 100 + n % 150),
+                format!("10.{}.0.0/16", 100 + (pid * 7 + n) % 150),
             ),
             ("BASPHERE_PUBLIC_HOST".into(), "bastion.test".into()),
         ];

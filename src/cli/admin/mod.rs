@@ -1,9 +1,13 @@
 //! `basphere admin ...`: commands for administrators.
 
+pub mod approve;
 pub mod audit;
 pub mod image;
+pub mod mail;
 pub mod quota;
 pub mod reconcile;
+pub mod reject;
+pub mod signups;
 pub mod user;
 pub mod vms;
 
@@ -28,6 +32,10 @@ pub enum Command {
     Vms(vms::Args),
     Reconcile(reconcile::Args),
     Audit(audit::Args),
+    Signups(signups::Args),
+    Approve(approve::Args),
+    Reject(reject::Args),
+    Mail(mail::Args),
 }
 
 pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
@@ -39,5 +47,9 @@ pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
         Command::Vms(a) => vms::exec(a, ctx, out),
         Command::Reconcile(a) => reconcile::exec(a, ctx, out),
         Command::Audit(a) => audit::exec(a, ctx, out),
+        Command::Signups(a) => signups::exec(a, ctx, out),
+        Command::Approve(a) => approve::exec(a, ctx, out),
+        Command::Reject(a) => reject::exec(a, ctx, out),
+        Command::Mail(a) => mail::exec(a, ctx, out),
     }
 }

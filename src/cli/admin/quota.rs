@@ -32,6 +32,12 @@ pub enum Command {
         vms: Option<String>,
         #[arg(long, allow_hyphen_values = true)]
         snapshots: Option<String>,
+        /// Expiry of snapshots made without --expire, e.g. 7d, or `never`
+        #[arg(long, allow_hyphen_values = true, value_name = "DURATION")]
+        snapshot_expire: Option<String>,
+        /// Snapshots per VM that `snapshot prune` keeps
+        #[arg(long, allow_hyphen_values = true, value_name = "N")]
+        snapshot_keep_last: Option<String>,
     },
     /// Show a user's limits and usage
     Show { user: String },
@@ -46,6 +52,8 @@ pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
             disk,
             vms,
             snapshots,
+            snapshot_expire,
+            snapshot_keep_last,
         } => {
             let n = |what, v: &Option<String>| -> Result<Option<u64>> {
                 v.as_deref()
@@ -64,11 +72,23 @@ pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
                     .transpose()?,
                 vms: n("VM limit", vms)?,
                 snapshots: n("snapshot limit", snapshots)?,
+                snapshot_expire_secs: snapshot_expire
+                    .as_deref()
+                    .map(|s| match s {
+                        "never" => Ok(0),
+                        s => s.parse::<crate::validate::Span>().map(|span| span.0),
+                    })
+                    .transpose()?,
+                // Keeping none is a policy too: prune removes every snapshot that is not new.
+                snapshot_keep_last: snapshot_keep_last
+                    .as_deref()
+                    .map(|s| validate::whole_number("keep-last count", s))
+                    .transpose()?,
             };
             if change == Overrides::default() {
                 return Err(Error::invalid_with_help(
                     "nothing to change",
-                    "give at least one of --cpus, --memory, --disk, --vms, --snapshots",
+                    "give at least one of --cpus, --memory, --disk, --vms, --snapshots, --snapshot-expire, --snapshot-keep-last",
                 ));
             }
             let report = quota::set(ctx, user, &change)?;

@@ -1,0 +1,66 @@
+//! `basphere mail flush`: deliver the mail outbox (for cron or a systemd timer).
+
+use clap::Subcommand;
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::mail::{self, Mailer};
+use crate::output::{timestamp, Output};
+
+/// Deliver queued mail
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send the outbox mail that is due; failures stay queued with their error
+    #[command(
+        after_help = "Exit status 1 when some mail could not be sent; it stays in the outbox and is retried.\n\nExample, in /etc/cron.d/basphere (every minute, as the service account):\n  * * * * * basphere basphere mail flush"
+    )]
+    Flush {
+        /// Also retry mail whose next attempt is not due yet
+        #[arg(long)]
+        now: bool,
+    },
+}
+
+pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
+    if !(ctx.actor.admin || ctx.actor.service) {
+        return Err(Error::denied(
+            "`mail flush` is for administrators and the service account",
+        ));
+    }
+    match &args.command {
+        Command::Flush { now } => {
+            let mailer = Mailer::new(&ctx.config)?;
+            let report = mail::flush(&ctx.db, &mailer, *now, None)?;
+            let code = if report.failed.is_empty() { 0 } else { 1 };
+            if out.json {
+                out.json(&report)?;
+                return Ok(code);
+            }
+            for s in &report.sent {
+                out.line(format!("sent #{} to {}: {}", s.id, s.recipient, s.subject))?;
+            }
+            for f in &report.failed {
+                out.line(format!(
+                    "failed #{} to {}: {} (next attempt {})",
+                    f.id,
+                    f.recipient,
+                    f.error,
+                    timestamp(f.next_attempt_at)
+                ))?;
+            }
+            out.note(format!(
+                "{} sent, {} failed, through the {}",
+                report.sent.len(),
+                report.failed.len(),
+                mailer.destination()
+            ))?;
+            Ok(code)
+        }
+    }
+}

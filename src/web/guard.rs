@@ -1,0 +1,212 @@
+//! What stands between the form and the database: CSRF tokens, rate limits, headers.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::http::{header, HeaderMap, HeaderValue};
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::Sha256;
+
+use crate::error::{Error, Result};
+use crate::ops::signup::hex;
+
+pub const CSRF_COOKIE: &str = "bsp_csrf";
+
+/// Double-submit CSRF protection: a random nonce in a cookie, and in the form the HMAC of
+/// that nonce under a server secret. A page on another site can make the browser send the
+/// cookie, but cannot read it, and cannot compute the field without the secret.
+pub struct Csrf {
+    secret: [u8; 32],
+}
+
+impl Csrf {
+    /// Reads the secret kept in the data directory, making it on first use.
+    pub fn load(data_dir: &Path) -> Result<Csrf> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = data_dir.join("web-secret");
+        let mut secret = [0u8; 32];
+        match std::fs::read(&path) {
+            Ok(bytes) if bytes.len() == 32 => secret.copy_from_slice(&bytes),
+            Ok(_) => {
+                return Err(Error::Config(format!(
+                    "`{}` is damaged; delete it and restart (open forms will need a reload)",
+                    path.display()
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                rand::rngs::OsRng.fill_bytes(&mut secret);
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(|e| Error::io(format!("cannot create `{}`", path.display()), e))?;
+                file.write_all(&secret)
+                    .map_err(|e| Error::io(format!("cannot write `{}`", path.display()), e))?;
+            }
+            Err(e) => return Err(Error::io(format!("cannot read `{}`", path.display()), e)),
+        }
+        Ok(Csrf { secret })
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("any key length");
+        mac.update(b"basphere csrf v1:");
+        mac
+    }
+
+    pub fn new_nonce() -> String {
+        let mut bytes = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        hex(&bytes)
+    }
+
+    /// The form field that goes with the cookie `nonce`.
+    pub fn field(&self, nonce: &str) -> String {
+        let mut mac = self.mac();
+        mac.update(nonce.as_bytes());
+        hex(&mac.finalize().into_bytes())
+    }
+
+    /// Whether `field` was made for the cookie `nonce`; compared in constant time.
+    pub fn check(&self, nonce: &str, field: &str) -> bool {
+        if !valid_nonce(nonce) || field.len() != 64 {
+            return false;
+        }
+        let Some(bytes) = unhex(field) else {
+            return false;
+        };
+        let mut mac = self.mac();
+        mac.update(nonce.as_bytes());
+        mac.verify_slice(&bytes).is_ok()
+    }
+}
+
+pub fn valid_nonce(nonce: &str) -> bool {
+    nonce.len() == 32 && nonce.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The value of cookie `name` in the request, if any.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Sliding-window counters in memory, one per key (an address or an email).
+pub struct Limiter {
+    window: Duration,
+    limit: u32,
+    hits: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+impl Limiter {
+    pub fn new(limit: u32, window: Duration) -> Limiter {
+        Limiter {
+            window,
+            limit,
+            hits: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts one hit for `key`; `Err(wait)` if that is over the limit.
+    pub fn hit(&self, key: &str) -> std::result::Result<(), Duration> {
+        let now = Instant::now();
+        let mut hits = self.hits.lock().unwrap_or_else(|e| e.into_inner());
+        // Forget idle keys now and then so the map cannot grow without bound.
+        if hits.len() > 10_000 {
+            let window = self.window;
+            hits.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
+        }
+        let queue = hits.entry(key.to_owned()).or_default();
+        while queue
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
+        {
+            queue.pop_front();
+        }
+        if queue.len() >= self.limit as usize {
+            let oldest = *queue.front().expect("limit is at least one when full");
+            return Err(self.window.saturating_sub(now.duration_since(oldest)));
+        }
+        queue.push_back(now);
+        Ok(())
+    }
+}
+
+/// Headers on every answer: no framing, no sniffing, no scripts, no referrer (links carry
+/// tokens), no caching (pages carry tokens).
+pub fn security_headers(headers: &mut HeaderMap) {
+    let set = |h: &mut HeaderMap, name: header::HeaderName, value: &'static str| {
+        h.insert(name, HeaderValue::from_static(value));
+    };
+    set(
+        headers,
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    );
+    set(headers, header::X_FRAME_OPTIONS, "DENY");
+    set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(headers, header::REFERRER_POLICY, "no-referrer");
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        set(headers, header::CACHE_CONTROL, "no-store");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csrf_field_matches_only_its_nonce_and_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let csrf = Csrf::load(dir.path()).unwrap();
+        let nonce = Csrf::new_nonce();
+        let field = csrf.field(&nonce);
+        assert!(csrf.check(&nonce, &field));
+        assert!(!csrf.check(&Csrf::new_nonce(), &field));
+        assert!(!csrf.check(&nonce, &field[..63]));
+        assert!(!csrf.check(&nonce, ""));
+        // The secret survives a restart, so open forms still work.
+        let again = Csrf::load(dir.path()).unwrap();
+        assert!(again.check(&nonce, &field));
+        let other = tempfile::tempdir().unwrap();
+        assert!(!Csrf::load(other.path()).unwrap().check(&nonce, &field));
+    }
+
+    #[test]
+    fn limiter_counts_per_key() {
+        let l = Limiter::new(2, Duration::from_secs(3600));
+        assert!(l.hit("a").is_ok());
+        assert!(l.hit("a").is_ok());
+        assert!(l.hit("a").is_err());
+        assert!(l.hit("b").is_ok());
+    }
+
+    #[test]
+    fn cookies_are_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("x=1; bsp_csrf=abc; y=2"),
+        );
+        assert_eq!(cookie(&h, CSRF_COOKIE), Some("abc"));
+        assert_eq!(cookie(&h, "z"), None);
+    }
+}

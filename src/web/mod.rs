@@ -1,0 +1,440 @@
+//! The web front door: the signup form, confirmation links and status pages (axum).
+//!
+//! Handlers are thin adapters: they check what only HTTP knows (size, CSRF token,
+//! per-address rate, honeypot) and call `ops::signup` on a blocking thread.
+
+pub mod guard;
+pub mod pages;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use rusqlite::Connection;
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::db;
+use crate::error::{Error, Result};
+use crate::mail::{self, Mailer};
+use crate::ops::signup::{self, FieldErrors, Form, Refused, Verified};
+use guard::{Csrf, Limiter, CSRF_COOKIE};
+
+/// The largest form body accepted; a key is at most 16 KiB and a reason 1000 characters.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// How often the mail worker looks at the outbox when nobody wakes it.
+const MAIL_INTERVAL: Duration = Duration::from_secs(30);
+
+pub struct AppState {
+    config: Config,
+    db: Mutex<Connection>,
+    csrf: Csrf,
+    per_ip: Limiter,
+    mail_wakeup: Notify,
+    secure_cookie: bool,
+}
+
+impl AppState {
+    pub fn new(config: Config) -> Result<Arc<AppState>> {
+        let db = db::open(&config.db_path())?;
+        let csrf = Csrf::load(&config.data_dir.value)?;
+        let per_ip = Limiter::new(
+            config.signup.value.per_ip_per_hour.max(1),
+            Duration::from_secs(3600),
+        );
+        Ok(Arc::new(AppState {
+            secure_cookie: config.public_url.value.starts_with("https://"),
+            config,
+            db: Mutex::new(db),
+            csrf,
+            per_ip,
+            mail_wakeup: Notify::new(),
+        }))
+    }
+
+    /// Runs `f` with the database on a blocking thread.
+    async fn with_db<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Connection, &Config) -> T + Send + 'static,
+    ) -> Option<T> {
+        let state = self.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let conn = state.db.lock().unwrap_or_else(|e| e.into_inner());
+            f(&conn, &state.config)
+        })
+        .await;
+        match joined {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::error!(error = %e, "database task failed");
+                None
+            }
+        }
+    }
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(form_page))
+        .route("/signup", post(submit).get(|| async { Redirect::to("/") }))
+        .route("/verify/{token}", get(verify))
+        .route("/status/{token}", get(status))
+        .route("/healthz", get(healthz))
+        .route("/style.css", get(style))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(
+            |mut res: Response| async move {
+                guard::security_headers(res.headers_mut());
+                res
+            },
+        ))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` completes, with the mail worker running beside it.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let worker = tokio::spawn(mail_worker(state.clone()));
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| Error::io("the web server stopped", e));
+    worker.abort();
+    served
+}
+
+/// Sends what the outbox holds: at start, when a handler queued mail, and every 30 s.
+/// It has its own database connection, so a slow SMTP server never holds up a page.
+async fn mail_worker(state: Arc<AppState>) {
+    let config = state.config.clone();
+    let setup = tokio::task::spawn_blocking(move || -> Result<(Connection, Mailer)> {
+        Ok((db::open(&config.db_path())?, Mailer::new(&config)?))
+    })
+    .await;
+    let (conn, mailer) = match setup {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "mail worker cannot start; use `basphere mail flush`");
+            return;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "mail worker cannot start");
+            return;
+        }
+    };
+    let shared = Arc::new(Mutex::new((conn, mailer)));
+    loop {
+        let job = shared.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let guard = job.lock().unwrap_or_else(|e| e.into_inner());
+            let (conn, mailer) = &*guard;
+            mail::flush(conn, mailer, false, None)
+        })
+        .await;
+        if let Ok(Err(e)) = done {
+            tracing::error!(error = %e, "mail worker: cannot read the outbox");
+        }
+        tokio::select! {
+            () = state.mail_wakeup.notified() => {}
+            () = tokio::time::sleep(MAIL_INTERVAL) => {}
+        }
+    }
+}
+
+fn html(status: StatusCode, body: String) -> Response {
+    (status, Html(body)).into_response()
+}
+
+fn message(state: &AppState, status: StatusCode, title: &str, text: &str, back: bool) -> Response {
+    html(status, pages::message(&state.config, title, text, back))
+}
+
+/// The CSRF nonce of this browser, or a new one with the cookie that sets it.
+fn nonce(state: &AppState, headers: &HeaderMap) -> (String, Option<HeaderValue>) {
+    if let Some(n) = guard::cookie(headers, CSRF_COOKIE).filter(|n| guard::valid_nonce(n)) {
+        return (n.to_owned(), None);
+    }
+    let n = Csrf::new_nonce();
+    let secure = if state.secure_cookie { "; Secure" } else { "" };
+    let cookie = format!("{CSRF_COOKIE}={n}; Path=/; HttpOnly; SameSite=Strict{secure}");
+    (n, HeaderValue::from_str(&cookie).ok())
+}
+
+fn form_response(
+    state: &AppState,
+    headers: &HeaderMap,
+    status: StatusCode,
+    form: &Form,
+    errors: &FieldErrors,
+    message: Option<&str>,
+) -> Response {
+    let (nonce, set_cookie) = nonce(state, headers);
+    let body = pages::form(
+        &state.config,
+        form,
+        &state.csrf.field(&nonce),
+        errors,
+        message,
+    );
+    let mut res = html(status, body);
+    if let Some(c) = set_cookie {
+        res.headers_mut().insert(header::SET_COOKIE, c);
+    }
+    res
+}
+
+async fn form_page(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    form_response(
+        &state,
+        &headers,
+        StatusCode::OK,
+        &Form::default(),
+        &FieldErrors::default(),
+        None,
+    )
+}
+
+#[derive(Default, serde::Deserialize)]
+#[serde(default)]
+struct Posted {
+    #[serde(flatten)]
+    form: Form,
+    csrf: String,
+    website: String,
+}
+
+async fn submit(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return message(
+                &state,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Too large",
+                &format!(
+                    "The form was larger than {} KiB. An SSH public key is one line of a few hundred characters; paste only the `.pub` file.",
+                    MAX_BODY / 1024
+                ),
+                true,
+            )
+        }
+        Err(_) => {
+            return message(
+                &state,
+                StatusCode::BAD_REQUEST,
+                "Bad request",
+                "The form could not be read.",
+                true,
+            )
+        }
+    };
+    let Ok(posted) = serde_urlencoded::from_bytes::<Posted>(&body) else {
+        return message(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "The form could not be read.",
+            true,
+        );
+    };
+    let ip = peer.ip().to_string();
+    if let Err(wait) = state.per_ip.hit(&ip) {
+        let minutes = wait.as_secs().div_ceil(60).max(1);
+        let mut res = message(
+            &state,
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many requests",
+            &format!(
+                "Too many account requests came from your address in the last hour. Please try again in {minutes} minute{}.",
+                if minutes == 1 { "" } else { "s" }
+            ),
+            false,
+        );
+        if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+            res.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return res;
+    }
+    let csrf_ok = guard::cookie(&headers, CSRF_COOKIE)
+        .is_some_and(|nonce| state.csrf.check(nonce, &posted.csrf));
+    if !csrf_ok {
+        return form_response(
+            &state,
+            &headers,
+            StatusCode::FORBIDDEN,
+            &posted.form,
+            &FieldErrors::default(),
+            Some("This form expired or your browser did not send its cookie. Check what you typed and send it again."),
+        );
+    }
+    if !posted.website.is_empty() {
+        // A bot filled the hidden field: answer as if it worked, store nothing.
+        tracing::info!(%ip, "honeypot field filled; request dropped");
+        return message(
+            &state,
+            StatusCode::OK,
+            "Check your mail",
+            "We sent you a mail with a link to confirm your address.",
+            false,
+        );
+    }
+    let form = posted.form.clone();
+    let peer_text = ip.clone();
+    let created = state
+        .with_db(move |conn, config| signup::create(conn, config, &form, &peer_text))
+        .await;
+    match created {
+        Some(Ok(c)) => {
+            state.mail_wakeup.notify_one();
+            Redirect::to(&format!("/status/{}", c.status_token)).into_response()
+        }
+        Some(Err(Refused::Fields(errors))) => form_response(
+            &state,
+            &headers,
+            StatusCode::BAD_REQUEST,
+            &posted.form,
+            &errors,
+            Some("Please correct the fields marked below."),
+        ),
+        Some(Err(Refused::RateLimited(text))) => message(
+            &state,
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many requests",
+            &text,
+            false,
+        ),
+        Some(Err(Refused::Failed(e))) => {
+            tracing::error!(error = %e.report(), "signup failed");
+            internal_error(&state)
+        }
+        None => internal_error(&state),
+    }
+}
+
+fn internal_error(state: &AppState) -> Response {
+    message(
+        state,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Something went wrong",
+        "Something went wrong on our side. Please try again in a few minutes.",
+        true,
+    )
+}
+
+async fn verify(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(token): Path<String>,
+) -> Response {
+    let ip = peer.ip().to_string();
+    let outcome = state
+        .with_db(move |conn, config| signup::verify(conn, config, &token, &ip))
+        .await;
+    match outcome {
+        Some(Ok(Verified::Confirmed(s))) => {
+            state.mail_wakeup.notify_one();
+            html(StatusCode::OK, pages::status(&state.config, &s, true))
+        }
+        Some(Ok(Verified::AlreadyDone)) => message(
+            &state,
+            StatusCode::OK,
+            "Already confirmed",
+            "This link was already used. The status link in the same mail shows where your request stands.",
+            false,
+        ),
+        Some(Ok(Verified::Expired)) => message(
+            &state,
+            StatusCode::GONE,
+            "Link expired",
+            "This confirmation link has expired. Please ask for the account again.",
+            true,
+        ),
+        Some(Ok(Verified::Unknown)) => message(
+            &state,
+            StatusCode::NOT_FOUND,
+            "Unknown link",
+            "This confirmation link is not valid. Check that the whole link was copied.",
+            true,
+        ),
+        Some(Err(e)) => {
+            tracing::error!(error = %e.report(), "verify failed");
+            internal_error(&state)
+        }
+        None => internal_error(&state),
+    }
+}
+
+async fn status(State(state): State<Arc<AppState>>, Path(token): Path<String>) -> Response {
+    let found = state
+        .with_db(move |conn, _| signup::status(conn, &token))
+        .await;
+    match found {
+        Some(Ok(Some(s))) => html(StatusCode::OK, pages::status(&state.config, &s, false)),
+        Some(Ok(None)) => message(
+            &state,
+            StatusCode::NOT_FOUND,
+            "Unknown request",
+            "No account request has this address. Check that the whole link was copied.",
+            true,
+        ),
+        Some(Err(e)) => {
+            tracing::error!(error = %e.report(), "status failed");
+            internal_error(&state)
+        }
+        None => internal_error(&state),
+    }
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    let ok = state
+        .with_db(|conn, _| {
+            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .is_ok()
+        })
+        .await
+        .unwrap_or(false);
+    if ok {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
+    }
+}
+
+async fn style() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        pages::STYLE,
+    )
+        .into_response()
+}
+
+async fn not_found(State(state): State<Arc<AppState>>) -> Response {
+    message(
+        &state,
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "There is no page at this address.",
+        true,
+    )
+}

@@ -570,7 +570,7 @@ fn admins_reject_force_and_prune_with_mail_in_the_spool() {
     let mut bsp = Bsp::new();
     let server = Server::start(&mut bsp);
     let mut http = Http::new();
-    for id in ["ivan", "judy", "kate"] {
+    for id in ["ivan", "judy", "kate", "lena"] {
         let key = public_key(&bsp, id);
         let reply = http.signup(
             &server,
@@ -582,7 +582,7 @@ fn admins_reject_force_and_prune_with_mail_in_the_spool() {
     bsp.run(&["mail", "flush"]).success();
     // Without an SMTP host mail is written to the spool, and the command says so.
     let spool = spooled(&bsp);
-    assert_eq!(spool.len(), 3);
+    assert_eq!(spool.len(), 4);
     assert!(spool[0].contains("To: ivan@example.com"), "{}", spool[0]);
     assert!(spool[0].contains("/verify/"));
 
@@ -601,9 +601,9 @@ fn admins_reject_force_and_prune_with_mail_in_the_spool() {
     .stdout_has("no SMTP host is configured");
     let spool = spooled(&bsp);
     assert!(
-        spool[3].contains("please use your work address"),
+        spool[4].contains("please use your work address"),
         "{}",
-        spool[3]
+        spool[4]
     );
     bsp.run(&["admin", "reject", "ivan", "--reason", "again"])
         .code(CONFLICT)
@@ -622,7 +622,37 @@ fn admins_reject_force_and_prune_with_mail_in_the_spool() {
         .success()
         .stdout_has("approved judy")
         .stdout_has("welcome mail to judy@example.com written to");
-    assert!(spooled(&bsp)[4].contains("Your basphere account judy is ready"));
+    assert!(spooled(&bsp)[5].contains("Your basphere account judy is ready"));
+
+    // An approval cut short after the user was created (as if killed between its two
+    // transactions) is finished by approving again, not refused.
+    let db = rusqlite::Connection::open(bsp.data_dir().join("basphere.db")).unwrap();
+    let lena_key: String = db
+        .query_row(
+            "SELECT public_key FROM signups WHERE user_id = 'lena'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    drop(db);
+    bsp.run(&[
+        "admin",
+        "user",
+        "add",
+        "lena",
+        "--email",
+        "lena@example.com",
+        "--key",
+        &lena_key,
+    ])
+    .success();
+    bsp.run(&["admin", "approve", "lena", "--yes", "--force"])
+        .success()
+        .stdout_has("approved lena");
+    assert!(spooled(&bsp)[6].contains("Your basphere account lena is ready"));
+    bsp.run(&["admin", "approve", "lena", "--yes", "--force"])
+        .code(CONFLICT)
+        .stderr_has("already approved");
 
     // Prune: only unconfirmed requests older than the limit.
     bsp.run(&["admin", "signups", "prune", "--older-than", "30d"])
@@ -653,7 +683,7 @@ fn admins_reject_force_and_prune_with_mail_in_the_spool() {
             )
         })
         .collect();
-    assert_eq!(states, ["ivan rejected", "judy approved"]);
+    assert_eq!(states, ["ivan rejected", "judy approved", "lena approved"]);
     let audit = bsp.run(&["admin", "audit"]).success();
     for action in ["signup.reject", "signup.approve", "signup.prune"] {
         assert!(audit.stdout.contains(action), "{action}: {}", audit.stdout);

@@ -466,7 +466,14 @@ fn approve_inner(ctx: &Context, user_id: &str, force: bool) -> Result<Approved> 
     }
     let key: PublicKey = format!("{} {}", s.public_key, s.comment).trim().parse()?;
     let id: UserId = s.user_id.parse()?;
-    let user = crate::ops::user::add(ctx, &id, &s.email, &[key], false)?;
+    // Approval is two transactions: the user (through `admin user add`'s own rules),
+    // then the decision and the welcome mail. If a crash fell between them, the user
+    // exists holding this signup's key: finish the approval instead of refusing it.
+    let user = match db::users::key_by_fingerprint(&ctx.db, &s.fingerprint)? {
+        Some(k) if k.user_id == s.user_id => db::users::get(&ctx.db, &s.user_id)?
+            .ok_or_else(|| Error::not_found("user", s.user_id.clone()))?,
+        _ => crate::ops::user::add(ctx, &id, &s.email, &[key], false)?,
+    };
     let config = &ctx.config;
     let port = config.public_port.value;
     let target = format!("{}@{}", config.service_user.value, config.public_host.value);

@@ -2,15 +2,18 @@
 //! Each command converts its arguments, calls an operation and renders the result.
 
 pub mod admin;
+pub mod auth_keys;
 pub mod completions;
 pub mod config;
 pub mod create_vm;
 pub mod images;
+pub mod key;
 pub mod mail;
 pub mod quota;
 pub mod serve;
 pub mod shell;
 pub mod snapshot;
+pub mod sshd_config;
 pub mod vm;
 pub mod whoami;
 
@@ -96,6 +99,7 @@ pub enum Command {
     Snapshot(snapshot::Args),
     Images(images::Args),
     Quota(quota::Args),
+    Key(key::Args),
     Whoami(whoami::Args),
     Admin(admin::Args),
     Mail(mail::Args),
@@ -103,6 +107,8 @@ pub enum Command {
     Config(config::Args),
     Completions(completions::Args),
     Shell(shell::Args),
+    AuthKeys(auth_keys::Args),
+    SshdConfig(sshd_config::Args),
 }
 
 pub fn execute(
@@ -123,6 +129,8 @@ pub fn execute(
     match cli.command {
         Command::Config(args) => config::exec(&args, caller, &config, out),
         Command::Shell(args) => shell::exec(&args, caller, &config, out, env),
+        Command::AuthKeys(args) => auth_keys::exec(&args, caller, &config, out),
+        Command::SshdConfig(args) => sshd_config::exec(&args, caller, &config, out),
         command => {
             let ctx = Context::open(config, caller, cli.global.act_as.as_deref())?;
             match command {
@@ -131,11 +139,16 @@ pub fn execute(
                 Command::Snapshot(args) => snapshot::exec(&args, &ctx, out),
                 Command::Images(args) => images::exec(&args, &ctx, out),
                 Command::Quota(args) => quota::exec(&args, &ctx, out),
+                Command::Key(args) => key::exec(&args, &ctx, out),
                 Command::Whoami(args) => whoami::exec(&args, &ctx, out),
                 Command::Admin(args) => admin::exec(&args, &ctx, out),
                 Command::Mail(args) => mail::exec(&args, &ctx, out),
                 Command::Serve(args) => serve::exec(&args, &ctx, out),
-                Command::Config(_) | Command::Completions(_) | Command::Shell(_) => {
+                Command::Config(_)
+                | Command::Completions(_)
+                | Command::Shell(_)
+                | Command::AuthKeys(_)
+                | Command::SshdConfig(_) => {
                     unreachable!("handled above")
                 }
             }

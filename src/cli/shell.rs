@@ -43,7 +43,10 @@ fn welcome(user: &str, out: &mut Output) -> Result<()> {
     for sub in cmd.get_subcommands() {
         let name = sub.get_name();
         // What a tenant cannot run over SSH is not offered.
-        if matches!(name, "shell" | "completions" | "config" | "serve" | "mail") {
+        if matches!(
+            name,
+            "shell" | "completions" | "config" | "serve" | "mail" | "auth-keys" | "sshd-config"
+        ) {
             continue;
         }
         let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();

@@ -162,3 +162,46 @@ pub fn key_counts(conn: &Connection) -> Result<std::collections::HashMap<String,
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
+
+/// Who a key belongs to, for the SSH front doors: one indexed lookup by fingerprint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyOwner {
+    pub user_id: String,
+    pub disabled: bool,
+    /// `type base64`, as stored.
+    pub public_key: String,
+}
+
+pub fn key_owner(conn: &Connection, fingerprint: &str) -> Result<Option<KeyOwner>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT k.user_id, u.state, k.public_key
+         FROM ssh_keys k JOIN users u ON u.id = k.user_id
+         WHERE k.fingerprint = ?1",
+    )?;
+    Ok(stmt
+        .query_row([fingerprint], |r| {
+            Ok(KeyOwner {
+                user_id: r.get(0)?,
+                disabled: r.get::<_, String>(1)? == "disabled",
+                public_key: r.get(2)?,
+            })
+        })
+        .optional()?)
+}
+
+pub fn key_count(conn: &Connection, user_id: &str) -> Result<u64> {
+    let n: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM ssh_keys WHERE user_id = ?1",
+        [user_id],
+        |r| r.get(0),
+    )?;
+    Ok(n as u64)
+}
+
+/// Deletes one of `user_id`'s keys; false when that user has no such key.
+pub fn delete_key(conn: &Connection, user_id: &str, fingerprint: &str) -> Result<bool> {
+    Ok(conn.execute(
+        "DELETE FROM ssh_keys WHERE user_id = ?1 AND fingerprint = ?2",
+        [user_id, fingerprint],
+    )? == 1)
+}

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod image;
+pub mod key;
 pub mod lock;
 pub mod quota;
 pub mod reconcile;

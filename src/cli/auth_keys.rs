@@ -1,0 +1,94 @@
+//! `basphere auth-keys %u %t %k`: sshd's `AuthorizedKeysCommand` in OpenSSH mode.
+//!
+//! sshd runs it for every key a client offers, so it does as little as it can: one
+//! read-only, indexed lookup, no migrations, nothing created, no libvirt. Whatever goes
+//! wrong goes to stderr; stdout holds one `authorized_keys` line or nothing.
+
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::config::Config;
+use crate::context::Caller;
+use crate::error::{Error, Result};
+use crate::ops::key;
+use crate::output::Output;
+
+/// Print the authorized_keys line for a key offered to sshd (its AuthorizedKeysCommand)
+#[derive(Debug, clap::Args)]
+#[command(after_help = "sshd_config (see `basphere sshd-config`):\n  \
+AuthorizedKeysCommand /usr/local/bin/basphere auth-keys %u %t %k\n\n\
+Prints nothing, and exits 0, for a key that is unknown or belongs to a disabled user, \
+and for any login name but the service account's.")]
+pub struct Args {
+    /// The login name sshd is authenticating (%u)
+    pub login: String,
+
+    /// The key's type (%t), e.g. ssh-ed25519
+    pub key_type: String,
+
+    /// The key, base64-encoded (%k)
+    pub key: String,
+
+    /// Program the forced command runs [default: this executable]
+    #[arg(long, value_name = "PATH")]
+    pub exe: Option<String>,
+}
+
+/// The database as it is: read-only, never created or migrated.
+fn open_read_only(config: &Config) -> Result<Connection> {
+    let path = config.db_path();
+    let conn = Connection::open_with_flags(
+        &path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| {
+        Error::io(
+            format!("cannot open database `{}`", path.display()),
+            std::io::Error::other(e),
+        )
+    })?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+pub fn exec(args: &Args, caller: &Caller, config: &Config, out: &mut Output) -> Result<i32> {
+    let Caller::Local { uid } = caller else {
+        return Err(Error::denied("`auth-keys` runs on the bastion for sshd"));
+    };
+    let service = &config.service_user.value;
+    if *uid != 0 {
+        let login = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(*uid))
+            .ok()
+            .flatten()
+            .map(|u| u.name);
+        if login.as_deref() != Some(service.as_str()) {
+            return Err(Error::denied(format!(
+                "`auth-keys` is run by sshd as root or the service account `{service}`"
+            )));
+        }
+    }
+    if args.login != *service {
+        return Ok(0);
+    }
+    let conn = open_read_only(config)?;
+    let Some(auth) = key::authorize(&conn, &args.key_type, &args.key)? else {
+        return Ok(0);
+    };
+    let exe = match &args.exe {
+        Some(exe) => exe.clone(),
+        None => current_exe()?,
+    };
+    let line = key::authorized_keys_line(&auth, &exe)?;
+    out.line(line)?;
+    Ok(0)
+}
+
+/// The path of the running basphere, for sshd to run.
+pub fn current_exe() -> Result<String> {
+    let exe =
+        std::env::current_exe().map_err(|e| Error::io("cannot find the basphere executable", e))?;
+    exe.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| Error::Config(format!("`{}` is not UTF-8", exe.display())))
+}

@@ -1,0 +1,134 @@
+//! `basphere key ...`: a tenant manages the SSH keys that sign them in.
+
+use std::io::Read;
+
+use clap::Subcommand;
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::ops::key;
+use crate::output::{timestamp, Output};
+use crate::validate::PublicKey;
+
+/// Manage your SSH keys
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List your SSH keys
+    #[command(visible_alias = "ls")]
+    List,
+    /// Add an SSH public key, from the argument or from stdin
+    #[command(
+        after_help = "Examples:\n  ssh basphere@HOST key add < ~/.ssh/id_ed25519.pub\n  \
+cat laptop.pub | ssh basphere@HOST key add\n  ssh basphere@HOST key add \"$(cat laptop.pub)\""
+    )]
+    Add {
+        /// The public key line, e.g. "ssh-ed25519 AAAA... me@laptop" [default: read from stdin]
+        #[arg(
+            value_name = "KEY",
+            num_args = 0..,
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
+        key: Vec<String>,
+    },
+    /// Remove one of your keys (never the last one)
+    #[command(visible_alias = "rm")]
+    Remove {
+        /// The key's fingerprint, as `key list` shows it (SHA256:...)
+        fingerprint: String,
+    },
+}
+
+const MAX_INPUT: u64 = 64 * 1024;
+
+/// The one key given as arguments (joined, since `ssh HOST key add $(cat k.pub)` splits
+/// it into words) or on stdin.
+fn read_key(words: &[String], out: &mut Output) -> Result<PublicKey> {
+    let text = if words.is_empty() {
+        let mut text = String::new();
+        out.stdin()
+            .take(MAX_INPUT + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| Error::io("cannot read the key from stdin", e))?;
+        if text.len() as u64 > MAX_INPUT {
+            return Err(Error::invalid("stdin is too large for an SSH public key"));
+        }
+        text
+    } else {
+        words.join(" ")
+    };
+    if text.contains("PRIVATE KEY") {
+        return Err(text.parse::<PublicKey>().unwrap_err());
+    }
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    match lines.as_slice() {
+        [] => Err(Error::invalid_with_help(
+            "no SSH public key given",
+            "pass the key as an argument or on stdin: `ssh basphere@HOST key add < ~/.ssh/id_ed25519.pub`",
+        )),
+        [line] => line.parse(),
+        _ => Err(Error::invalid("give one SSH public key at a time")),
+    }
+}
+
+pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
+    match &args.command {
+        Command::List => {
+            let keys = key::list(ctx)?;
+            if out.json {
+                out.json(&keys)?;
+            } else {
+                let current = ctx.actor.fingerprint.as_deref();
+                let rows = keys
+                    .iter()
+                    .map(|k| {
+                        let mark = if Some(k.fingerprint.as_str()) == current {
+                            " (this session)"
+                        } else {
+                            ""
+                        };
+                        vec![
+                            format!("{}{mark}", k.fingerprint),
+                            k.algorithm.clone(),
+                            k.comment.clone(),
+                            timestamp(k.created_at),
+                        ]
+                    })
+                    .collect();
+                out.table(&["FINGERPRINT", "TYPE", "COMMENT", "ADDED"], rows)?;
+            }
+        }
+        Command::Add { key: words } => {
+            let public = read_key(words, out)?;
+            let added = key::add(ctx, &public)?;
+            if out.json {
+                out.json(&added)?;
+            } else {
+                out.line(format!(
+                    "added key {} ({})",
+                    added.fingerprint, added.algorithm
+                ))?;
+            }
+        }
+        Command::Remove { fingerprint } => {
+            let fingerprint = key::parse_fingerprint(fingerprint)?;
+            key::remove(ctx, &fingerprint)?;
+            if out.json {
+                out.json(&serde_json::json!({ "removed": fingerprint }))?;
+            } else {
+                out.line(format!("removed key {fingerprint}"))?;
+            }
+        }
+    }
+    Ok(0)
+}

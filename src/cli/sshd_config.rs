@@ -1,0 +1,51 @@
+//! `basphere sshd-config`: the sshd_config lines for OpenSSH mode.
+
+use crate::config::Config;
+use crate::context::Caller;
+use crate::error::{Error, Result};
+use crate::output::Output;
+
+/// Print the sshd_config lines for serving tenants through OpenSSH
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example:\n  basphere sshd-config >> /etc/ssh/sshd_config && sshd -t && systemctl reload ssh"
+)]
+pub struct Args {}
+
+/// The `Match` block for the service account, with `exe` as the AuthorizedKeysCommand.
+pub fn snippet(exe: &str, service_user: &str) -> String {
+    format!(
+        "# basphere: tenants sign in as `{service_user}`, identified by their key.
+# Keep this block at the end of sshd_config: a Match block lasts until the next Match.
+Match User {service_user}
+    AuthorizedKeysFile none
+    AuthorizedKeysCommand {exe} auth-keys %u %t %k
+    AuthorizedKeysCommandUser {service_user}
+    PasswordAuthentication no
+    KbdInteractiveAuthentication no
+    PermitTTY yes
+    X11Forwarding no
+    AllowAgentForwarding no
+    AllowTcpForwarding local
+    PermitTunnel no
+    GatewayPorts no
+"
+    )
+}
+
+pub fn exec(_args: &Args, caller: &Caller, config: &Config, out: &mut Output) -> Result<i32> {
+    if caller.is_remote() {
+        return Err(Error::denied(
+            "`sshd-config` is for administrators on the bastion",
+        ));
+    }
+    let exe = super::auth_keys::current_exe()?;
+    if !crate::ops::key::plain_path(&exe) {
+        return Err(Error::Config(format!(
+            "sshd cannot run `{exe}` as given; install basphere as /usr/local/bin/basphere"
+        )));
+    }
+    let user = crate::validate::os_user(&config.service_user.value)?;
+    out.line(snippet(&exe, &user).trim_end())?;
+    Ok(0)
+}

@@ -1,0 +1,278 @@
+//! A tenant's own SSH keys, and the lookup behind OpenSSH's `AuthorizedKeysCommand`.
+
+use std::net::Ipv4Addr;
+
+use rusqlite::Connection;
+
+use crate::context::Context;
+use crate::db;
+use crate::db::users::{Key, NewKey};
+use crate::error::{Error, Result};
+use crate::validate::PublicKey;
+
+/// Keys one user may hold.
+pub const MAX_KEYS: u64 = 32;
+
+pub fn list(ctx: &Context) -> Result<Vec<Key>> {
+    let user = ctx.tenant()?;
+    db::users::keys(&ctx.db, &user)
+}
+
+/// Adds a key to the caller's account. A key registered to anyone else is refused
+/// without saying whose it is.
+pub fn add(ctx: &Context, key: &PublicKey) -> Result<Key> {
+    let user = ctx.tenant()?;
+    let outcome = db::immediate(&ctx.db, |tx| {
+        if let Some(existing) = db::users::key_by_fingerprint(tx, &key.fingerprint)? {
+            let whose = if existing.user_id == user {
+                " to your account"
+            } else {
+                ""
+            };
+            return Err(Error::conflict(
+                format!("key {} is already registered{whose}", key.fingerprint),
+                Some("one key belongs to one person; make a new one with `ssh-keygen -t ed25519`"),
+            ));
+        }
+        if db::signups::open_for_key(tx, &key.fingerprint, db::now())?.is_some() {
+            return Err(Error::conflict(
+                format!("key {} is already registered", key.fingerprint),
+                Some("one key belongs to one person; make a new one with `ssh-keygen -t ed25519`"),
+            ));
+        }
+        if db::users::key_count(tx, &user)? >= MAX_KEYS {
+            return Err(Error::conflict(
+                format!("you already have {MAX_KEYS} keys, the most one user may have"),
+                Some("remove one you no longer use with `key remove FINGERPRINT`"),
+            ));
+        }
+        let new = NewKey {
+            fingerprint: &key.fingerprint,
+            user_id: &user,
+            algorithm: &key.algorithm,
+            public_key: &key.openssh,
+            comment: &key.comment,
+        };
+        db::users::insert_key(tx, &new, db::now())?;
+        Ok(db::users::key_by_fingerprint(tx, &key.fingerprint)?.expect("inserted above"))
+    });
+    ctx.audit("key.add", &format!("{user}/{}", key.fingerprint), &outcome);
+    outcome
+}
+
+/// `SHA256:` followed by 43 base64 characters, as `ssh-keygen -l` and `key list` print
+/// it; the prefix may be left out.
+pub fn parse_fingerprint(text: &str) -> Result<String> {
+    let text = text.trim();
+    let body = text.strip_prefix("SHA256:").unwrap_or(text);
+    let ok = body.len() == 43
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
+    if !ok {
+        return Err(Error::invalid_with_help(
+            format!(
+                "`{}` is not a key fingerprint",
+                crate::validate::quoted(text)
+            ),
+            "give the SHA256:... fingerprint that `key list` shows",
+        ));
+    }
+    Ok(format!("SHA256:{body}"))
+}
+
+/// Removes one of the caller's keys, never the last one.
+pub fn remove(ctx: &Context, fingerprint: &str) -> Result<()> {
+    let user = ctx.tenant()?;
+    let outcome = db::immediate(&ctx.db, |tx| {
+        let keys = db::users::keys(tx, &user)?;
+        if !keys.iter().any(|k| k.fingerprint == fingerprint) {
+            return Err(Error::not_found("key", fingerprint));
+        }
+        if keys.len() <= 1 {
+            return Err(Error::conflict(
+                format!("{fingerprint} is your last key; removing it would lock you out"),
+                Some("add another key first with `key add`"),
+            ));
+        }
+        db::users::delete_key(tx, &user, fingerprint)?;
+        Ok(())
+    });
+    ctx.audit("key.remove", &format!("{user}/{fingerprint}"), &outcome);
+    outcome
+}
+
+/// What sshd learns about a key it was offered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Authorized {
+    pub user: String,
+    pub fingerprint: String,
+    /// `type base64`, as stored.
+    pub public_key: String,
+    /// Addresses of the user's VMs: the only places their key may forward to.
+    pub vm_ips: Vec<Ipv4Addr>,
+}
+
+/// Looks up the key sshd passes as `%t %k`: `None` for a key that is malformed, unknown,
+/// or belongs to a disabled user.
+pub fn authorize(
+    conn: &Connection,
+    key_type: &str,
+    key_base64: &str,
+) -> Result<Option<Authorized>> {
+    if key_type.is_empty()
+        || key_base64.is_empty()
+        || key_type.len() + key_base64.len() > 16 * 1024
+        || key_type.contains(char::is_whitespace)
+        || key_base64.contains(char::is_whitespace)
+    {
+        return Ok(None);
+    }
+    let Ok(key) = ssh_key::PublicKey::from_openssh(&format!("{key_type} {key_base64}")) else {
+        return Ok(None);
+    };
+    let fingerprint = key.fingerprint(ssh_key::HashAlg::Sha256).to_string();
+    let Some(owner) = db::users::key_owner(conn, &fingerprint)? else {
+        return Ok(None);
+    };
+    // The stored key is the one sshd was offered, not just one with the same digest.
+    if owner.disabled || owner.public_key.split_whitespace().nth(1) != Some(key_base64) {
+        return Ok(None);
+    }
+    let mut vm_ips: Vec<Ipv4Addr> = db::vms::list(conn, Some(&owner.user_id))?
+        .iter()
+        .filter_map(|vm| vm.ip.parse().ok())
+        .collect();
+    vm_ips.sort();
+    vm_ips.dedup();
+    Ok(Some(Authorized {
+        user: owner.user_id,
+        fingerprint,
+        public_key: owner.public_key,
+        vm_ips,
+    }))
+}
+
+/// Whether `path` can stand in a forced command unquoted: inside sshd's `command="..."`
+/// and then in the shell sshd runs it with.
+pub fn plain_path(path: &str) -> bool {
+    path.starts_with('/')
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._+-".contains(&b))
+}
+
+/// One `authorized_keys` line: `restrict` (no forwarding of any kind, no PTY, no
+/// `~/.ssh/rc`), then a PTY again (`ssh -t ... console NAME`), `-L`/`-J` only to port 22
+/// of the user's own VMs (none at all without VMs), and the forced command
+/// `EXE shell --user ID --key FINGERPRINT`.
+pub fn authorized_keys_line(auth: &Authorized, exe: &str) -> Result<String> {
+    if !plain_path(exe) {
+        return Err(Error::Config(format!(
+            "the basphere executable `{}` needs an absolute path of letters, digits and `/._+-` to be used as sshd's forced command",
+            crate::validate::quoted(exe)
+        )));
+    }
+    // Both were checked on the way into the database; a row that fails is never trusted.
+    let user: crate::validate::UserId = auth.user.parse()?;
+    let fingerprint = parse_fingerprint(&auth.fingerprint)?;
+    let mut options = vec!["restrict".to_owned(), "pty".to_owned()];
+    if !auth.vm_ips.is_empty() {
+        // Without `permitopen`, `port-forwarding` would allow -L to anywhere, so it is
+        // only given together with at least one.
+        options.push("port-forwarding".to_owned());
+        for ip in &auth.vm_ips {
+            options.push(format!("permitopen=\"{ip}:22\""));
+        }
+    }
+    options.push(format!(
+        "command=\"{exe} shell --user {user} --key {fingerprint}\""
+    ));
+    let mut words = auth.public_key.split_whitespace();
+    let (Some(kind), Some(blob), None) = (words.next(), words.next(), words.next()) else {
+        return Err(Error::invalid("stored public key is malformed"));
+    };
+    Ok(format!("{} {kind} {blob}", options.join(",")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FP: &str = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
+
+    fn auth(ips: &[&str]) -> Authorized {
+        Authorized {
+            user: "alice".into(),
+            fingerprint: FP.into(),
+            public_key:
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+                    .into(),
+            vm_ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn line_with_vms_permits_only_their_ssh_ports() {
+        let line = authorized_keys_line(
+            &auth(&["10.1.0.10", "10.1.0.11"]),
+            "/usr/local/bin/basphere",
+        )
+        .unwrap();
+        assert_eq!(
+            line,
+            format!(
+                "restrict,pty,port-forwarding,permitopen=\"10.1.0.10:22\",permitopen=\"10.1.0.11:22\",\
+                 command=\"/usr/local/bin/basphere shell --user alice --key {FP}\" \
+                 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+            )
+        );
+        assert_eq!(line.lines().count(), 1);
+    }
+
+    #[test]
+    fn line_without_vms_allows_no_forwarding() {
+        let line = authorized_keys_line(&auth(&[]), "/usr/bin/basphere").unwrap();
+        assert!(line.starts_with(&format!(
+            "restrict,pty,command=\"/usr/bin/basphere shell --user alice --key {FP}\" ssh-ed25519 "
+        )));
+        assert!(!line.contains("port-forwarding"));
+        assert!(!line.contains("permitopen"));
+    }
+
+    #[test]
+    fn odd_executable_paths_and_rows_are_refused() {
+        for exe in [
+            "basphere",
+            "/opt/my dir/basphere",
+            "/x\"y",
+            "/a;b",
+            "/a\nb",
+            "/$(id)",
+        ] {
+            assert!(authorized_keys_line(&auth(&[]), exe).is_err(), "{exe:?}");
+        }
+        let mut bad = auth(&[]);
+        bad.user = "x\" evil".into();
+        assert!(authorized_keys_line(&bad, "/usr/bin/basphere").is_err());
+        let mut bad = auth(&[]);
+        bad.public_key = "ssh-ed25519 AAAA\nssh-rsa BBBB".into();
+        assert!(authorized_keys_line(&bad, "/usr/bin/basphere").is_err());
+    }
+
+    #[test]
+    fn fingerprints() {
+        assert_eq!(parse_fingerprint(FP).unwrap(), FP);
+        assert_eq!(parse_fingerprint(&FP[7..]).unwrap(), FP);
+        for bad in [
+            "",
+            "SHA256:",
+            "MD5:aa:bb",
+            "SHA256:abc",
+            &format!("{FP}x"),
+            "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2\n",
+        ] {
+            assert!(parse_fingerprint(bad).is_err(), "{bad:?}");
+        }
+    }
+}

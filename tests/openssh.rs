@@ -541,9 +541,12 @@ fn start_sshd(bsp: &Bsp) -> Result<Sshd, String> {
     }
     ensure_service_account()?;
     std::fs::create_dir_all("/run/sshd").map_err(|e| e.to_string())?;
+    // sshd runs an AuthorizedKeysCommand only if no directory on its path is writable
+    // by others, which rules out /tmp and wherever the checkout happens to live; /run is
+    // root's own.
     let dir = tempfile::Builder::new()
-        .prefix("sshd-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .prefix("basphere-sshd-")
+        .tempdir_in("/run")
         .unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
 

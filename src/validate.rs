@@ -242,34 +242,16 @@ const MAX_SPAN: u64 = 3650 * 86_400;
 impl FromStr for Span {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let help = "a duration is a whole number and a unit: 90m, 12h, 7d, 4w";
-        let invalid = |why: &str| {
-            Error::invalid_with_help(format!("invalid duration `{}`: {why}", quoted(s)), help)
+        let q = Quantity {
+            what: "duration",
+            help: "a duration is a whole number and a unit: 90m, 12h, 7d, 4w",
+            units: &[("m", 60), ("h", 3600), ("d", 86_400), ("w", 7 * 86_400)],
+            unit_hint: "m, h, d or w",
+            ignore_case: false,
+            max: MAX_SPAN,
+            too_large: "longer than ten years",
         };
-        let t = s.trim();
-        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-        let (number, unit) = t.split_at(split);
-        if number.is_empty() {
-            return Err(invalid("it must start with a whole number"));
-        }
-        let unit_secs = match unit {
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86_400,
-            "w" => 7 * 86_400,
-            "" => return Err(invalid("a unit is needed (m, h, d or w)")),
-            _ => return Err(invalid("unknown unit")),
-        };
-        let n: u64 = number
-            .parse()
-            .map_err(|_| invalid("the number is too large"))?;
-        if n == 0 {
-            return Err(invalid("it must be greater than zero"));
-        }
-        match n.checked_mul(unit_secs) {
-            Some(secs) if secs <= MAX_SPAN => Ok(Span(secs)),
-            _ => Err(invalid("longer than ten years")),
-        }
+        q.parse(s).map(Span)
     }
 }
 
@@ -353,9 +335,48 @@ impl Size {
 impl FromStr for Size {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let help = "sizes are a whole number and a binary unit: 512M, 4G, 4GiB, 1T";
+        let q = Quantity {
+            what: "size",
+            help: "sizes are a whole number and a binary unit: 512M, 4G, 4GiB, 1T",
+            units: &[
+                ("k", KIB),
+                ("kib", KIB),
+                ("m", MIB),
+                ("mib", MIB),
+                ("g", GIB),
+                ("gib", GIB),
+                ("t", TIB),
+                ("tib", TIB),
+            ],
+            unit_hint: "M, G or T",
+            ignore_case: true,
+            max: MAX_SIZE,
+            too_large: "larger than 1024T",
+        };
+        q.parse(s).map(Size)
+    }
+}
+
+/// "A whole number and a unit", as sizes and durations are written.
+struct Quantity<'a> {
+    what: &'a str,
+    help: &'a str,
+    /// Each unit (lowercase when `ignore_case`) and what one of it is worth.
+    units: &'a [(&'a str, u64)],
+    unit_hint: &'a str,
+    ignore_case: bool,
+    max: u64,
+    too_large: &'a str,
+}
+
+impl Quantity<'_> {
+    /// The value in base units: at least one unit, at most `max`.
+    fn parse(&self, s: &str) -> Result<u64> {
         let invalid = |why: &str| {
-            Error::invalid_with_help(format!("invalid size `{}`: {why}", quoted(s)), help)
+            Error::invalid_with_help(
+                format!("invalid {} `{}`: {why}", self.what, quoted(s)),
+                self.help,
+            )
         };
         let t = s.trim();
         let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -366,23 +387,23 @@ impl FromStr for Size {
         if number.bytes().all(|b| b == b'0') {
             return Err(invalid("it must be greater than zero"));
         }
-        let multiplier = match unit.to_ascii_lowercase().as_str() {
-            "k" | "kib" => KIB,
-            "m" | "mib" => MIB,
-            "g" | "gib" => GIB,
-            "t" | "tib" => TIB,
-            "" => return Err(invalid("a unit is needed (M, G or T)")),
-            _ => return Err(invalid("unknown unit")),
+        if unit.is_empty() {
+            return Err(invalid(&format!("a unit is needed ({})", self.unit_hint)));
+        }
+        let unit = if self.ignore_case {
+            unit.to_ascii_lowercase()
+        } else {
+            unit.to_owned()
+        };
+        let Some(&(_, multiplier)) = self.units.iter().find(|(name, _)| *name == unit) else {
+            return Err(invalid("unknown unit"));
         };
         let n: u64 = number
             .parse()
             .map_err(|_| invalid("the number is too large"))?;
-        if n == 0 {
-            return Err(invalid("it must be greater than zero"));
-        }
         match n.checked_mul(multiplier) {
-            Some(bytes) if bytes <= MAX_SIZE => Ok(Size(bytes)),
-            _ => Err(invalid("larger than 1024T")),
+            Some(value) if value <= self.max => Ok(value),
+            _ => Err(invalid(self.too_large)),
         }
     }
 }

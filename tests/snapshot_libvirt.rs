@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::Bsp;
+use common::{virsh, Bsp, Cleanup};
 
 const NOT_FOUND: i32 = 3;
 const DENIED: i32 = 4;
@@ -16,16 +16,6 @@ const USAGE: i32 = 2;
 
 /// A fixed clock for the tests: 2030-01-01T00:00:00Z.
 const T0: i64 = 1_893_456_000;
-
-fn virsh(uri: &str, args: &[&str]) -> String {
-    let out = Command::new("virsh")
-        .arg("-c")
-        .arg(uri)
-        .args(args)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// libvirt's snapshot names of a VM, sorted.
 fn live_snapshots(bsp: &Bsp, owner: &str, vm: &str) -> Vec<String> {
@@ -58,40 +48,13 @@ fn recorded(bsp: &Bsp, owner: &str, vm: &str) -> Vec<String> {
     names
 }
 
-struct Cleanup {
-    uri: String,
-    prefix: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for d in virsh(&self.uri, &["list", "--all", "--name"])
-            .lines()
-            .filter(|l| l.starts_with(&format!("{}.", self.prefix)))
-        {
-            virsh(&self.uri, &["destroy", d]);
-            virsh(&self.uri, &["undefine", d, "--snapshots-metadata"]);
-        }
-        for n in virsh(&self.uri, &["net-list", "--all", "--name"])
-            .lines()
-            .filter(|l| l.starts_with(&format!("{}-", self.prefix)))
-        {
-            virsh(&self.uri, &["net-destroy", n]);
-            virsh(&self.uri, &["net-undefine", n]);
-        }
-    }
-}
-
 fn setup(uri: &str, users: &[&str]) -> (Bsp, Cleanup) {
     let bsp = Bsp::with_uri(uri);
     for u in users {
         bsp.add_user(u);
     }
     bsp.add_blank_image("blank");
-    let cleanup = Cleanup {
-        uri: uri.to_owned(),
-        prefix: bsp.prefix.clone(),
-    };
+    let cleanup = Cleanup::new(&bsp);
     (bsp, cleanup)
 }
 

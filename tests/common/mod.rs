@@ -306,3 +306,63 @@ impl Run {
         self
     }
 }
+
+// ---- a real libvirtd: its objects, and cleaning them up -------------------------
+
+pub fn virsh(uri: &str, args: &[&str]) -> String {
+    let out = Command::new("virsh")
+        .arg("-c")
+        .arg(uri)
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// libvirt's view of this installation: its domains and networks.
+pub fn libvirt_objects(bsp: &Bsp) -> (Vec<String>, Vec<String>) {
+    objects(&bsp.uri, &bsp.prefix)
+}
+
+pub fn objects(uri: &str, prefix: &str) -> (Vec<String>, Vec<String>) {
+    let domains = virsh(uri, &["list", "--all", "--name"])
+        .lines()
+        .filter(|l| l.starts_with(&format!("{prefix}.")))
+        .map(str::to_owned)
+        .collect();
+    let networks = virsh(uri, &["net-list", "--all", "--name"])
+        .lines()
+        .filter(|l| l.starts_with(&format!("{prefix}-")))
+        .map(str::to_owned)
+        .collect();
+    (domains, networks)
+}
+
+/// Removes every libvirt object of this installation, so a failed test leaves nothing behind.
+pub struct Cleanup {
+    uri: String,
+    prefix: String,
+}
+
+impl Cleanup {
+    pub fn new(bsp: &Bsp) -> Cleanup {
+        Cleanup {
+            uri: bsp.uri.clone(),
+            prefix: bsp.prefix.clone(),
+        }
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let (domains, networks) = objects(&self.uri, &self.prefix);
+        for d in domains {
+            virsh(&self.uri, &["destroy", &d]);
+            virsh(&self.uri, &["undefine", &d, "--snapshots-metadata"]);
+        }
+        for n in networks {
+            virsh(&self.uri, &["net-destroy", &n]);
+            virsh(&self.uri, &["net-undefine", &n]);
+        }
+    }
+}

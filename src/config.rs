@@ -816,6 +816,12 @@ impl Config {
         if self.libvirt_uri.value.trim().is_empty() {
             return Err(Error::Config("libvirt_uri is empty".into()));
         }
+        let signup = &self.signup.value;
+        if signup.per_ip_per_hour == 0 || signup.per_email_per_day == 0 {
+            return Err(Error::Config(
+                "signup.per_ip_per_hour and signup.per_email_per_day must be at least 1".into(),
+            ));
+        }
         let prefix = &self.name_prefix.value;
         let ok = (1..=8).contains(&prefix.len())
             && prefix.starts_with(|c: char| c.is_ascii_lowercase())
@@ -1158,6 +1164,18 @@ mod tests {
         ] {
             assert!(bad.parse::<NetworkPool>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn zero_signup_limits_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "[signup]\nper_ip_per_hour = 0\n");
+        let flags = Overrides {
+            config: Some(path),
+            ..Default::default()
+        };
+        let err = Config::load(&flags, &env(&[])).unwrap_err().to_string();
+        assert!(err.contains("per_ip_per_hour"), "{err}");
     }
 
     #[test]

@@ -142,8 +142,11 @@ impl Limiter {
             queue.pop_front();
         }
         if queue.len() >= self.limit as usize {
-            let oldest = *queue.front().expect("limit is at least one when full");
-            return Err(self.window.saturating_sub(now.duration_since(oldest)));
+            let wait = match queue.front() {
+                Some(oldest) => self.window.saturating_sub(now.duration_since(*oldest)),
+                None => self.window,
+            };
+            return Err(wait);
         }
         queue.push_back(now);
         Ok(())

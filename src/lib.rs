@@ -12,6 +12,7 @@ pub mod mail;
 pub mod man;
 pub mod ops;
 pub mod output;
+pub mod ssh;
 pub mod validate;
 pub mod virt;
 pub mod web;

@@ -259,7 +259,7 @@ impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.0;
         for (unit, name) in [(7 * 86_400, "w"), (86_400, "d"), (3600, "h"), (60, "m")] {
-            if s >= unit && s % unit == 0 {
+            if s >= unit && s.is_multiple_of(unit) {
                 return write!(f, "{}{name}", s / unit);
             }
         }
@@ -416,7 +416,7 @@ impl fmt::Display for Size {
             return f.write_str("0");
         }
         for (unit, name) in [(TIB, "T"), (GIB, "G"), (MIB, "M"), (KIB, "K")] {
-            if b >= unit && b % unit == 0 {
+            if b >= unit && b.is_multiple_of(unit) {
                 return write!(f, "{}{name}", b / unit);
             }
         }

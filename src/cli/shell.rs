@@ -35,7 +35,7 @@ pub fn split_command(line: &str) -> Result<Vec<String>> {
     Ok(words)
 }
 
-fn welcome(user: &str, out: &mut Output) -> Result<()> {
+pub(crate) fn welcome(user: &str, out: &mut Output) -> Result<()> {
     out.line(format!("basphere: signed in as {user}"))?;
     out.line("")?;
     out.line("Commands:")?;

@@ -75,7 +75,7 @@ pub fn claim(
         .query_map([due], from_row)?
         .collect::<rusqlite::Result<Vec<Mail>>>()?
         .into_iter()
-        .filter(|m| only.map_or(true, |ids| ids.contains(&m.id)))
+        .filter(|m| only.is_none_or(|ids| ids.contains(&m.id)))
         .collect();
     for m in &mails {
         conn.execute(

@@ -132,7 +132,7 @@ impl Smtp {
                 continue;
             };
             let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-            paths.sort();
+            paths.sort_by_key(|p| arrival(p));
             for path in paths {
                 let raw = std::fs::read_to_string(&path).unwrap();
                 all.push(parse(&raw));
@@ -141,7 +141,7 @@ impl Smtp {
         all
     }
 
-    /// Waits for `n` messages in all.
+    /// Waits for `n` messages in all, in the order they arrived.
     pub fn wait_for(&self, n: usize) -> Vec<Received> {
         eventually(20, &format!("{n} mail(s) at the SMTP server"), || {
             let m = self.messages();
@@ -162,6 +162,27 @@ impl Drop for Smtp {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Arrival order from a Maildir name, `SECS.MUSECSPPIDQN.HOST`: numbers compared as
+/// numbers, since the microseconds are not zero-padded (names compared as text put
+/// `M99999` after `M100000` in the same second).
+fn arrival(path: &Path) -> (u64, u64, u64, String) {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let number = |s: &str| {
+        s.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap_or(0)
+    };
+    let secs = number(&name);
+    let usecs = name.split_once(".M").map_or(0, |(_, rest)| number(rest));
+    let counter = name.split_once('Q').map_or(0, |(_, rest)| number(rest));
+    (secs, usecs, counter, name)
 }
 
 fn parse(raw: &str) -> Received {

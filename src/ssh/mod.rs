@@ -1,0 +1,122 @@
+//! The embedded SSH server (`basphere serve --ssh ADDR`): russh on the serve runtime.
+//!
+//! `handler` adapts russh callbacks; `session` holds what a connection may do and runs
+//! commands through [`crate::dispatch`] on blocking threads.
+
+mod handler;
+mod session;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::future::Future;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::keys::ssh_key::{private::Ed25519Keypair, LineEnding};
+use russh::keys::{HashAlg, PrivateKey};
+use russh::server::Server as _;
+use russh::{MethodKind, MethodSet};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// What every connection shares: the configuration, the environment commands see,
+/// and one database connection for the quick lookups made during authentication.
+pub struct Shared {
+    pub config: Config,
+    pub env: BTreeMap<String, String>,
+    db: Mutex<rusqlite::Connection>,
+}
+
+impl Shared {
+    pub fn new(config: Config, env: BTreeMap<String, String>) -> Result<Shared> {
+        let db = crate::db::open(&config.db_path())?;
+        Ok(Shared {
+            config,
+            env,
+            db: Mutex::new(db),
+        })
+    }
+}
+
+/// Where the host key lives.
+pub fn host_key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("ssh_host_ed25519_key")
+}
+
+/// The server's ed25519 host key: read from the data directory, or made there (0600)
+/// on first start so clients see the same key after every restart.
+pub fn host_key(data_dir: &Path) -> Result<PrivateKey> {
+    let path = host_key_path(data_dir);
+    let bad = |e: russh::keys::ssh_key::Error| {
+        Error::io(
+            format!("cannot use the host key `{}`", path.display()),
+            std::io::Error::other(e),
+        )
+    };
+    match fs::read_to_string(&path) {
+        Ok(text) => return PrivateKey::from_openssh(text).map_err(bad),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(Error::io(
+                format!("cannot read the host key `{}`", path.display()),
+                e,
+            ))
+        }
+    }
+    let mut seed = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+    let key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
+    let text = key.to_openssh(LineEnding::LF).map_err(bad)?;
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| f.write_all(text.as_bytes()));
+    match written {
+        Ok(()) => Ok(key),
+        // Another server made it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => host_key(data_dir),
+        Err(e) => Err(Error::io(
+            format!("cannot write the host key `{}`", path.display()),
+            e,
+        )),
+    }
+}
+
+/// `SHA256:...`, as OpenSSH shows it.
+pub fn fingerprint(key: &PrivateKey) -> String {
+    key.public_key().fingerprint(HashAlg::Sha256).to_string()
+}
+
+/// Serves SSH on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    key: PrivateKey,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let config = russh::server::Config {
+        keys: vec![key],
+        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        // OpenSSH opens with a "none" probe; answering it at once costs nothing.
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        auth_rejection_time: Duration::from_millis(500),
+        nodelay: true,
+        ..Default::default()
+    };
+    let mut server = handler::Server { shared };
+    let running = server.run_on_socket(Arc::new(config), &listener);
+    let stop = running.handle();
+    tokio::select! {
+        result = running => result.map_err(|e| Error::io("the SSH server stopped", e)),
+        () = shutdown => {
+            stop.shutdown("the server is stopping".into());
+            Ok(())
+        }
+    }
+}

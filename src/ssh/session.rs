@@ -1,0 +1,208 @@
+//! What an SSH session may do once its key is known, and running it off the async runtime.
+
+use std::io::{LineWriter, Read, Write};
+use std::sync::{mpsc, Arc};
+
+use russh::ChannelId;
+
+use super::Shared;
+use crate::context::Caller;
+use crate::db;
+use crate::error::Result;
+use crate::output::{Io, Output};
+
+/// Who a connection authenticated as.
+#[derive(Clone, Debug)]
+pub enum Identity {
+    Known {
+        user: String,
+        fingerprint: String,
+    },
+    /// A key no user has: the session only shows how to sign up.
+    Unknown {
+        fingerprint: String,
+    },
+}
+
+pub enum Lookup {
+    User(String),
+    Unknown,
+    Refused,
+}
+
+/// One indexed lookup of a verified key. `blob` is its base64 body, compared with the
+/// stored key so that only the very key registered is accepted.
+pub fn lookup(shared: &Shared, fingerprint: &str, blob: &str) -> Result<Lookup> {
+    let db = shared.db.lock().unwrap_or_else(|e| e.into_inner());
+    Ok(match db::users::key_owner(&db, fingerprint)? {
+        None => Lookup::Unknown,
+        Some(owner) if owner.disabled => Lookup::Refused,
+        Some(owner) if owner.public_key.split_whitespace().nth(1) != Some(blob) => Lookup::Refused,
+        Some(owner) => Lookup::User(owner.user_id),
+    })
+}
+
+/// Runs `line` (or the welcome) for `identity` on a blocking thread, then sends the
+/// exit status, EOF and close, in that order.
+pub fn spawn(
+    shared: Arc<Shared>,
+    identity: Identity,
+    line: Option<String>,
+    ssh: russh::server::Handle,
+    channel: ChannelId,
+    stdin: mpsc::Receiver<Vec<u8>>,
+) {
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let mut stdout = LineWriter::new(ChannelWriter {
+            rt: rt.clone(),
+            ssh: ssh.clone(),
+            channel,
+            ext: None,
+        });
+        let mut stderr = LineWriter::new(ChannelWriter {
+            rt: rt.clone(),
+            ssh: ssh.clone(),
+            channel,
+            ext: Some(1),
+        });
+        let mut stdin = ChannelReader {
+            rx: stdin,
+            buf: Vec::new(),
+            pos: 0,
+        };
+        let code = {
+            let mut io = Io {
+                stdin: &mut stdin,
+                stdout: &mut stdout,
+                stderr: &mut stderr,
+                terminal: None,
+            };
+            run(&shared, &identity, line.as_deref(), &mut io)
+        };
+        let _ = stdout.flush();
+        let _ = stderr.flush();
+        let status = u32::try_from(code.clamp(0, 255)).unwrap_or(1);
+        rt.block_on(async {
+            let _ = ssh.exit_status_request(channel, status).await;
+            let _ = ssh.eof(channel).await;
+            let _ = ssh.close(channel).await;
+        });
+    });
+}
+
+/// The session logic proper: blocking, with plain streams.
+pub fn run(shared: &Shared, identity: &Identity, line: Option<&str>, io: &mut Io) -> i32 {
+    let (user, fingerprint) = match identity {
+        Identity::Unknown { fingerprint } => return unknown_key(shared, fingerprint, io),
+        Identity::Known { user, fingerprint } => (user, fingerprint),
+    };
+    let line = line.unwrap_or("").trim();
+    if line.is_empty() {
+        let mut out = Output::new(io, false);
+        return match crate::cli::shell::welcome(user, &mut out) {
+            Ok(()) => 0,
+            Err(e) => e.exit_code(),
+        };
+    }
+    let mut words = match crate::cli::shell::split_command(line) {
+        Ok(words) => words,
+        Err(e) => {
+            let _ = writeln!(io.stderr, "{}", crate::error::Rendered(&e));
+            return e.exit_code();
+        }
+    };
+    if words.first().map(String::as_str) == Some("basphere") {
+        words.remove(0);
+    }
+    let argv = std::iter::once("basphere".to_owned())
+        .chain(words)
+        .map(Into::into)
+        .collect();
+    let caller = Caller::Ssh {
+        user: user.clone(),
+        fingerprint: Some(fingerprint.clone()),
+    };
+    crate::dispatch(&caller, argv, io, &shared.env)
+}
+
+/// The one screen an unregistered key gets: its fingerprint, any signup waiting for it,
+/// and where to sign up. Exit status 1.
+fn unknown_key(shared: &Shared, fingerprint: &str, io: &mut Io) -> i32 {
+    let pending = {
+        let db = shared.db.lock().unwrap_or_else(|e| e.into_inner());
+        db::signups::open_for_key(&db, fingerprint, db::now())
+    };
+    let signup = match pending {
+        Ok(Some(s)) => format!(
+            "a signup for `{}` with this key is pending ({})",
+            s.user_id,
+            s.state.as_str().replace('_', " ")
+        ),
+        Ok(None) => "no signup with this key is pending".to_owned(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot look up signups");
+            "cannot tell whether a signup with this key is pending".to_owned()
+        }
+    };
+    let url = &shared.config.public_url.value;
+    let _ = write!(
+        io.stderr,
+        "basphere: this key is not registered\n\n  key:     {fingerprint}\n  signup:  {signup}\n\nSign up at {url}\n"
+    );
+    1
+}
+
+/// Writes one stream of a channel: stdout as data, stderr as extended data 1.
+struct ChannelWriter {
+    rt: tokio::runtime::Handle,
+    ssh: russh::server::Handle,
+    channel: ChannelId,
+    ext: Option<u32>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let data = buf.to_vec();
+        // Waiting here is flow control: the session takes data as the window allows.
+        let sent = match self.ext {
+            None => self.rt.block_on(self.ssh.data(self.channel, data)),
+            Some(ext) => self
+                .rt
+                .block_on(self.ssh.extended_data(self.channel, ext, data)),
+        };
+        sent.map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the SSH channel is closed")
+        })?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The channel's data, as the command's stdin; ends at the client's EOF.
+struct ChannelReader {
+    rx: mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(data) => {
+                    self.buf = data;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}

@@ -509,6 +509,39 @@ fn a_create_killed_at_any_step_is_repaired_by_reconcile() {
     assert!(virsh(&uri, &["net-dumpxml", &net]).contains(&host));
     assert_consistent(&bsp);
 
+    // Leftovers of writes that were killed: a seed's work directory and a partial image
+    // copy. One whose lock is held (a write in progress) is left alone.
+    let id = uuid::Uuid::new_v4().to_string();
+    let work = bsp
+        .data_dir()
+        .join(format!("seeds/.{id}.iso.00000000000000ff.tmp"));
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("user-data"), b"#cloud-config\n").unwrap();
+    let partial = bsp.data_dir().join("images/half.partial");
+    std::fs::write(&partial, b"qcow").unwrap();
+    // `-o`: flock alone holds the lock, so killing it releases the lock.
+    let lock = bsp.data_dir().join("locks/image-half.lock");
+    let mut holder = Command::new("flock")
+        .arg("-o")
+        .arg(&lock)
+        .args(["sleep", "30"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    bsp.run(&["admin", "reconcile"])
+        .success()
+        .stdout_has("remove leftover of an interrupted write");
+    assert!(!work.exists(), "the seed work directory survived");
+    assert!(
+        partial.exists(),
+        "a partial image being written was removed"
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+    bsp.run(&["admin", "reconcile"]).success();
+    assert!(!partial.exists());
+    assert_consistent(&bsp);
+
     // A VM whose domain vanished but whose disk survives is defined again.
     let keep = format!("{}.alice.keep", bsp.prefix);
     virsh(&uri, &["undefine", &keep]);

@@ -78,6 +78,9 @@ fn add_inner(ctx: &Context, name: &ImageName, file: &Path, os_user: Option<&str>
         )));
     }
     ctx.paths.create()?;
+    // Held while the copy is written, so `admin reconcile` can tell a `.partial` that
+    // is being written from one a killed add left behind.
+    let _lock = crate::ops::lock::exclusive(&ctx.paths.lock(&format!("image-{name}")))?;
     let dest = ctx.paths.image(name.as_str());
     let partial = dest.with_extension("partial");
     let copied = Command::new("qemu-img")

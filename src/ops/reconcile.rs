@@ -50,6 +50,8 @@ pub enum Repair {
     RemoveDomain { name: String, uuid: String },
     /// A disk, seed or lock file no row explains.
     RemoveFile { path: PathBuf },
+    /// A half-written file or work directory of a write that was killed.
+    RemoveLeftover { path: PathBuf, lock: String },
     /// A basphere network whose user is gone.
     RemoveNetwork { name: String },
     /// A snapshot row whose snapshot libvirt does not have.
@@ -111,6 +113,10 @@ impl Repair {
                 ("remove orphan file".into(), path.display().to_string())
             }
             Repair::RemoveNetwork { name } => ("remove orphan network".into(), name.clone()),
+            Repair::RemoveLeftover { path, .. } => (
+                "remove leftover of an interrupted write".into(),
+                path.display().to_string(),
+            ),
             Repair::ForgetSnapshot {
                 owner,
                 vm,
@@ -254,6 +260,39 @@ fn plan_snapshots(ctx: &Context, vm: &Vm, repairs: &mut Vec<Repair>) -> Result<(
     Ok(())
 }
 
+/// What a killed write leaves: a seed's work directory (`.UUID.iso.N.tmp`, written
+/// under the VM's lock) or an image copy (`NAME.partial`, under the image's lock).
+fn plan_leftovers(ctx: &Context, repairs: &mut Vec<Repair>) -> Result<()> {
+    for (dir, is_seed) in [(ctx.paths.seeds(), true), (ctx.paths.images(), false)] {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let lock = if is_seed {
+                match name.strip_prefix('.').filter(|_| name.ends_with(".tmp")) {
+                    Some(rest) if rest.len() >= 36 && Uuid::parse_str(&rest[..36]).is_ok() => {
+                        rest[..36].to_owned()
+                    }
+                    _ => continue,
+                }
+            } else {
+                match name.strip_suffix(".partial") {
+                    Some(image) => format!("image-{image}"),
+                    None => continue,
+                }
+            };
+            if lock::try_exclusive(&ctx.paths.lock(&lock))?.is_some() {
+                repairs.push(Repair::RemoveLeftover {
+                    path: entry.path(),
+                    lock,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 fn plan(ctx: &Context) -> Result<Vec<Repair>> {
     let hv = ctx.hypervisor()?;
     let rows = db::vms::list(&ctx.db, None)?;
@@ -337,6 +376,8 @@ fn plan(ctx: &Context) -> Result<Vec<Repair>> {
         }
     }
 
+    plan_leftovers(ctx, &mut repairs)?;
+
     let networks = db::networks::list(&ctx.db)?;
     let known: HashSet<&str> = networks.iter().map(|n| n.name.as_str()).collect();
     for name in hv.networks()? {
@@ -408,6 +449,28 @@ fn apply(ctx: &Context, repair: &Repair) -> Result<()> {
             }
         }
         Repair::RemoveNetwork { name } => hv.remove_network(name)?,
+        Repair::RemoveLeftover { path, lock } => {
+            if let Some(_guard) = lock::try_exclusive(&ctx.paths.lock(lock))? {
+                let removed = if path.is_dir() {
+                    fs::remove_dir_all(path)
+                } else {
+                    fs::remove_file(path)
+                };
+                match removed {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(crate::error::Error::io(
+                            format!("cannot remove `{}`", path.display()),
+                            e,
+                        ))
+                    }
+                    _ => {}
+                }
+                // Taking the lock made its file; a VM lock with no VM left guards nothing.
+                if Uuid::parse_str(lock).is_ok() && db::vms::get_by_id(&ctx.db, lock)?.is_none() {
+                    remove_file(&ctx.paths.lock(lock))?;
+                }
+            }
+        }
         Repair::ForgetSnapshot { id, .. } => {
             db::snapshots::delete(&ctx.db, *id)?;
         }

@@ -95,6 +95,27 @@ fn a_user_logs_into_their_new_vm() {
     );
     assert_eq!(hostname, "e2e-web");
 
+    // cloud-init may still be at work (it restarts sshd): wait until it is done.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let out = ssh_in_netns(
+            &netns,
+            &key,
+            &target,
+            "cloud-init status --wait >/dev/null; cloud-init status",
+        );
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("done") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cloud-init did not finish: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_secs(3));
+    }
+
     // The key works for sudo too, and a stranger's key does not get in.
     let out = ssh_in_netns(&netns, &key, &target, "sudo -n true && echo sudo-ok");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "sudo-ok");

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{keygen, Bsp, BIN};
+use common::{fingerprint, keygen, Bsp, BIN};
 
 const USAGE: i32 = 2;
 const NOT_FOUND: i32 = 3;
@@ -19,20 +19,6 @@ fn read_pub(key: &Path) -> String {
     std::fs::read_to_string(key.with_extension("pub"))
         .unwrap()
         .trim()
-        .to_owned()
-}
-
-fn fingerprint(key: &Path) -> String {
-    let out = Command::new("ssh-keygen")
-        .arg("-lf")
-        .arg(key.with_extension("pub"))
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
         .to_owned()
 }
 

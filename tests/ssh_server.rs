@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use common::{Bsp, Run};
+use common::{fingerprint, run_piped, Bsp, Run};
 
 const NOT_FOUND: i32 = 3;
 
@@ -74,20 +74,9 @@ impl SshServer {
     }
 
     fn ssh_with_stdin(&self, key: &Path, command: &[&str], input: &str) -> Run {
-        let mut child = self
-            .ssh_command(key, "basphere", command)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        run_of(child.wait_with_output().unwrap(), command)
+        let mut run = run_piped(self.ssh_command(key, "basphere", command), input, command);
+        run.args = format!("(over ssh) {}", command.join(" "));
+        run
     }
 }
 
@@ -99,26 +88,9 @@ impl Drop for SshServer {
 }
 
 fn run_of(out: std::process::Output, command: &[&str]) -> Run {
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        args: format!("(over ssh) {}", command.join(" ")),
-    }
-}
-
-fn fingerprint(key: &Path) -> String {
-    let out = Command::new("ssh-keygen")
-        .arg("-lf")
-        .arg(key.with_extension("pub"))
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .to_owned()
+    let mut run = Run::from(out, command);
+    run.args = format!("(over ssh) {}", command.join(" "));
+    run
 }
 
 #[test]

@@ -380,12 +380,12 @@ fn plan(ctx: &Context) -> Result<Vec<Repair>> {
 
     let networks = db::networks::list(&ctx.db)?;
     let known: HashSet<&str> = networks.iter().map(|n| n.name.as_str()).collect();
-    for name in hv.networks()? {
+    let live: HashSet<String> = hv.networks()?.into_iter().collect();
+    for name in &live {
         if !known.contains(name.as_str()) {
-            repairs.push(Repair::RemoveNetwork { name });
+            repairs.push(Repair::RemoveNetwork { name: name.clone() });
         }
     }
-    let live: HashSet<String> = hv.networks()?.into_iter().collect();
     for net in networks.iter().filter(|n| live.contains(&n.name)) {
         let (missing, unexpected) = reservation_diff(ctx, net)?;
         if !missing.is_empty() || !unexpected.is_empty() {

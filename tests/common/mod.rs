@@ -108,21 +108,7 @@ impl Bsp {
     }
 
     pub fn run_with_stdin(&self, args: &[&str], input: &str) -> Run {
-        use std::io::Write;
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        Run::from(child.wait_with_output().unwrap(), args)
+        run_piped(self.command(args), input, args)
     }
 
     /// Registers a user with a fresh ed25519 key; returns the private key path.
@@ -224,6 +210,39 @@ impl Bsp {
     }
 }
 
+/// Runs `cmd` with `input` on its stdin; `args` names the run in failure messages.
+pub fn run_piped(mut cmd: Command, input: &str, args: &[&str]) -> Run {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    Run::from(child.wait_with_output().unwrap(), args)
+}
+
+/// The `SHA256:...` fingerprint of the key pair at `key`, as ssh-keygen prints it.
+pub fn fingerprint(key: &Path) -> String {
+    let out = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(key.with_extension("pub"))
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned()
+}
+
 pub fn keygen(dir: &Path, name: &str, kind: &str, bits: Option<&str>) -> PathBuf {
     let path = dir.join(format!("key-{name}"));
     let _ = std::fs::remove_file(&path);
@@ -255,7 +274,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(out: Output, args: &[&str]) -> Run {
+    pub fn from(out: Output, args: &[&str]) -> Run {
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

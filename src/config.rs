@@ -172,6 +172,19 @@ pub struct SignupLimits {
     pub token_lifetime_secs: i64,
 }
 
+/// Limits on the embedded SSH server (`serve --ssh`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SshLimits {
+    /// Failed authentication attempts a connection may make before it is dropped.
+    pub max_auth_attempts: u32,
+    /// New connections accepted from one address per minute.
+    pub connections_per_minute: u32,
+    /// Commands and shells one user may have running at once.
+    pub max_sessions: u32,
+    /// A connection with no traffic for this long is closed, in seconds; 0 means never.
+    pub idle_timeout_secs: u64,
+}
+
 fn parse_duration_setting(key: &str, s: &str) -> Result<i64> {
     s.parse::<crate::validate::Span>()
         .map(|span| span.0 as i64)
@@ -219,6 +232,7 @@ pub struct Config {
     /// Who is told about new signups.
     pub admin_emails: Setting<Vec<String>>,
     pub signup: Setting<SignupLimits>,
+    pub ssh: Setting<SshLimits>,
     /// Test hook: `create-vm` and `snapshot prune` kill themselves at this step (`BASPHERE_CRASH_AT`).
     pub crash_at: Option<String>,
     /// Test hook: the clock, in Unix seconds, for snapshot expiry (`BASPHERE_NOW`).
@@ -275,6 +289,15 @@ struct FileSignup {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+struct FileSsh {
+    max_auth_attempts: Option<u32>,
+    connections_per_minute: Option<u32>,
+    max_sessions: Option<u32>,
+    idle_timeout: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct File {
     data_dir: Option<PathBuf>,
     libvirt_uri: Option<String>,
@@ -293,6 +316,7 @@ struct File {
     smtp: Option<FileSmtp>,
     admin_emails: Option<Vec<String>>,
     signup: Option<FileSignup>,
+    ssh: Option<FileSsh>,
 }
 
 pub fn default_limits() -> Limits {
@@ -405,6 +429,12 @@ impl Config {
                 per_ip_per_hour: 30,
                 per_email_per_day: 3,
                 token_lifetime_secs: 24 * 3600,
+            }),
+            ssh: Setting::default(SshLimits {
+                max_auth_attempts: 6,
+                connections_per_minute: 60,
+                max_sessions: 10,
+                idle_timeout_secs: 30 * 60,
             }),
             crash_at: env.get("BASPHERE_CRASH_AT").cloned(),
             now: env.get("BASPHERE_NOW").and_then(|v| v.parse().ok()),
@@ -578,6 +608,25 @@ impl Config {
                 source: src,
             };
         }
+        if let Some(f) = file.ssh {
+            let mut limits = self.ssh.value;
+            if let Some(v) = f.max_auth_attempts {
+                limits.max_auth_attempts = v;
+            }
+            if let Some(v) = f.connections_per_minute {
+                limits.connections_per_minute = v;
+            }
+            if let Some(v) = f.max_sessions {
+                limits.max_sessions = v;
+            }
+            if let Some(v) = f.idle_timeout {
+                limits.idle_timeout_secs = expire_setting("ssh.idle_timeout", &v)?;
+            }
+            self.ssh = Setting {
+                value: limits,
+                source: src,
+            };
+        }
         if let Some(flavors) = file.flavors {
             let mut all = self.flavors.value.clone();
             for (name, f) in flavors {
@@ -740,6 +789,31 @@ impl Config {
                 source: src,
             };
         }
+        let mut ssh = self.ssh.value;
+        let mut ssh_from_env = false;
+        for (key, field) in [
+            ("BASPHERE_SSH_MAX_AUTH_ATTEMPTS", &mut ssh.max_auth_attempts),
+            (
+                "BASPHERE_SSH_CONNECTIONS_PER_MINUTE",
+                &mut ssh.connections_per_minute,
+            ),
+            ("BASPHERE_SSH_MAX_SESSIONS", &mut ssh.max_sessions),
+        ] {
+            if let Some(v) = get(key) {
+                *field = small(key, v)?;
+                ssh_from_env = true;
+            }
+        }
+        if let Some(v) = get("BASPHERE_SSH_IDLE_TIMEOUT") {
+            ssh.idle_timeout_secs = expire_setting("BASPHERE_SSH_IDLE_TIMEOUT", v)?;
+            ssh_from_env = true;
+        }
+        if ssh_from_env {
+            self.ssh = Setting {
+                value: ssh,
+                source: src,
+            };
+        }
         let mut limits = self.quota.value;
         let mut quota_from_env = false;
         let number = |key: &str, v: &str| -> Result<u64> {
@@ -820,6 +894,13 @@ impl Config {
         if signup.per_ip_per_hour == 0 || signup.per_email_per_day == 0 {
             return Err(Error::Config(
                 "signup.per_ip_per_hour and signup.per_email_per_day must be at least 1".into(),
+            ));
+        }
+        let ssh = &self.ssh.value;
+        if ssh.max_auth_attempts == 0 || ssh.connections_per_minute == 0 || ssh.max_sessions == 0 {
+            return Err(Error::Config(
+                "ssh.max_auth_attempts, ssh.connections_per_minute and ssh.max_sessions must be at least 1"
+                    .into(),
             ));
         }
         let prefix = &self.name_prefix.value;
@@ -1004,6 +1085,18 @@ impl Config {
             crate::validate::Span(sg.token_lifetime_secs as u64).to_string(),
             self.signup.source,
         ));
+        let ssh = &self.ssh.value;
+        for (key, value) in [
+            ("ssh.max_auth_attempts", ssh.max_auth_attempts.to_string()),
+            (
+                "ssh.connections_per_minute",
+                ssh.connections_per_minute.to_string(),
+            ),
+            ("ssh.max_sessions", ssh.max_sessions.to_string()),
+            ("ssh.idle_timeout", expire_name(ssh.idle_timeout_secs)),
+        ] {
+            rows.push((key.into(), value, self.ssh.source));
+        }
         let q = &self.quota.value;
         let qs = self.quota.source;
         rows.push(("quota.cpus".into(), q.cpus.to_string(), qs));

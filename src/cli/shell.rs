@@ -5,11 +5,16 @@
 //! terminal, as that tenant.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::Read;
+
+use nix::sys::signal::{SigHandler, Signal};
 
 use crate::config::Config;
-use crate::context::Caller;
+use crate::context::{Caller, Context};
 use crate::error::{Error, Result};
 use crate::output::Output;
+use crate::validate::Size;
 
 /// Run a tenant's SSH command (the forced command OpenSSH runs for their key)
 #[derive(Debug, clap::Args)]
@@ -35,9 +40,43 @@ pub fn split_command(line: &str) -> Result<Vec<String>> {
     Ok(words)
 }
 
-pub(crate) fn welcome(user: &str, out: &mut Output) -> Result<()> {
+/// What a tenant sees on logging in without a command: who they are, their quota,
+/// their VMs and what they can run.
+pub(crate) fn welcome(config: &Config, tenant: &Caller, out: &mut Output) -> Result<()> {
+    let ctx = Context::open(config.clone(), tenant, None)?;
+    let user = ctx.tenant()?;
+    let report = crate::ops::quota::show(&ctx, &user)?;
+    let (l, u) = (&report.limits, &report.usage);
     out.line(format!("basphere: signed in as {user}"))?;
     out.line("")?;
+    out.line(format!(
+        "Quota: {}/{} vCPUs, {}/{} memory, {}/{} VMs, {}/{} snapshots",
+        u.cpus,
+        l.cpus,
+        Size::from_mib(u.memory_mib),
+        Size::from_mib(l.memory_mib),
+        u.vms,
+        l.vms,
+        report.snapshots,
+        l.snapshots,
+    ))?;
+    out.line("")?;
+    match crate::ops::vm::list_mine(&ctx) {
+        Ok(vms) if vms.is_empty() => {
+            out.line("You have no VMs yet: create one with `create-vm NAME`.")?
+        }
+        Ok(vms) => {
+            out.line("Your VMs:")?;
+            super::vm::list(out, &vms, false)?;
+        }
+        Err(e) => out.line(format!("Your VMs: cannot list them now ({e})"))?,
+    }
+    out.line("")?;
+    commands(out)
+}
+
+/// The commands a tenant can run, one line each.
+fn commands(out: &mut Output) -> Result<()> {
     out.line("Commands:")?;
     let cmd = super::command();
     for sub in cmd.get_subcommands() {
@@ -53,8 +92,91 @@ pub(crate) fn welcome(user: &str, out: &mut Output) -> Result<()> {
         out.line(format!("  {name:<12} {about}"))?;
     }
     out.line("")?;
-    out.line("Run a command with: ssh basphere@HOST COMMAND, e.g. ssh basphere@HOST vm list")?;
-    Ok(())
+    if out.terminal().is_some() {
+        out.line(
+            "Type a command (`help` for this list, `COMMAND --help` for details), `exit` to leave.",
+        )
+    } else {
+        out.line("Run a command with: ssh basphere@HOST COMMAND, e.g. ssh basphere@HOST vm list")
+    }
+}
+
+/// The interactive prompt of a terminal session: commands run one by one until `exit`.
+fn prompt(
+    tenant: &Caller,
+    user: &str,
+    out: &mut Output,
+    env: &BTreeMap<String, String>,
+) -> Result<i32> {
+    // Ctrl-C at the prompt drops the line typed so far instead of ending the session;
+    // the terminal still delivers it as a key to confirmations and the console.
+    for signal in [Signal::SIGINT, Signal::SIGQUIT] {
+        // SAFETY: ignoring a signal installs no handler.
+        let _ = unsafe { nix::sys::signal::signal(signal, SigHandler::SigIgn) };
+    }
+    loop {
+        let io = out.io();
+        write!(io.stdout, "{user}@basphere> ").map_err(write_err)?;
+        io.stdout.flush().map_err(write_err)?;
+        let Some(line) = read_line(io.stdin)? else {
+            out.line("")?;
+            return Ok(0);
+        };
+        let line = line.trim();
+        match line {
+            "" => continue,
+            "exit" | "quit" | "logout" => return Ok(0),
+            "help" | "?" => {
+                commands(out)?;
+                continue;
+            }
+            _ => {}
+        }
+        let argv = match argv(line) {
+            Ok(argv) => argv,
+            Err(e) => {
+                out.note(format!("{}", crate::error::Rendered(&e)))?;
+                continue;
+            }
+        };
+        crate::dispatch(tenant, argv, out.io(), env);
+    }
+}
+
+fn write_err(e: std::io::Error) -> Error {
+    Error::io("cannot write to the terminal", e)
+}
+
+/// One line from the terminal (which edits it), or `None` at end of input.
+fn read_line(input: &mut (dyn Read + Send)) -> Result<Option<String>> {
+    let mut line = Vec::new();
+    let mut byte = [0u8];
+    loop {
+        match input.read(&mut byte) {
+            Ok(0) if line.is_empty() => return Ok(None),
+            Ok(0) => break,
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) => line.push(byte[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("cannot read from the terminal", e)),
+        }
+        if line.len() > 64 * 1024 {
+            return Err(Error::invalid("the command line is too long"));
+        }
+    }
+    Ok(Some(String::from_utf8_lossy(&line).into_owned()))
+}
+
+/// A tenant's command line as arguments for the dispatcher.
+pub(crate) fn argv(line: &str) -> Result<Vec<OsString>> {
+    let mut words = split_command(line)?;
+    if words.first().map(String::as_str) == Some("basphere") {
+        words.remove(0);
+    }
+    Ok(std::iter::once("basphere".to_owned())
+        .chain(words)
+        .map(Into::into)
+        .collect())
 }
 
 pub fn exec(
@@ -90,18 +212,13 @@ pub fn exec(
         .unwrap_or("")
         .trim();
     if line.is_empty() {
-        welcome(user.as_str(), out)?;
+        welcome(config, &tenant, out)?;
+        if out.terminal().is_some() {
+            return prompt(&tenant, user.as_str(), out, env);
+        }
         return Ok(0);
     }
-    let mut words = split_command(line)?;
-    if words.first().map(String::as_str) == Some("basphere") {
-        words.remove(0);
-    }
-    let argv = std::iter::once("basphere".to_owned())
-        .chain(words)
-        .map(Into::into)
-        .collect();
-    Ok(crate::dispatch(&tenant, argv, out.io(), env))
+    Ok(crate::dispatch(&tenant, argv(line)?, out.io(), env))
 }
 
 #[cfg(test)]

@@ -2,66 +2,102 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
+use std::time::Duration;
 
 use russh::keys::HashAlg;
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure};
+use tokio::sync::mpsc;
 
-use super::session::{self, Identity, Lookup};
+use super::pty::{self, Job, Terminal};
+use super::session::{self, Identity, Input, Lookup};
 use super::Shared;
 
-pub struct Server {
-    pub shared: Arc<Shared>,
-}
+/// Chunks of client input queued for a session before the connection waits for it.
+const INPUT_QUEUE: usize = 64;
 
-impl russh::server::Server for Server {
-    type Handler = Handler;
-
-    fn new_client(&mut self, peer: Option<SocketAddr>) -> Handler {
-        Handler {
-            shared: self.shared.clone(),
-            peer,
-            identity: None,
-            stdin: HashMap::new(),
-        }
-    }
-
-    fn handle_session_error(&mut self, error: russh::Error) {
-        tracing::debug!(%error, "ssh connection ended with an error");
-    }
-}
+/// How long forwarding waits for a VM's SSH port to answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Handler {
-    shared: Arc<Shared>,
-    peer: Option<SocketAddr>,
-    identity: Option<Identity>,
-    /// Where channel data goes: the stdin of the command running on that channel.
-    stdin: HashMap<ChannelId, mpsc::Sender<Vec<u8>>>,
+    pub shared: Arc<Shared>,
+    pub peer: Option<SocketAddr>,
+    pub identity: Option<Identity>,
+    pub channels: HashMap<ChannelId, ChannelState>,
+}
+
+/// A session channel: its terminal, if asked for, and the input of what runs on it.
+#[derive(Default)]
+pub struct ChannelState {
+    terminal: Option<Terminal>,
+    input: Option<mpsc::Sender<Input>>,
 }
 
 impl Handler {
-    /// Starts `line` (or the welcome, for `None`) on `channel`, once per channel.
+    pub fn new(shared: Arc<Shared>, peer: Option<SocketAddr>) -> Handler {
+        Handler {
+            shared,
+            peer,
+            identity: None,
+            channels: HashMap::new(),
+        }
+    }
+
+    /// Starts `line` (or the shell, for `None`) on `channel`, once per channel.
     fn start(&mut self, channel: ChannelId, line: Option<String>, session: &mut Session) {
-        let Some(identity) = self.identity.clone() else {
+        let (Some(identity), Some(state)) =
+            (self.identity.clone(), self.channels.get_mut(&channel))
+        else {
             let _ = session.channel_failure(channel);
             return;
         };
-        if self.stdin.contains_key(&channel) {
+        if state.input.is_some() {
             let _ = session.channel_failure(channel);
             return;
         }
         let _ = session.channel_success(channel);
-        let (tx, rx) = mpsc::channel();
-        self.stdin.insert(channel, tx);
-        session::spawn(
-            self.shared.clone(),
-            identity,
-            line,
-            session.handle(),
-            channel,
-            rx,
-        );
+        let (tx, rx) = mpsc::channel(INPUT_QUEUE);
+        state.input = Some(tx);
+        let ssh = session.handle();
+        let (user, fingerprint) = match &identity {
+            Identity::Known { user, fingerprint } => (user.clone(), fingerprint.clone()),
+            Identity::Unknown { .. } => {
+                // Only the signup screen runs; it needs no terminal and no slot.
+                session::spawn(self.shared.clone(), identity, line, ssh, channel, rx, None);
+                return;
+            }
+        };
+        let Some(slot) = self.shared.sessions.open(&user) else {
+            let max = self.shared.sessions.max();
+            tracing::warn!(peer = ?self.peer, user, max, "ssh session refused: too many sessions");
+            tokio::spawn(session::refuse(
+                ssh,
+                channel,
+                format!("too many sessions: {user} has {max} running, the limit"),
+            ));
+            return;
+        };
+        match state.terminal.clone() {
+            Some(terminal) => {
+                let job = Job {
+                    user,
+                    fingerprint,
+                    line,
+                    terminal,
+                };
+                pty::spawn(self.shared.clone(), job, ssh, channel, rx, slot);
+            }
+            None => session::spawn(
+                self.shared.clone(),
+                identity,
+                line,
+                ssh,
+                channel,
+                rx,
+                Some(slot),
+            ),
+        }
     }
 }
 
@@ -87,6 +123,9 @@ impl russh::server::Handler for Handler {
         let found = tokio::task::spawn_blocking(move || session::lookup(&shared, &fp, &blob)).await;
         let identity = match found {
             Ok(Ok(Lookup::User(user))) => Identity::Known { user, fingerprint },
+            // Let in to see the signup screen, as the key's holder proved who they are.
+            // A client that holds several keys and offers an unknown one first ends up
+            // here too; the screen tells it how to pick its registered key.
             Ok(Ok(Lookup::Unknown)) => Identity::Unknown { fingerprint },
             Ok(Ok(Lookup::Refused)) => {
                 tracing::info!(peer = ?self.peer, %fingerprint, "ssh key refused: disabled user");
@@ -108,19 +147,20 @@ impl russh::server::Handler for Handler {
 
     async fn channel_open_session(
         &mut self,
-        _channel: Channel<Msg>,
+        channel: Channel<Msg>,
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         // The channel object is dropped: data arrives through `data` below, and an
         // unread channel would fill its buffer and stall the connection.
+        self.channels.insert(channel.id(), ChannelState::default());
         reply.accept().await;
         Ok(())
     }
 
     async fn channel_open_direct_tcpip(
         &mut self,
-        _channel: Channel<Msg>,
+        channel: Channel<Msg>,
         host: &str,
         port: u32,
         _originator_address: &str,
@@ -128,10 +168,78 @@ impl russh::server::Handler for Handler {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        tracing::info!(peer = ?self.peer, host, port, "ssh forwarding refused: not supported yet");
-        reply
-            .reject(ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
+        let peer = self.peer;
+        let Some(Identity::Known { user, .. }) = self.identity.clone() else {
+            tracing::warn!(
+                ?peer,
+                host,
+                port,
+                "ssh forwarding refused: not a registered key"
+            );
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        let Some(slot) = self.shared.sessions.open(&user) else {
+            tracing::warn!(
+                ?peer,
+                user,
+                host,
+                port,
+                "ssh forwarding refused: too many sessions"
+            );
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        };
+        let shared = self.shared.clone();
+        let host = host.to_owned();
+        // The lookup and the connection run on their own task: this connection's other
+        // channels go on meanwhile.
+        tokio::spawn(async move {
+            let target = {
+                let (shared, user, host) = (shared.clone(), user.clone(), host.clone());
+                tokio::task::spawn_blocking(move || {
+                    session::forward_target(&shared, &user, &host, port)
+                })
+                .await
+            };
+            let target = match target {
+                Ok(Ok(target)) => target,
+                Ok(Err(e)) => {
+                    tracing::warn!(?peer, user, host, port, reason = %e, "ssh forwarding refused");
+                    reply
+                        .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                        .await;
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "forwarding lookup panicked");
+                    reply.reject(ChannelOpenFailure::ConnectFailed).await;
+                    return;
+                }
+            };
+            let stream =
+                tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(target)).await;
+            let mut stream = match stream {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::info!(?peer, user, %target, error = %e, "ssh forwarding: cannot connect");
+                    reply.reject(ChannelOpenFailure::ConnectFailed).await;
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(?peer, user, %target, "ssh forwarding: connection timed out");
+                    reply.reject(ChannelOpenFailure::ConnectFailed).await;
+                    return;
+                }
+            };
+            tracing::info!(?peer, user, host, %target, "ssh forwarding");
+            reply.accept().await;
+            let mut channel = channel.into_stream();
+            let _ = tokio::io::copy_bidirectional(&mut channel, &mut stream).await;
+            drop(slot);
+        });
         Ok(())
     }
 
@@ -161,8 +269,10 @@ impl russh::server::Handler for Handler {
         data: &[u8],
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if let Some(tx) = self.stdin.get(&channel) {
-            let _ = tx.send(data.to_vec());
+        // Waiting for room is flow control: this connection's input pauses until the
+        // command reads it.
+        if let Some(tx) = self.channels.get(&channel).and_then(|c| c.input.clone()) {
+            let _ = tx.send(Input::Data(data.to_vec())).await;
         }
         Ok(())
     }
@@ -172,10 +282,8 @@ impl russh::server::Handler for Handler {
         channel: ChannelId,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // Dropping the sender is the command's end of input; the entry stays so the
-        // channel cannot start a second command.
-        if let Some(tx) = self.stdin.get_mut(&channel) {
-            *tx = mpsc::channel().0;
+        if let Some(tx) = self.channels.get(&channel).and_then(|c| c.input.clone()) {
+            let _ = tx.send(Input::Eof).await;
         }
         Ok(())
     }
@@ -185,23 +293,56 @@ impl russh::server::Handler for Handler {
         channel: ChannelId,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.stdin.remove(&channel);
+        // Dropping the sender tells what runs there that the client is gone.
+        self.channels.remove(&channel);
         Ok(())
     }
 
     async fn pty_request(
         &mut self,
         channel: ChannelId,
-        _term: &str,
-        _col_width: u32,
-        _row_height: u32,
+        term: &str,
+        col_width: u32,
+        row_height: u32,
         _pix_width: u32,
         _pix_height: u32,
         _modes: &[(russh::Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // No terminal sessions yet: output stays plain.
-        session.channel_failure(channel)?;
+        let usable = matches!(self.identity, Some(Identity::Known { .. }));
+        match self.channels.get_mut(&channel) {
+            Some(state) if usable && state.input.is_none() => {
+                state.terminal = Some(Terminal {
+                    term: terminal_name(term),
+                    cols: clamp_size(col_width, 80),
+                    rows: clamp_size(row_height, 24),
+                });
+                session.channel_success(channel)?;
+            }
+            _ => session.channel_failure(channel)?,
+        }
+        Ok(())
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        col_width: u32,
+        row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(state) = self.channels.get_mut(&channel) {
+            let (cols, rows) = (clamp_size(col_width, 80), clamp_size(row_height, 24));
+            if let Some(terminal) = &mut state.terminal {
+                terminal.cols = cols;
+                terminal.rows = rows;
+            }
+            if let Some(tx) = state.input.clone() {
+                let _ = tx.send(Input::Resize { cols, rows }).await;
+            }
+        }
         Ok(())
     }
 
@@ -243,5 +384,27 @@ impl russh::server::Handler for Handler {
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
         Ok(false)
+    }
+}
+
+/// A terminal dimension from the client; 0 (unknown) or nonsense gets `default`.
+fn clamp_size(value: u32, default: u16) -> u16 {
+    match u16::try_from(value) {
+        Ok(0) | Err(_) => default,
+        Ok(v) => v.min(1000),
+    }
+}
+
+/// The client's `TERM`, if it is a plain terminal name; `xterm` otherwise.
+fn terminal_name(term: &str) -> String {
+    let plain = !term.is_empty()
+        && term.len() <= 64
+        && term
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'));
+    if plain {
+        term.to_owned()
+    } else {
+        "xterm".to_owned()
     }
 }

@@ -4,6 +4,8 @@
 //! commands through [`crate::dispatch`] on blocking threads.
 
 mod handler;
+mod limits;
+mod pty;
 mod session;
 
 use std::collections::BTreeMap;
@@ -17,8 +19,7 @@ use std::time::Duration;
 
 use russh::keys::ssh_key::{private::Ed25519Keypair, LineEnding};
 use russh::keys::{HashAlg, PrivateKey};
-use russh::server::Server as _;
-use russh::{MethodKind, MethodSet};
+use russh::{Disconnect, MethodKind, MethodSet};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -29,15 +30,20 @@ pub struct Shared {
     pub config: Config,
     pub env: BTreeMap<String, String>,
     db: Mutex<rusqlite::Connection>,
+    sessions: limits::Sessions,
+    rate: limits::ConnectionRate,
 }
 
 impl Shared {
     pub fn new(config: Config, env: BTreeMap<String, String>) -> Result<Shared> {
         let db = crate::db::open(&config.db_path())?;
+        let limits = config.ssh.value;
         Ok(Shared {
             config,
             env,
             db: Mutex::new(db),
+            sessions: limits::Sessions::new(limits.max_sessions),
+            rate: limits::ConnectionRate::new(limits.connections_per_minute),
         })
     }
 }
@@ -100,23 +106,70 @@ pub async fn serve(
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let config = russh::server::Config {
+    let limits = shared.config.ssh.value;
+    let config = Arc::new(russh::server::Config {
         keys: vec![key],
         methods: MethodSet::from(&[MethodKind::PublicKey][..]),
         // OpenSSH opens with a "none" probe; answering it at once costs nothing.
         auth_rejection_time_initial: Some(Duration::ZERO),
-        auth_rejection_time: Duration::from_millis(500),
+        // The login name is fixed, so a slow "no" hides nothing; clients that offer
+        // several keys should not wait long for each.
+        auth_rejection_time: Duration::from_millis(50),
+        max_auth_attempts: limits.max_auth_attempts as usize,
+        inactivity_timeout: match limits.idle_timeout_secs {
+            0 => None,
+            secs => Some(Duration::from_secs(secs)),
+        },
         nodelay: true,
         ..Default::default()
-    };
-    let mut server = handler::Server { shared };
-    let running = server.run_on_socket(Arc::new(config), &listener);
-    let stop = running.handle();
-    tokio::select! {
-        result = running => result.map_err(|e| Error::io("the SSH server stopped", e)),
-        () = shutdown => {
-            stop.shutdown("the server is stopping".into());
-            Ok(())
+    });
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    tokio::pin!(shutdown);
+    loop {
+        let (socket, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment, then go on.
+                    tracing::warn!(error = %e, "cannot accept an ssh connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        if !shared.rate.admit(peer.ip(), std::time::Instant::now()) {
+            tracing::warn!(%peer, "ssh connection refused: too many connections from this address");
+            drop(socket);
+            continue;
         }
+        let _ = socket.set_nodelay(true);
+        let handler = handler::Handler::new(shared.clone(), Some(peer));
+        let config = config.clone();
+        let mut stop = stop_tx.subscribe();
+        tokio::spawn(async move {
+            let session = match russh::server::run_stream(config, socket, handler).await {
+                Ok(session) => session,
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "ssh connection setup failed");
+                    return;
+                }
+            };
+            let handle = session.handle();
+            tokio::select! {
+                result = session => {
+                    if let Err(error) = result {
+                        tracing::debug!(%peer, %error, "ssh connection ended with an error");
+                    }
+                }
+                _ = stop.recv() => {
+                    let _ = handle
+                        .disconnect(Disconnect::ByApplication, "the server is stopping".into(), String::new())
+                        .await;
+                }
+            }
+        });
     }
+    let _ = stop_tx.send(());
+    Ok(())
 }

@@ -1,15 +1,29 @@
 //! What an SSH session may do once its key is known, and running it off the async runtime.
 
 use std::io::{LineWriter, Read, Write};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 
 use russh::ChannelId;
+use tokio::sync::mpsc;
 
+use super::limits::Slot;
 use super::Shared;
 use crate::context::Caller;
 use crate::db;
 use crate::error::Result;
 use crate::output::{Io, Output};
+
+/// What the client sends a running session.
+#[derive(Debug)]
+pub enum Input {
+    Data(Vec<u8>),
+    /// The client's window changed (terminal sessions only).
+    Resize {
+        cols: u16,
+        rows: u16,
+    },
+    Eof,
+}
 
 /// Who a connection authenticated as.
 #[derive(Clone, Debug)]
@@ -42,6 +56,17 @@ pub fn lookup(shared: &Shared, fingerprint: &str, blob: &str) -> Result<Lookup> 
     })
 }
 
+/// Where `user` may forward `host:port` to, looked up on the shared connection.
+pub fn forward_target(
+    shared: &Shared,
+    user: &str,
+    host: &str,
+    port: u32,
+) -> Result<std::net::SocketAddrV4> {
+    let db = shared.db.lock().unwrap_or_else(|e| e.into_inner());
+    crate::ops::forward::target(&db, user, host, port)
+}
+
 /// Runs `line` (or the welcome) for `identity` on a blocking thread, then sends the
 /// exit status, EOF and close, in that order.
 pub fn spawn(
@@ -50,7 +75,8 @@ pub fn spawn(
     line: Option<String>,
     ssh: russh::server::Handle,
     channel: ChannelId,
-    stdin: mpsc::Receiver<Vec<u8>>,
+    stdin: mpsc::Receiver<Input>,
+    slot: Option<Slot>,
 ) {
     let rt = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
@@ -67,7 +93,7 @@ pub fn spawn(
             ext: Some(1),
         });
         let mut stdin = ChannelReader {
-            rx: stdin,
+            rx: Some(stdin),
             buf: Vec::new(),
             pos: 0,
         };
@@ -82,6 +108,7 @@ pub fn spawn(
         };
         let _ = stdout.flush();
         let _ = stderr.flush();
+        drop(slot);
         let status = u32::try_from(code.clamp(0, 255)).unwrap_or(1);
         rt.block_on(async {
             let _ = ssh.exit_status_request(channel, status).await;
@@ -91,39 +118,46 @@ pub fn spawn(
     });
 }
 
+/// Ends a session that may not run: `message` on stderr, exit status 1.
+pub async fn refuse(ssh: russh::server::Handle, channel: ChannelId, message: String) {
+    let _ = ssh
+        .extended_data(channel, 1, format!("basphere: {message}\n").into_bytes())
+        .await;
+    let _ = ssh.exit_status_request(channel, 1).await;
+    let _ = ssh.eof(channel).await;
+    let _ = ssh.close(channel).await;
+}
+
 /// The session logic proper: blocking, with plain streams.
 pub fn run(shared: &Shared, identity: &Identity, line: Option<&str>, io: &mut Io) -> i32 {
     let (user, fingerprint) = match identity {
         Identity::Unknown { fingerprint } => return unknown_key(shared, fingerprint, io),
         Identity::Known { user, fingerprint } => (user, fingerprint),
     };
-    let line = line.unwrap_or("").trim();
-    if line.is_empty() {
-        let mut out = Output::new(io, false);
-        return match crate::cli::shell::welcome(user, &mut out) {
-            Ok(()) => 0,
-            Err(e) => e.exit_code(),
-        };
-    }
-    let mut words = match crate::cli::shell::split_command(line) {
-        Ok(words) => words,
-        Err(e) => {
-            let _ = writeln!(io.stderr, "{}", crate::error::Rendered(&e));
-            return e.exit_code();
-        }
-    };
-    if words.first().map(String::as_str) == Some("basphere") {
-        words.remove(0);
-    }
-    let argv = std::iter::once("basphere".to_owned())
-        .chain(words)
-        .map(Into::into)
-        .collect();
     let caller = Caller::Ssh {
         user: user.clone(),
         fingerprint: Some(fingerprint.clone()),
     };
-    crate::dispatch(&caller, argv, io, &shared.env)
+    let line = line.unwrap_or("").trim();
+    let argv = if line.is_empty() {
+        let mut out = Output::new(io, false);
+        return match crate::cli::shell::welcome(&shared.config, &caller, &mut out) {
+            Ok(()) => 0,
+            Err(e) => {
+                let _ = writeln!(io.stderr, "{}", crate::error::Rendered(&e));
+                e.exit_code()
+            }
+        };
+    } else {
+        crate::cli::shell::argv(line)
+    };
+    match argv {
+        Ok(argv) => crate::dispatch(&caller, argv, io, &shared.env),
+        Err(e) => {
+            let _ = writeln!(io.stderr, "{}", crate::error::Rendered(&e));
+            e.exit_code()
+        }
+    }
 }
 
 /// The one screen an unregistered key gets: its fingerprint, any signup waiting for it,
@@ -148,7 +182,7 @@ fn unknown_key(shared: &Shared, fingerprint: &str, io: &mut Io) -> i32 {
     let url = &shared.config.public_url.value;
     let _ = write!(
         io.stderr,
-        "basphere: this key is not registered\n\n  key:     {fingerprint}\n  signup:  {signup}\n\nSign up at {url}\n"
+        "basphere: this key is not registered\n\n  key:     {fingerprint}\n  signup:  {signup}\n\nSign up at {url}\nIf you registered another key, connect with it: ssh -o IdentitiesOnly=yes -i PATH ...\n"
     );
     1
 }
@@ -184,7 +218,7 @@ impl Write for ChannelWriter {
 
 /// The channel's data, as the command's stdin; ends at the client's EOF.
 struct ChannelReader {
-    rx: mpsc::Receiver<Vec<u8>>,
+    rx: Option<mpsc::Receiver<Input>>,
     buf: Vec<u8>,
     pos: usize,
 }
@@ -192,12 +226,16 @@ struct ChannelReader {
 impl Read for ChannelReader {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         while self.pos == self.buf.len() {
-            match self.rx.recv() {
-                Ok(data) => {
+            let Some(rx) = &mut self.rx else {
+                return Ok(0);
+            };
+            match rx.blocking_recv() {
+                Some(Input::Data(data)) => {
                     self.buf = data;
                     self.pos = 0;
                 }
-                Err(_) => return Ok(0),
+                Some(Input::Resize { .. }) => {}
+                Some(Input::Eof) | None => self.rx = None,
             }
         }
         let n = out.len().min(self.buf.len() - self.pos);

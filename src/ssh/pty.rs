@@ -1,0 +1,199 @@
+//! Sessions with a terminal: the command runs in a child process (`basphere shell`) on a
+//! real pseudo-terminal, as sshd runs a forced command, so prompts, progress bars, the
+//! window width, Ctrl-C and `console` behave exactly as on the bastion's own terminal.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::pty::Winsize;
+use russh::ChannelId;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+
+use super::limits::Slot;
+use super::session::Input;
+use super::Shared;
+
+nix::ioctl_write_ptr_bad!(set_window_size, nix::libc::TIOCSWINSZ, Winsize);
+nix::ioctl_write_int_bad!(set_controlling_terminal, nix::libc::TIOCSCTTY);
+
+/// What the client asked for in its `pty-req`.
+#[derive(Clone, Debug)]
+pub struct Terminal {
+    pub term: String,
+    pub cols: u16,
+    pub rows: u16,
+}
+
+impl Terminal {
+    fn size(&self) -> Winsize {
+        Winsize {
+            ws_row: self.rows,
+            ws_col: self.cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        }
+    }
+}
+
+/// Who runs what on the terminal.
+pub struct Job {
+    pub user: String,
+    pub fingerprint: String,
+    /// The command line, or `None` for the interactive prompt.
+    pub line: Option<String>,
+    pub terminal: Terminal,
+}
+
+/// Starts `job` on a new pseudo-terminal and relays it to `channel` until the child
+/// exits; then sends its exit status, EOF and close.
+pub fn spawn(
+    shared: Arc<Shared>,
+    job: Job,
+    ssh: russh::server::Handle,
+    channel: ChannelId,
+    input: mpsc::Receiver<Input>,
+    slot: Slot,
+) {
+    tokio::spawn(async move {
+        let status = match run(&shared, &job, &ssh, channel, input).await {
+            Ok(status) => status,
+            Err(e) => {
+                tracing::error!(error = %e, user = job.user, "cannot start a terminal session");
+                let _ = ssh
+                    .extended_data(channel, 1, format!("basphere: {e}\r\n").into_bytes())
+                    .await;
+                1
+            }
+        };
+        drop(slot);
+        let _ = ssh.exit_status_request(channel, status).await;
+        let _ = ssh.eof(channel).await;
+        let _ = ssh.close(channel).await;
+    });
+}
+
+async fn run(
+    shared: &Shared,
+    job: &Job,
+    ssh: &russh::server::Handle,
+    channel: ChannelId,
+    mut input: mpsc::Receiver<Input>,
+) -> std::io::Result<u32> {
+    let pty = nix::pty::openpty(Some(&job.terminal.size()), None)?;
+    let mut child = command(shared, job, &pty.slave)?.spawn()?;
+    drop(pty.slave);
+    let pid = child.id().map(|id| nix::unistd::Pid::from_raw(id as i32));
+    nix::fcntl::fcntl(
+        pty.master.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )?;
+    // SAFETY: an OwnedFd stays open, and the same descriptor, for as long as it is owned.
+    let master = unsafe { AsyncFd::register(pty.master) }.map_err(std::io::Error::from)?;
+    let master = Arc::new(master);
+
+    // Terminal output to the channel, until every holder of the terminal has closed it.
+    let output = tokio::spawn({
+        let master = master.clone();
+        let ssh = ssh.clone();
+        async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let read = master
+                    .async_io(tokio::io::Interest::READABLE, |fd| {
+                        nix::unistd::read(fd.as_raw_fd(), &mut buf).map_err(std::io::Error::from)
+                    })
+                    .await;
+                match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if ssh.data(channel, buf[..n].to_vec()).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    });
+
+    // Client keystrokes and window changes to the terminal, while the child runs.
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status?,
+            event = input.recv() => match event {
+                Some(Input::Data(data)) => write_all(&master, &data).await?,
+                Some(Input::Resize { cols, rows }) => {
+                    let size = Terminal { term: String::new(), cols, rows }.size();
+                    // SAFETY: the ioctl reads one `Winsize` from a valid reference.
+                    unsafe { set_window_size(master.get_ref().as_raw_fd(), &size) }?;
+                }
+                Some(Input::Eof) => {}
+                None => {
+                    // The channel is gone: hang up, as a terminal does when its line drops.
+                    if let Some(pid) = pid {
+                        let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGHUP);
+                    }
+                    break child.wait().await?;
+                }
+            },
+        }
+    };
+    // What the child wrote just before it exited is still to be relayed; a grandchild
+    // that kept the terminal open does not hold the session.
+    let _ = tokio::time::timeout(Duration::from_secs(2), output).await;
+    Ok(exit_code(status))
+}
+
+/// `basphere shell` as the tenant, with the terminal as its controlling terminal.
+fn command(
+    shared: &Shared,
+    job: &Job,
+    slave: &OwnedFd,
+) -> std::io::Result<tokio::process::Command> {
+    // /proc/self/exe is this very binary, even if a newer one has been installed since.
+    let mut cmd = tokio::process::Command::new("/proc/self/exe");
+    cmd.args(["shell", "--user", &job.user, "--key", &job.fingerprint])
+        .env_clear()
+        .envs(&shared.env)
+        .env("TERM", &job.terminal.term)
+        .env_remove("SSH_ORIGINAL_COMMAND")
+        .stdin(Stdio::from(slave.try_clone()?))
+        .stdout(Stdio::from(slave.try_clone()?))
+        .stderr(Stdio::from(slave.try_clone()?));
+    if let Some(line) = &job.line {
+        cmd.env("SSH_ORIGINAL_COMMAND", line);
+    }
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()?;
+            set_controlling_terminal(0, 0)?;
+            Ok(())
+        });
+    }
+    Ok(cmd)
+}
+
+async fn write_all(master: &AsyncFd<OwnedFd>, mut data: &[u8]) -> std::io::Result<()> {
+    while !data.is_empty() {
+        let n = master
+            .async_io(tokio::io::Interest::WRITABLE, |fd| {
+                nix::unistd::write(fd, data).map_err(std::io::Error::from)
+            })
+            .await?;
+        data = &data[n..];
+    }
+    Ok(())
+}
+
+/// The exit status to report: the child's code, or 128 + the signal that ended it.
+fn exit_code(status: std::process::ExitStatus) -> u32 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code as u32,
+        (None, Some(signal)) => 128 + signal as u32,
+        (None, None) => 1,
+    }
+}

@@ -2,96 +2,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-use common::{fingerprint, run_piped, Bsp, Run};
+use common::server::SshServer;
+use common::{fingerprint, Bsp};
 
 const NOT_FOUND: i32 = 3;
-
-/// `basphere serve --ssh 127.0.0.1:0`, killed when dropped.
-struct SshServer {
-    port: u16,
-    host_key: String,
-    child: Child,
-}
-
-impl SshServer {
-    fn start(bsp: &Bsp) -> SshServer {
-        let mut child = bsp
-            .command(&["serve", "--ssh", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next().unwrap().unwrap();
-        let addr = first
-            .strip_prefix("ssh: listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line from serve: {first:?}"));
-        let port = addr.rsplit(':').next().unwrap().parse().unwrap();
-        let second = lines.next().unwrap().unwrap();
-        let host_key = second
-            .strip_prefix("ssh: host key ")
-            .unwrap_or_else(|| panic!("unexpected second line from serve: {second:?}"))
-            .to_owned();
-        SshServer {
-            port,
-            host_key,
-            child,
-        }
-    }
-
-    fn ssh_command(&self, key: &Path, login: &str, command: &[&str]) -> Command {
-        let mut cmd = Command::new("ssh");
-        cmd.args(["-F", "/dev/null", "-T"])
-            .args(["-o", "BatchMode=yes"])
-            .args(["-o", "StrictHostKeyChecking=no"])
-            .args(["-o", "UserKnownHostsFile=/dev/null"])
-            .args(["-o", "IdentitiesOnly=yes"])
-            .args(["-o", "IdentityAgent=none"])
-            .args(["-o", "LogLevel=ERROR"])
-            .args(["-o", "ConnectTimeout=20"])
-            .args(["-p", &self.port.to_string()])
-            .arg("-i")
-            .arg(key)
-            .arg(format!("{login}@127.0.0.1"))
-            .args(command)
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    /// `ssh basphere@127.0.0.1 COMMAND...` with `key`.
-    fn ssh(&self, key: &Path, command: &[&str]) -> Run {
-        self.ssh_as(key, "basphere", command)
-    }
-
-    fn ssh_as(&self, key: &Path, login: &str, command: &[&str]) -> Run {
-        let out = self.ssh_command(key, login, command).output().unwrap();
-        run_of(out, command)
-    }
-
-    fn ssh_with_stdin(&self, key: &Path, command: &[&str], input: &str) -> Run {
-        let mut run = run_piped(self.ssh_command(key, "basphere", command), input, command);
-        run.args = format!("(over ssh) {}", command.join(" "));
-        run
-    }
-}
-
-impl Drop for SshServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn run_of(out: std::process::Output, command: &[&str]) -> Run {
-    let mut run = Run::from(out, command);
-    run.args = format!("(over ssh) {}", command.join(" "));
-    run
-}
 
 #[test]
 fn a_known_user_runs_commands_with_the_right_streams_and_exit_codes() {

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+pub mod server;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_basphere");
 
 /// A fresh basphere installation: its own data directory, config file and network pool.
@@ -20,7 +22,7 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// A number unique to this test process and instance, so tests sharing one libvirtd
 /// never touch each other's domains, networks, bridges or subnets.
-fn unique() -> u32 {
+pub fn unique() -> u32 {
     NEXT.fetch_add(1, Ordering::SeqCst)
 }
 

@@ -245,8 +245,14 @@ impl FromStr for Span {
         let q = Quantity {
             what: "duration",
             help: "a duration is a whole number and a unit: 90m, 12h, 7d, 4w",
-            units: &[("m", 60), ("h", 3600), ("d", 86_400), ("w", 7 * 86_400)],
-            unit_hint: "m, h, d or w",
+            units: &[
+                ("s", 1),
+                ("m", 60),
+                ("h", 3600),
+                ("d", 86_400),
+                ("w", 7 * 86_400),
+            ],
+            unit_hint: "s, m, h, d or w",
             ignore_case: false,
             max: MAX_SPAN,
             too_large: "longer than ten years",

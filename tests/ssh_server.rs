@@ -6,8 +6,8 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
-use common::server::SshServer;
-use common::{fingerprint, Bsp};
+use common::server::{SshServer, Tmux};
+use common::{fingerprint, Bsp, Cleanup};
 
 const NOT_FOUND: i32 = 3;
 
@@ -230,4 +230,252 @@ fn two_connections_run_at_once() {
     );
     let who = server.ssh(&laptop, &["whoami"]).success();
     assert!(who.stdout.contains("alice"), "{}", who.stdout);
+}
+
+/// A server whose `setting` (a `BASPHERE_SSH_*` variable) is `value`, and Alice's key.
+fn server_with(setting: &str, value: &str) -> (Bsp, std::path::PathBuf, SshServer) {
+    let mut bsp = Bsp::new();
+    bsp.set_env(setting, value);
+    let alice = bsp.add_user("alice");
+    let server = SshServer::start(&bsp);
+    (bsp, alice, server)
+}
+
+#[test]
+fn a_terminal_session_prompts_fits_tables_to_the_window_and_confirms() {
+    let uri = require_libvirt!();
+    let bsp = Bsp::with_uri(&uri);
+    let _cleanup = Cleanup::new(&bsp);
+    bsp.add_blank_image("blank");
+    let alice = bsp.add_user("alice");
+    let server = SshServer::start(&bsp);
+    server.ssh(&alice, &["create-vm", "web1"]).success();
+    server.ssh(&alice, &["create-vm", "web2"]).success();
+
+    let mut command = vec!["ssh".to_owned(), "-tt".to_owned()];
+    command.extend(server.ssh_options(&alice));
+    command.push("basphere@127.0.0.1".into());
+    let term = Tmux::start(bsp.dir.path(), 160, 50, &command);
+    let prompt = "alice@basphere> ";
+    let welcome = term.wait_for(prompt, 30);
+    assert!(welcome.contains("signed in as alice"), "{welcome}");
+    assert!(welcome.contains("Quota: 2/32 vCPUs"), "{welcome}");
+    assert!(
+        welcome.contains("web1") && welcome.contains("web2"),
+        "{welcome}"
+    );
+
+    // On a terminal, tables are boxed and fitted to the window, and follow its size.
+    term.line("vm list");
+    let wide = term.wait_for_count(prompt, 2, 30);
+    let widest = |screen: &str, from: usize| {
+        screen
+            .lines()
+            .skip(from)
+            .filter(|l| l.contains('│'))
+            .map(|l| l.chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let table_start = wide.rfind("> vm list").unwrap();
+    let before = wide[..table_start].lines().count();
+    assert!(wide[table_start..].contains("web1"), "{wide}");
+    let wide_width = widest(&wide, before);
+    assert!((60..=160).contains(&wide_width), "{wide_width}\n{wide}");
+
+    term.resize(60, 50);
+    term.line("vm list");
+    let narrow = term.wait_for_count(prompt, 3, 30);
+    let before = narrow[..narrow.rfind("> vm list").unwrap()].lines().count();
+    let narrow_width = widest(&narrow, before);
+    assert!(
+        narrow_width <= 60 && narrow_width < wide_width,
+        "{narrow_width} vs {wide_width}\n{narrow}"
+    );
+
+    // Ctrl-C drops the line being typed; the session goes on.
+    term.send(&["-l", "vm delete web1"]);
+    term.send(&["C-c"]);
+    term.line("whoami");
+    term.wait_for("via:", 30);
+
+    // A confirmation, answered on the terminal.
+    term.line("vm delete web2");
+    term.wait_for("[y/N]", 30);
+    term.send(&["y"]);
+    term.wait_for_count(prompt, 5, 60);
+    term.line("exit");
+    assert_eq!(term.wait_exit(30), 0, "{}", term.screen());
+
+    let vms = server.ssh(&alice, &["vm", "list", "--json"]).success();
+    assert!(vms.stdout.contains("web1"), "{}", vms.stdout);
+    assert!(!vms.stdout.contains("web2"), "{}", vms.stdout);
+    // Without a terminal, the same table is plain and stable.
+    let plain = server.ssh(&alice, &["vm", "list"]).success();
+    assert!(plain.stdout.starts_with("NAME  STATE"), "{}", plain.stdout);
+    assert!(!plain.stdout.contains('│'), "{}", plain.stdout);
+}
+
+#[test]
+fn a_command_on_a_terminal_gets_its_exit_status_and_stays_on_the_terminal() {
+    let bsp = Bsp::new();
+    let alice = bsp.add_user("alice");
+    let server = SshServer::start(&bsp);
+    let mut command = vec!["ssh".to_owned(), "-tt".to_owned()];
+    command.extend(server.ssh_options(&alice));
+    command.extend([
+        "basphere@127.0.0.1".into(),
+        "vm".into(),
+        "show".into(),
+        "nope".into(),
+    ]);
+    let term = Tmux::start(bsp.dir.path(), 100, 30, &command);
+    assert_eq!(term.wait_exit(30), NOT_FOUND, "{}", term.screen());
+    assert!(
+        term.screen().contains("`nope` not found"),
+        "{}",
+        term.screen()
+    );
+}
+
+#[test]
+fn forwarding_is_refused_except_to_port_22_of_ones_own_vms() {
+    let uri = require_libvirt!();
+    let bsp = Bsp::with_uri(&uri);
+    let _cleanup = Cleanup::new(&bsp);
+    bsp.add_blank_image("blank");
+    let alice = bsp.add_user("alice");
+    let bob = bsp.add_user("bob");
+    let stranger = bsp.keygen("stranger");
+    let server = SshServer::start(&bsp);
+    server.ssh(&alice, &["create-vm", "web1"]).success();
+    let vm: serde_json::Value = serde_json::from_str(
+        &server
+            .ssh(&alice, &["vm", "show", "web1", "--json"])
+            .success()
+            .stdout,
+    )
+    .unwrap();
+    let ip = vm["ip"].as_str().unwrap().to_owned();
+
+    // Every one of these is refused before anything is connected, so nothing leaves
+    // this network namespace.
+    let refused = [
+        (&bob, format!("web1:22"), "VM `web1` not found"),
+        (&bob, format!("{ip}:22"), "not found"),
+        (&alice, format!("web1:80"), "only port 22"),
+        (&alice, format!("{ip}:2222"), "only port 22"),
+        (&alice, "127.0.0.1:22".to_owned(), "not found"),
+        (&alice, "nope:22".to_owned(), "not found"),
+        (&alice, "bad;name:22".to_owned(), "neither a VM name"),
+        (&stranger, format!("web1:22"), "not a registered key"),
+    ];
+    for (key, target, reason) in refused {
+        let mut cmd = Command::new("ssh");
+        cmd.args(server.ssh_options(key))
+            .args(["-W", &target, "basphere@127.0.0.1"])
+            .stdin(Stdio::null());
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(255), "{target}: {stderr}");
+        assert!(
+            stderr.contains("administratively prohibited"),
+            "{target}: {stderr}"
+        );
+        let log = server.wait_log(reason);
+        assert!(log.contains("ssh forwarding refused"), "{log}");
+    }
+    assert!(
+        !server.log().contains("ssh forwarding host"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn connections_from_one_address_are_limited_per_minute() {
+    let (_bsp, alice, server) = server_with("BASPHERE_SSH_CONNECTIONS_PER_MINUTE", "3");
+    for _ in 0..3 {
+        server.ssh(&alice, &["whoami"]).success();
+    }
+    let refused = server.ssh(&alice, &["whoami"]);
+    assert_eq!(refused.code, 255, "{}", refused.stderr);
+    assert!(refused.stdout.is_empty(), "{}", refused.stdout);
+    server.wait_log("too many connections from this address");
+}
+
+#[test]
+fn sessions_per_user_are_limited() {
+    let (bsp, alice, server) = server_with("BASPHERE_SSH_MAX_SESSIONS", "1");
+    let bob = bsp.add_user("bob");
+    // One session of Alice's waits for input...
+    let mut waiting = server
+        .ssh_command(&alice, "basphere", &["key", "add"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    server.wait_log("identity=Known");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // ...so a second is refused, and Bob is not affected.
+    let refused = server.ssh(&alice, &["whoami"]).code(1);
+    assert!(
+        refused.stderr.contains("too many sessions"),
+        "{}",
+        refused.stderr
+    );
+    server.ssh(&bob, &["whoami"]).success();
+    drop(waiting.stdin.take());
+    let _ = waiting.wait_with_output().unwrap();
+    server.ssh(&alice, &["whoami"]).success();
+}
+
+#[test]
+fn failed_authentication_attempts_are_limited_per_connection() {
+    let (bsp, alice, server) = server_with("BASPHERE_SSH_MAX_AUTH_ATTEMPTS", "2");
+    let keys: Vec<_> = (0..3).map(|i| bsp.keygen(&format!("k{i}"))).collect();
+    // Three keys refused for another login name: the server stops after two.
+    let mut cmd = Command::new("ssh");
+    cmd.args(server.ssh_options(&keys[0]));
+    for key in &keys[1..] {
+        cmd.arg("-i").arg(key);
+    }
+    cmd.args(["root@127.0.0.1", "whoami"]).stdin(Stdio::null());
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{stderr}");
+    assert!(
+        stderr.contains("Too many authentication attempts"),
+        "{stderr}"
+    );
+    // Within the limit, the registered key still gets in after a refused one.
+    bsp.run(&["admin", "user", "disable", "alice"]).success();
+    let mut cmd = Command::new("ssh");
+    cmd.args(server.ssh_options(&alice))
+        .args(["basphere@127.0.0.1", "whoami"])
+        .stdin(Stdio::null());
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(255));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("Too many"));
+}
+
+#[test]
+fn idle_connections_are_closed() {
+    let (_bsp, alice, server) = server_with("BASPHERE_SSH_IDLE_TIMEOUT", "2s");
+    // `ssh -N` opens no session and sends nothing.
+    let started = std::time::Instant::now();
+    let mut cmd = Command::new("ssh");
+    cmd.args(server.ssh_options(&alice))
+        .args(["-N", "basphere@127.0.0.1"])
+        .stdin(Stdio::null());
+    let out = cmd.output().unwrap();
+    let took = started.elapsed();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        took >= std::time::Duration::from_secs(2) && took < std::time::Duration::from_secs(15),
+        "{took:?}"
+    );
+    // A connection that is busy is not idle.
+    server.ssh(&alice, &["whoami"]).success();
 }

@@ -22,7 +22,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Handler {
     pub shared: Arc<Shared>,
-    pub peer: Option<SocketAddr>,
+    pub peer: SocketAddr,
     pub identity: Option<Identity>,
     pub channels: HashMap<ChannelId, ChannelState>,
 }
@@ -35,7 +35,7 @@ pub struct ChannelState {
 }
 
 impl Handler {
-    pub fn new(shared: Arc<Shared>, peer: Option<SocketAddr>) -> Handler {
+    pub fn new(shared: Arc<Shared>, peer: SocketAddr) -> Handler {
         Handler {
             shared,
             peer,
@@ -70,7 +70,7 @@ impl Handler {
         };
         let Some(slot) = self.shared.sessions.open(&user) else {
             let max = self.shared.sessions.max();
-            tracing::warn!(peer = ?self.peer, user, max, "ssh session refused: too many sessions");
+            tracing::warn!(peer = %self.peer, user, max, "ssh session refused: too many sessions");
             tokio::spawn(session::refuse(
                 ssh,
                 channel,
@@ -104,13 +104,25 @@ impl Handler {
 impl russh::server::Handler for Handler {
     type Error = russh::Error;
 
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        _offer: russh::server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        // Any key may go on to prove itself, but only for the service account.
+        if user != self.shared.config.service_user.value {
+            tracing::info!(peer = %self.peer, login = user, "ssh login name refused");
+            return Ok(Auth::reject());
+        }
+        Ok(Auth::Accept)
+    }
+
     async fn auth_publickey(
         &mut self,
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
         if user != self.shared.config.service_user.value {
-            tracing::info!(peer = ?self.peer, login = user, "ssh login name refused");
             return Ok(Auth::reject());
         }
         let fingerprint = key.public_key.fingerprint(HashAlg::Sha256).to_string();
@@ -128,7 +140,7 @@ impl russh::server::Handler for Handler {
             // here too; the screen tells it how to pick its registered key.
             Ok(Ok(Lookup::Unknown)) => Identity::Unknown { fingerprint },
             Ok(Ok(Lookup::Refused)) => {
-                tracing::info!(peer = ?self.peer, %fingerprint, "ssh key refused: disabled user");
+                tracing::info!(peer = %self.peer, %fingerprint, "ssh key refused: disabled user");
                 return Ok(Auth::reject());
             }
             Ok(Err(e)) => {
@@ -140,7 +152,7 @@ impl russh::server::Handler for Handler {
                 return Ok(Auth::reject());
             }
         };
-        tracing::info!(peer = ?self.peer, identity = ?identity, "ssh authenticated");
+        tracing::info!(peer = %self.peer, identity = ?identity, "ssh authenticated");
         self.identity = Some(identity);
         Ok(Auth::Accept)
     }
@@ -171,7 +183,7 @@ impl russh::server::Handler for Handler {
         let peer = self.peer;
         let Some(Identity::Known { user, .. }) = self.identity.clone() else {
             tracing::warn!(
-                ?peer,
+                %peer,
                 host,
                 port,
                 "ssh forwarding refused: not a registered key"
@@ -183,7 +195,7 @@ impl russh::server::Handler for Handler {
         };
         let Some(slot) = self.shared.sessions.open(&user) else {
             tracing::warn!(
-                ?peer,
+                %peer,
                 user,
                 host,
                 port,
@@ -207,7 +219,7 @@ impl russh::server::Handler for Handler {
             let target = match target {
                 Ok(Ok(target)) => target,
                 Ok(Err(e)) => {
-                    tracing::warn!(?peer, user, host, port, reason = %e, "ssh forwarding refused");
+                    tracing::warn!(%peer, user, host, port, reason = %e, "ssh forwarding refused");
                     reply
                         .reject(ChannelOpenFailure::AdministrativelyProhibited)
                         .await;
@@ -224,17 +236,17 @@ impl russh::server::Handler for Handler {
             let mut stream = match stream {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
-                    tracing::info!(?peer, user, %target, error = %e, "ssh forwarding: cannot connect");
+                    tracing::info!(%peer, user, %target, error = %e, "ssh forwarding: cannot connect");
                     reply.reject(ChannelOpenFailure::ConnectFailed).await;
                     return;
                 }
                 Err(_) => {
-                    tracing::info!(?peer, user, %target, "ssh forwarding: connection timed out");
+                    tracing::info!(%peer, user, %target, "ssh forwarding: connection timed out");
                     reply.reject(ChannelOpenFailure::ConnectFailed).await;
                     return;
                 }
             };
-            tracing::info!(?peer, user, host, %target, "ssh forwarding");
+            tracing::info!(%peer, user, host, %target, "ssh forwarding");
             reply.accept().await;
             let mut channel = channel.into_stream();
             let _ = tokio::io::copy_bidirectional(&mut channel, &mut stream).await;

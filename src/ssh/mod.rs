@@ -144,7 +144,7 @@ pub async fn serve(
             continue;
         }
         let _ = socket.set_nodelay(true);
-        let handler = handler::Handler::new(shared.clone(), Some(peer));
+        let handler = handler::Handler::new(shared.clone(), peer);
         let config = config.clone();
         let mut stop = stop_tx.subscribe();
         tokio::spawn(async move {

@@ -7,6 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::server::SshServer;
 use common::Bsp;
 
 /// Under emulation the guest reaches SSH in about a minute; allow for a loaded machine.
@@ -116,6 +117,8 @@ fn a_user_logs_into_their_new_vm() {
         std::thread::sleep(Duration::from_secs(3));
     }
 
+    through_the_bastion(&bsp, &netns, &key, "e2e-web", &ip);
+
     // The key works for sudo too, and a stranger's key does not get in.
     let out = ssh_in_netns(&netns, &key, &target, "sudo -n true && echo sudo-ok");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "sudo-ok");
@@ -195,4 +198,49 @@ fn a_user_logs_into_their_new_vm() {
     // The user's network stays; remove it with the user.
     bsp.run(&["admin", "user", "remove", "alice", "--yes"])
         .success();
+}
+
+/// `ssh -J` through the embedded server to the owner's VM, by name and by address; another
+/// tenant is refused. Server and clients run inside the test's network namespace.
+fn through_the_bastion(bsp: &Bsp, netns: &str, key: &std::path::Path, name: &str, ip: &str) {
+    let server = SshServer::start_in(bsp, Some(netns));
+    let bob = bsp.add_user("bob");
+    let config = |key: &std::path::Path| {
+        let path = bsp.dir.path().join(format!(
+            "ssh-config-{}",
+            key.file_name().unwrap().to_string_lossy()
+        ));
+        let text = format!(
+            "Host bastion\n  HostName 127.0.0.1\n  Port {}\n  User basphere\n\
+             Host *\n  IdentityFile {}\n  IdentitiesOnly yes\n  IdentityAgent none\n  BatchMode yes\n  \
+             StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n  ConnectTimeout 10\n",
+            server.port,
+            key.display()
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let jump = |key: &std::path::Path, target: &str| {
+        Command::new("ip")
+            .args(["netns", "exec", netns, "ssh", "-F"])
+            .arg(config(key))
+            .args(["-J", "bastion", target, "hostname"])
+            .output()
+            .unwrap()
+    };
+    for target in [format!("debian@{name}"), format!("debian@{ip}")] {
+        let out = jump(key, &target);
+        assert!(
+            out.status.success(),
+            "ssh -J bastion {target}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), name);
+    }
+    server.wait_log("ssh forwarding");
+    for target in [format!("debian@{name}"), format!("debian@{ip}")] {
+        let out = jump(&bob, &target);
+        assert!(!out.status.success(), "bob reached {target}");
+    }
+    server.wait_log("ssh forwarding refused");
 }

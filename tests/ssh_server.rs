@@ -361,14 +361,14 @@ fn forwarding_is_refused_except_to_port_22_of_ones_own_vms() {
     // Every one of these is refused before anything is connected, so nothing leaves
     // this network namespace.
     let refused = [
-        (&bob, format!("web1:22"), "VM `web1` not found"),
+        (&bob, "web1:22".to_owned(), "VM `web1` not found"),
         (&bob, format!("{ip}:22"), "not found"),
-        (&alice, format!("web1:80"), "only port 22"),
+        (&alice, "web1:80".to_owned(), "only port 22"),
         (&alice, format!("{ip}:2222"), "only port 22"),
         (&alice, "127.0.0.1:22".to_owned(), "not found"),
         (&alice, "nope:22".to_owned(), "not found"),
         (&alice, "bad;name:22".to_owned(), "neither a VM name"),
-        (&stranger, format!("web1:22"), "not a registered key"),
+        (&stranger, "web1:22".to_owned(), "not a registered key"),
     ];
     for (key, target, reason) in refused {
         let mut cmd = Command::new("ssh");
@@ -378,10 +378,7 @@ fn forwarding_is_refused_except_to_port_22_of_ones_own_vms() {
         let out = cmd.output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert_eq!(out.status.code(), Some(255), "{target}: {stderr}");
-        assert!(
-            stderr.contains("administratively prohibited"),
-            "{target}: {stderr}"
-        );
+        assert!(stderr.contains("forwarding failed"), "{target}: {stderr}");
         let log = server.wait_log(reason);
         assert!(log.contains("ssh forwarding refused"), "{log}");
     }

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::output::Output;
 
 const DEFAULT_WEB: &str = "127.0.0.1:8080";
+const DEFAULT_SSH: &str = "0.0.0.0:2222";
 
 /// Run the web signup form (and the mail worker) and the SSH server until stopped
 #[derive(Debug, clap::Args)]
@@ -19,7 +20,9 @@ const DEFAULT_WEB: &str = "127.0.0.1:8080";
     after_help = "With no front door named, the web form listens on 127.0.0.1:8080. Put a TLS \
 reverse proxy in front of it and set `public_url` to the address people use.\n\nWith `--ssh`, \
 tenants log in as the service account (`basphere@HOST`) with their registered key. The host key \
-is made on first start in DATA_DIR/ssh_host_ed25519_key and reused.\n\nEach front door prints \
+is made on first start in DATA_DIR/ssh_host_ed25519_key and reused. Limits on authentication \
+attempts, connections per address, sessions per user and idle time are in the `[ssh]` section \
+of the configuration (see `basphere config`).\n\nEach front door prints \
 the address it listens on (`web: listening on URL`, `ssh: listening on ADDR`). SIGINT or SIGTERM \
 stops the server gracefully."
 )]
@@ -28,8 +31,8 @@ pub struct Args {
     #[arg(long, value_name = "ADDR")]
     pub web: Option<SocketAddr>,
 
-    /// Serve SSH on ADDR, e.g. 0.0.0.0:2222 (port 0 picks a free port)
-    #[arg(long, value_name = "ADDR")]
+    /// Serve SSH on ADDR: 0.0.0.0:2222 when no ADDR is given (port 0 picks a free port)
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, require_equals = false, default_missing_value = DEFAULT_SSH)]
     pub ssh: Option<SocketAddr>,
 }
 

@@ -139,7 +139,10 @@ fn prompt(
                 continue;
             }
         };
-        crate::dispatch(tenant, argv, out.io(), env);
+        let io = out.io();
+        // The window may have changed size since the last command.
+        io.terminal = crate::output::Terminal::detect();
+        crate::dispatch(tenant, argv, io, env);
     }
 }
 

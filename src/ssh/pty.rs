@@ -159,6 +159,8 @@ fn command(
         .envs(&shared.env)
         .env("TERM", &job.terminal.term)
         .env_remove("SSH_ORIGINAL_COMMAND")
+        // The server's log level is not for the tenant's terminal.
+        .env_remove("BASPHERE_LOG")
         .stdin(Stdio::from(slave.try_clone()?))
         .stdout(Stdio::from(slave.try_clone()?))
         .stderr(Stdio::from(slave.try_clone()?));

@@ -168,11 +168,17 @@ pub struct Tmux {
 impl Tmux {
     /// Starts `command` in a `cols` x `rows` window.
     pub fn start(dir: &Path, cols: u16, rows: u16, command: &[String]) -> Tmux {
+        let n = super::unique();
         let tmux = Tmux {
-            socket: dir.join(format!("tmux-{}", super::unique())),
+            socket: dir.join(format!("tmux-{n}")),
         };
+        // Scrollback for long sessions, set before the window exists.
+        let conf = dir.join(format!("tmux-{n}.conf"));
+        std::fs::write(&conf, "set -g history-limit 5000\n").unwrap();
         let ok = tmux
             .cmd()
+            .arg("-f")
+            .arg(&conf)
             .args([
                 "new-session",
                 "-d",
@@ -183,20 +189,15 @@ impl Tmux {
                 "-y",
                 &rows.to_string(),
             ])
+            // The exit status is printed by a shell around the command: it is read off
+            // the screen, which does not depend on tmux reaping the command in time.
+            .args(["sh", "-c", "\"$@\"; echo \"[exited $?]\"; sleep 600", "sh"])
             .args(command)
             .env("TERM", "xterm-256color")
             .status()
             .unwrap()
             .success();
         assert!(ok, "tmux did not start");
-        let _ = tmux
-            .cmd()
-            .args(["set-option", "-t", "t", "remain-on-exit", "on"])
-            .status();
-        let _ = tmux
-            .cmd()
-            .args(["set-option", "-t", "t", "history-limit", "5000"])
-            .status();
         tmux
     }
 
@@ -282,23 +283,9 @@ impl Tmux {
 
     /// Whether the command has exited, and with what status.
     pub fn exit_status(&self) -> Option<i32> {
-        let out = self
-            .cmd()
-            .args([
-                "display-message",
-                "-p",
-                "-t",
-                "t",
-                "#{pane_dead} #{pane_dead_status}",
-            ])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let mut words = text.split_whitespace();
-        match (words.next(), words.next()) {
-            (Some("1"), Some(code)) => code.parse().ok(),
-            _ => None,
-        }
+        let screen = self.screen();
+        let (_, rest) = screen.rsplit_once("[exited ")?;
+        rest.split(']').next()?.parse().ok()
     }
 
     /// Waits up to `secs` for the command to exit; its status.

@@ -1,8 +1,10 @@
 //! End to end on a real guest: a Debian image with cloud-init boots under full
 //! emulation, and its owner logs in over SSH with their key at the address basphere
-//! printed. Guest traffic stays in the test run's own network namespace.
+//! printed, and reaches its login prompt on the serial console with `console`.
+//! Guest traffic stays in the test run's own network namespace.
 
 mod common;
+mod pty;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -118,6 +120,29 @@ fn a_user_logs_into_their_new_vm() {
     }
 
     through_the_bastion(&bsp, &netns, &key, "e2e-web", &ip);
+
+    // The serial console on a pseudo-terminal: a login prompt, and Ctrl-] detaches.
+    let started = Instant::now();
+    let mut console = pty::Session::start(&bsp, &["--as", "alice", "console", "e2e-web"]);
+    let connected = console.expect("Connected to VM e2e-web", Duration::from_secs(20));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while console
+        .local_flags()
+        .contains(nix::sys::termios::LocalFlags::ICANON)
+    {
+        assert!(Instant::now() < deadline, "the terminal never went raw");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    console.send(b"\r");
+    console.expect_after(connected, "login:", Duration::from_secs(20));
+    console.send(b"\x1d");
+    let (code, screen) = console.wait(Duration::from_secs(10));
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains("Detached from e2e-web"), "{screen}");
+    eprintln!(
+        "console: login prompt and detach in {:?}",
+        started.elapsed()
+    );
 
     // The key works for sudo too, and a stranger's key does not get in.
     let out = ssh_in_netns(&netns, &key, &target, "sudo -n true && echo sudo-ok");

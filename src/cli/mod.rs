@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth_keys;
 pub mod completions;
 pub mod config;
+pub mod console;
 pub mod create_vm;
 pub mod images;
 pub mod key;
@@ -96,6 +97,7 @@ impl Global {
 pub enum Command {
     CreateVm(create_vm::Args),
     Vm(vm::Args),
+    Console(console::Args),
     Snapshot(snapshot::Args),
     Images(images::Args),
     Quota(quota::Args),
@@ -136,6 +138,7 @@ pub fn execute(
             match command {
                 Command::CreateVm(args) => create_vm::exec(&args, &ctx, out),
                 Command::Vm(args) => vm::exec(&args, &ctx, out),
+                Command::Console(args) => console::exec(&args, &ctx, out),
                 Command::Snapshot(args) => snapshot::exec(&args, &ctx, out),
                 Command::Images(args) => images::exec(&args, &ctx, out),
                 Command::Quota(args) => quota::exec(&args, &ctx, out),

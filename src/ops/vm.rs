@@ -660,6 +660,46 @@ fn power_inner(ctx: &Context, owner: &str, name: &str, op: Power) -> Result<View
     Ok(view(ctx, vm, power, &os_users(ctx)?))
 }
 
+/// Attaches to the serial console of the tenant's running VM (`console`). Without
+/// `force`, a console someone already uses is refused; with it, that session ends.
+pub fn console(ctx: &Context, name: &str, force: bool) -> Result<virt::console::Console> {
+    use virt::console::Attach;
+    let owner = ctx.tenant()?;
+    let outcome = (|| {
+        let vm = owned(ctx, &owner, name)?;
+        if vm.state != State::Ready {
+            return Err(Error::conflict(
+                format!("VM `{name}` is {}", vm.state.as_str()),
+                None,
+            ));
+        }
+        match virt::console::attach(&ctx.config.libvirt_uri.value, uuid_of(&vm)?, force)? {
+            Attach::Ready(console) => Ok(console),
+            Attach::Missing => Err(Error::conflict(
+                format!("VM `{name}` has no libvirt domain"),
+                Some("an administrator can repair this with `basphere admin reconcile`"),
+            )),
+            Attach::NotRunning => Err(Error::conflict(
+                format!("VM `{name}` is not running"),
+                Some(&format!("start it with `vm start {name}`")),
+            )),
+            Attach::Busy => Err(Error::conflict(
+                format!("the console of VM `{name}` is in use by another session"),
+                Some(&format!(
+                    "detach that session with Ctrl-], or take the console over with `console --force {name}`"
+                )),
+            )),
+        }
+    })();
+    let action = if force {
+        "vm.console.force"
+    } else {
+        "vm.console"
+    };
+    ctx.audit(action, &format!("{owner}/{name}"), &outcome);
+    outcome
+}
+
 /// Looks up a VM for `vm delete`, so the caller can confirm before `delete` runs.
 pub fn get_mine(ctx: &Context, name: &str) -> Result<View> {
     show(ctx, name)

@@ -1,11 +1,12 @@
 //! libvirt access: connection, domains, networks, DHCP reservations; disk
-//! overlays ([`disk`]), cloud-init seeds ([`seed`]) and the XML we hand to
-//! libvirt ([`xml`]).
+//! overlays ([`disk`]), cloud-init seeds ([`seed`]), serial consoles
+//! ([`console`]) and the XML we hand to libvirt ([`xml`]).
 //!
 //! This layer knows libvirt and the external tools, nothing else: no quota, no
 //! ownership checks, no printing. Names and sizes are validated by the caller;
 //! every value that reaches XML or YAML is escaped here anyway.
 
+pub mod console;
 pub mod disk;
 pub mod seed;
 pub mod snapshot;

@@ -9,7 +9,7 @@ mod pty;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::server::SshServer;
+use common::server::{SshServer, Tmux};
 use common::Bsp;
 
 /// Under emulation the guest reaches SSH in about a minute; allow for a loaded machine.
@@ -268,4 +268,32 @@ fn through_the_bastion(bsp: &Bsp, netns: &str, key: &std::path::Path, name: &str
         assert!(!out.status.success(), "bob reached {target}");
     }
     server.wait_log("ssh forwarding refused");
+
+    // The serial console over `ssh -t` to the embedded server: a terminal session runs
+    // `console` on a real pseudo-terminal.
+    let mut command: Vec<String> = ["ip", "netns", "exec", netns, "ssh", "-tt"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    command.extend(server.ssh_options(key));
+    command.extend(["basphere@127.0.0.1".into(), "console".into(), name.into()]);
+    let term = Tmux::start(bsp.dir.path(), 100, 30, &command);
+    term.wait_for(&format!("Connected to VM {name}"), 30);
+    // Raw mode is on once the console is attached; Enter brings a fresh login prompt.
+    std::thread::sleep(Duration::from_millis(500));
+    term.send(&["Enter"]);
+    term.wait_for("login:", 30);
+    term.send(&["C-]"]);
+    assert_eq!(term.wait_exit(30), 0, "{}", term.screen());
+    assert!(term.screen().contains(&format!("Detached from {name}")));
+    // Bob's console to Alice's VM reads like a VM that does not exist.
+    let mut command: Vec<String> = ["ip", "netns", "exec", netns, "ssh", "-tt"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    command.extend(server.ssh_options(&bob));
+    command.extend(["basphere@127.0.0.1".into(), "console".into(), name.into()]);
+    let term = Tmux::start(bsp.dir.path(), 100, 30, &command);
+    assert_eq!(term.wait_exit(30), 3, "{}", term.screen());
+    assert!(term.screen().contains("not found"), "{}", term.screen());
 }

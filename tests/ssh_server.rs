@@ -357,6 +357,11 @@ fn forwarding_is_refused_except_to_port_22_of_ones_own_vms() {
     )
     .unwrap();
     let ip = vm["ip"].as_str().unwrap().to_owned();
+    // The line tenants are shown names this server's port.
+    assert_eq!(
+        vm["ssh"],
+        format!("ssh -J basphere@bastion.test:{} debian@{ip}", server.port)
+    );
 
     // Every one of these is refused before anything is connected, so nothing leaves
     // this network namespace.

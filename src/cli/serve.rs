@@ -55,11 +55,7 @@ pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
         None => None,
     };
     let ssh = match args.ssh {
-        Some(addr) => {
-            let key = crate::ssh::host_key(&ctx.paths.root)?;
-            let shared = crate::ssh::Shared::new(ctx.config.clone(), session_env(ctx))?;
-            Some((addr, key, Arc::new(shared)))
-        }
+        Some(addr) => Some((addr, crate::ssh::host_key(&ctx.paths.root)?)),
         None => None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -93,9 +89,13 @@ pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
             ))?;
             servers.spawn(crate::web::serve(listener, state, stopped()));
         }
-        if let Some((addr, key, shared)) = ssh {
+        if let Some((addr, key)) = ssh {
             let listener = bind(addr).await?;
             let local = local_addr(&listener)?;
+            let shared = Arc::new(crate::ssh::Shared::new(
+                ctx.config.clone(),
+                session_env(ctx, local.port()),
+            )?);
             let fingerprint = crate::ssh::fingerprint(&key);
             out.line(format!("ssh: listening on {local}"))?;
             out.line(format!("ssh: host key {fingerprint}"))?;
@@ -128,8 +128,9 @@ fn local_addr(listener: &tokio::net::TcpListener) -> Result<SocketAddr> {
 }
 
 /// The environment SSH commands load their configuration from: this process's, with
-/// the settings `serve` was started with, so `--data-dir` and friends carry over.
-fn session_env(ctx: &Context) -> BTreeMap<String, String> {
+/// the settings `serve` was started with, so `--data-dir` and friends carry over. Unless
+/// `public_port` is set, the `ssh -J` lines tenants are shown name this server's port.
+fn session_env(ctx: &Context, ssh_port: u16) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = std::env::vars().collect();
     if let Some(file) = &ctx.config.file {
         env.insert("BASPHERE_CONFIG".into(), file.display().to_string());
@@ -142,6 +143,9 @@ fn session_env(ctx: &Context) -> BTreeMap<String, String> {
         "BASPHERE_LIBVIRT_URI".into(),
         ctx.config.libvirt_uri.value.clone(),
     );
+    if ctx.config.public_port.source == crate::config::Source::Default {
+        env.insert("BASPHERE_PUBLIC_PORT".into(), ssh_port.to_string());
+    }
     env
 }
 

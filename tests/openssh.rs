@@ -3,16 +3,15 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
-use common::{fingerprint, keygen, Bsp, BIN};
+use common::server::{chown_to_service_account, start_sshd, LibvirtRelay, Tmux};
+use common::{fingerprint, keygen, libvirt_objects, Bsp, Cleanup, BIN};
 
 const USAGE: i32 = 2;
 const NOT_FOUND: i32 = 3;
 const DENIED: i32 = 4;
+const QUOTA: i32 = 5;
 const CONFLICT: i32 = 6;
 
 fn read_pub(key: &Path) -> String {
@@ -373,257 +372,7 @@ fn sshd_config_snippet_names_this_binary_and_the_service_account() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Debian's sshd, driven by the OpenSSH client.
-
-const SSHD: &str = "/usr/sbin/sshd";
-
-struct Sshd {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    /// Root-owned and not writable by others, as sshd wants the AuthorizedKeysCommand's path.
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Ssh {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Sshd {
-    fn ssh(&self, key: &Path, extra: &[&str], command: Option<&str>, stdin: Option<&str>) -> Ssh {
-        use std::io::Write;
-        let mut cmd = Command::new("ssh");
-        // The first value of an option wins, so `extra` can override the defaults.
-        cmd.args(extra)
-            .args([
-                "-F",
-                "/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "IdentityAgent=none",
-                "-o",
-                "LogLevel=ERROR",
-                "-o",
-                "ConnectTimeout=20",
-            ])
-            .arg("-i")
-            .arg(key)
-            .args(["-p", &self.port.to_string()])
-            .arg("basphere@127.0.0.1");
-        if let Some(command) = command {
-            cmd.arg(command);
-        }
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        let mut input = child.stdin.take().unwrap();
-        if let Some(text) = stdin {
-            input.write_all(text.as_bytes()).unwrap();
-        }
-        drop(input);
-        let out = child.wait_with_output().unwrap();
-        Ssh {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-/// The Unix account sshd logs tenants in as; created when missing, with a password
-/// field sshd does not take for locked (the test runs sshd without PAM).
-fn ensure_service_account() -> Result<(), String> {
-    let exists = Command::new("id")
-        .arg("basphere")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map_err(|e| e.to_string())?
-        .success();
-    if !exists {
-        let ok = Command::new("useradd")
-            .args([
-                "--system",
-                "--home-dir",
-                "/nonexistent",
-                "--shell",
-                "/bin/sh",
-                "-p",
-                "*",
-                "basphere",
-            ])
-            .status()
-            .map_err(|e| e.to_string())?
-            .success();
-        // Another test process may have won the race.
-        if !ok
-            && !Command::new("id")
-                .arg("basphere")
-                .status()
-                .unwrap()
-                .success()
-        {
-            return Err("useradd basphere failed".into());
-        }
-    }
-    let shadow = std::fs::read_to_string("/etc/shadow").unwrap_or_default();
-    let locked = shadow
-        .lines()
-        .find_map(|l| l.strip_prefix("basphere:"))
-        .is_some_and(|rest| rest.starts_with('!'));
-    if locked {
-        eprintln!("note: unlocking the `basphere` account's password field for sshd without PAM");
-        Command::new("usermod")
-            .args(["-p", "*", "basphere"])
-            .status()
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
-/// Starts sshd with the `basphere sshd-config` block, its AuthorizedKeysCommand going
-/// through a wrapper that points basphere at `bsp`'s state.
-fn start_sshd(bsp: &Bsp) -> Result<Sshd, String> {
-    if !Path::new(SSHD).exists() {
-        return Err(format!(
-            "{SSHD} is missing (apt-get install openssh-server)"
-        ));
-    }
-    if !nix::unistd::getuid().is_root() {
-        return Err("sshd needs root to switch to the `basphere` account".into());
-    }
-    ensure_service_account()?;
-    std::fs::create_dir_all("/run/sshd").map_err(|e| e.to_string())?;
-    // sshd runs an AuthorizedKeysCommand only if no directory on its path is writable
-    // by others, which rules out /tmp and wherever the checkout happens to live; /run is
-    // root's own.
-    let dir = tempfile::Builder::new()
-        .prefix("basphere-sshd-")
-        .tempdir_in("/run")
-        .unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-
-    let host_key = dir.path().join("host_ed25519");
-    let ok = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&host_key)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "ssh-keygen for the host key failed");
-
-    let wrapper = dir.path().join("basphere");
-    let mut script = String::from("#!/bin/sh\n");
-    for (k, v) in &bsp.env {
-        script.push_str(&format!("export {k}={}\n", shell_quote(v)));
-    }
-    script.push_str(&format!("exec {} \"$@\"\n", shell_quote(BIN)));
-    std::fs::write(&wrapper, script).unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-
-    let snippet = bsp.run(&["sshd-config"]).success().stdout;
-    let expected = format!("AuthorizedKeysCommand {BIN} auth-keys %u %t %k");
-    assert!(snippet.contains(&expected), "{snippet}");
-    let wrapper = wrapper.to_str().unwrap();
-    let snippet = snippet.replace(
-        &expected,
-        &format!("AuthorizedKeysCommand {wrapper} auth-keys --exe {wrapper} %u %t %k"),
-    );
-    let config = dir.path().join("sshd_config");
-    std::fs::write(
-        &config,
-        format!(
-            "ListenAddress 127.0.0.1\n\
-             HostKey {}\n\
-             PidFile none\n\
-             UsePAM no\n\
-             StrictModes no\n\
-             LogLevel VERBOSE\n\
-             PubkeyAuthentication yes\n\
-             AuthorizedKeysFile none\n\
-             AllowUsers basphere\n\
-             {snippet}",
-            host_key.display()
-        ),
-    )
-    .unwrap();
-    let log = dir.path().join("sshd.log");
-    let port = free_port();
-    let child = Command::new(SSHD)
-        .args(["-D", "-e", "-f"])
-        .arg(&config)
-        .args(["-p", &port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .map_err(|e| format!("cannot start sshd: {e}"))?;
-    let mut sshd = Sshd {
-        child,
-        port,
-        log,
-        dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        if let Ok(Some(status)) = sshd.child.try_wait() {
-            panic!("sshd exited with {status}:\n{}", sshd.log());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "sshd never listened:\n{}",
-            sshd.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(sshd)
-}
-
-fn chown_to_service_account(path: &Path) {
-    let ok = Command::new("chown")
-        .args(["-R", "basphere:"])
-        .arg(path)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "chown failed");
-}
+// Debian's sshd (tests/common/server.rs), driven by the OpenSSH client.
 
 #[test]
 fn tenants_use_basphere_through_debians_sshd() {
@@ -690,10 +439,14 @@ fn tenants_use_basphere_through_debians_sshd() {
     assert_eq!(run.stdout, "");
     assert_eq!(ssh(&alice, "quota --data-dir /tmp").code, DENIED);
 
-    // An unknown key is refused by sshd.
+    // An unknown key is refused by sshd: the AuthorizedKeysCommand printed nothing for it.
     let run = ssh(&stranger, "quota");
     assert_eq!(run.code, 255, "{}", run.stdout);
     assert!(run.stderr.contains("Permission denied"), "{}", run.stderr);
+    assert_eq!(run.stdout, "");
+    let (t, k) = type_and_blob(&stranger);
+    let lines = bsp.run(&["auth-keys", "basphere", &t, &k]).success();
+    assert_eq!(lines.stdout, "");
 
     // Stdin reaches `key add`, and the new key signs in.
     let run = sshd.ssh(&alice, &[], Some("key add"), Some(&read_pub(&laptop)));
@@ -716,6 +469,8 @@ fn tenants_use_basphere_through_debians_sshd() {
     bsp.run(&["admin", "user", "disable", "dave"]).success();
     let run = ssh(&dave, "quota");
     assert_eq!(run.code, 255, "{}", run.stdout);
+    assert!(run.stderr.contains("Permission denied"), "{}", run.stderr);
+    assert_eq!(run.stdout, "");
 
     // Forwarding: nowhere without VMs; only port 22 of one's own VMs otherwise.
     let forward = |key: &Path, target: &str| {
@@ -753,4 +508,157 @@ fn tenants_use_basphere_through_debians_sshd() {
         .unwrap_or_else(|| panic!("no key.add entry: {audit}"));
     assert_eq!(entry["via"], "ssh");
     assert_eq!(entry["actor"], "alice");
+}
+
+/// The flows a tenant has through the embedded server, through sshd instead: commands on
+/// real VMs with their exit codes, and a terminal session with the prompt, a table that
+/// fits the window and a confirmation.
+#[test]
+fn the_same_user_flows_work_through_debians_sshd() {
+    let uri = require_libvirt!();
+    let mut bsp = Bsp::with_uri(&uri);
+    let _cleanup = Cleanup::new(&bsp);
+    // The forced command runs as the service account, which may not open the test
+    // libvirtd's socket.
+    let relay = LibvirtRelay::start(&uri);
+    bsp.set_env("BASPHERE_LIBVIRT_URI", &relay.uri);
+    let sshd = match start_sshd(&bsp) {
+        Ok(sshd) => sshd,
+        Err(reason) => {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+    };
+    let alice = keygen(sshd.dir.path(), "alice", "ed25519", None);
+    bsp.run(&[
+        "admin",
+        "user",
+        "add",
+        "alice",
+        "--email",
+        "alice@example.com",
+        "--key",
+        &read_pub(&alice),
+    ])
+    .success();
+    bsp.add_blank_image("blank");
+    chown_to_service_account(bsp.dir.path());
+    let ssh = |command: &str| sshd.ssh(&alice, &[], Some(command), None);
+
+    let run = ssh("create-vm web1 --image blank --memory 128M --disk 1G --json");
+    assert_eq!(run.code, 0, "{}\n{}", run.stderr, sshd.log());
+    let vm: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(vm["owner"], "alice");
+    assert_eq!(vm["state"], "running");
+    let domain = format!("{}.alice.web1", bsp.prefix);
+    assert_eq!(vm["domain"], domain.as_str());
+    assert_eq!(libvirt_objects(&bsp).0, std::slice::from_ref(&domain));
+    let ip = vm["ip"].as_str().unwrap().to_owned();
+
+    let run = ssh("create-vm web1 --image blank --memory 128M");
+    assert_eq!(run.code, CONFLICT, "{}", run.stderr);
+    assert!(run.stderr.contains("already exists"), "{}", run.stderr);
+    let run = ssh("create-vm big --image blank --cpus 40 --memory 128M");
+    assert_eq!(run.code, QUOTA, "{}", run.stderr);
+    let run = ssh("create-vm Bad_Name");
+    assert_eq!(run.code, USAGE, "{}", run.stderr);
+    let run = ssh("vm list");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.starts_with("NAME"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("web1") && run.stdout.contains(&ip),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !run.stdout.contains('│'),
+        "a table off a terminal: {}",
+        run.stdout
+    );
+    let run = ssh("vm list --json");
+    let list: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    let run = ssh("quota --json");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let quota: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(quota["usage"]["vms"], 1, "{quota}");
+    assert_eq!(quota["usage"]["memory_mib"], 128, "{quota}");
+    let run = ssh("vm delete web1");
+    assert_eq!(run.code, USAGE, "{}", run.stderr);
+    assert!(run.stderr.contains("--yes"), "{}", run.stderr);
+    assert_eq!(ssh("vm show nope").code, NOT_FOUND);
+
+    // A terminal session: ssh -tt on a real terminal, a narrow one.
+    const COLS: u16 = 60;
+    let mut command = vec!["ssh".to_owned(), "-tt".to_owned()];
+    command.extend(sshd.ssh_options(&alice));
+    command.push("basphere@127.0.0.1".to_owned());
+    let term = Tmux::start(sshd.dir.path(), COLS, 40, &command);
+    let prompt = "alice@basphere> ";
+    term.wait_for("basphere: signed in as alice", 30);
+    term.wait_for(prompt, 30);
+    term.line("vm list");
+    let screen = term.wait_for_count(prompt, 2, 30);
+    let table: Vec<&str> = screen.lines().filter(|l| l.contains('│')).collect();
+    assert!(
+        table.iter().any(|l| l.contains("web1")),
+        "no boxed table with web1 on the terminal:\n{screen}"
+    );
+    // Every line of the tables (sshd's own notices, such as the missing home directory
+    // of the service account, are not basphere's to fit).
+    for line in screen.lines().filter(|l| l.contains(['│', '┌', '└', '╞'])) {
+        assert!(
+            line.trim_end().chars().count() <= COLS as usize,
+            "a line wider than the {COLS}-column window:\n{line}\n{screen}"
+        );
+    }
+    term.line("vm delete web1");
+    term.wait_for("[y/N]", 30);
+    term.send(&["y"]);
+    term.wait_for("deleted web1", 60);
+    term.wait_for_count(prompt, 3, 30);
+    term.line("exit");
+    // Waited for here rather than with `wait_exit`, to say what is still running if the
+    // session does not end.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = term.exit_status() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let ps = std::process::Command::new("ps")
+                .args(["-eo", "pid,ppid,user,stat,wchan:24,args"])
+                .output()
+                .unwrap();
+            let ps = String::from_utf8_lossy(&ps.stdout);
+            let ps: Vec<&str> = ps
+                .lines()
+                .filter(|l| l.contains("basphere") || l.contains("sshd"))
+                .collect();
+            panic!(
+                "the session did not end after `exit`:\n{}\nsshd:\n{}\nprocesses:\n{}",
+                term.screen(),
+                sshd.log(),
+                ps.join("\n")
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status, 0, "{}", term.screen());
+
+    let run = ssh("vm show web1");
+    assert_eq!(run.code, NOT_FOUND, "{}", run.stderr);
+    assert!(
+        libvirt_objects(&bsp).0.is_empty(),
+        "the domain is still there"
+    );
+    let audit = bsp.json(&["admin", "audit", "--user", "alice"]);
+    let deleted = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "vm.delete")
+        .unwrap_or_else(|| panic!("no vm.delete entry: {audit}"));
+    assert_eq!(deleted["via"], "ssh");
+    assert_eq!(deleted["result"], "ok");
 }

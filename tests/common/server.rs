@@ -1,12 +1,12 @@
-//! The embedded SSH server started by a test, the OpenSSH client pointed at it, and a
-//! tmux window for terminal sessions.
+//! The embedded SSH server started by a test, the OpenSSH client pointed at it, a
+//! tmux window for terminal sessions, and Debian's sshd in OpenSSH mode.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{run_piped, Bsp, Run};
+use super::{run_piped, Bsp, Run, BIN};
 
 /// `basphere serve --ssh 127.0.0.1:0`, killed when dropped.
 pub struct SshServer {
@@ -310,5 +310,365 @@ impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.cmd().arg("kill-server").status();
         let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Debian's sshd in OpenSSH mode: the `basphere sshd-config` block, the AuthorizedKeysCommand
+// and the forced command, with the OpenSSH client pointed at it.
+
+const SSHD: &str = "/usr/sbin/sshd";
+
+/// Debian's sshd on a loopback port, killed when dropped.
+pub struct Sshd {
+    child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+    /// Root-owned and not writable by others, as sshd wants the AuthorizedKeysCommand's path.
+    pub dir: tempfile::TempDir,
+    /// The network namespace sshd (and so every client) runs in, if any.
+    pub netns: Option<String>,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Sshd {
+    /// The OpenSSH options every test connection uses, without the destination. The
+    /// first value of an option wins, so options given before these override them.
+    pub fn ssh_options(&self, key: &Path) -> Vec<String> {
+        [
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "IdentityAgent=none",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "ConnectTimeout=20",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([
+            "-i".into(),
+            key.display().to_string(),
+            "-p".into(),
+            self.port.to_string(),
+        ])
+        .collect()
+    }
+
+    /// `ssh EXTRA... basphere@127.0.0.1 [COMMAND]` with `key`, `stdin` piped in.
+    pub fn ssh(
+        &self,
+        key: &Path,
+        extra: &[&str],
+        command: Option<&str>,
+        stdin: Option<&str>,
+    ) -> Run {
+        let mut cmd = match &self.netns {
+            Some(netns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", netns, "ssh"]);
+                cmd
+            }
+            None => Command::new("ssh"),
+        };
+        cmd.args(extra)
+            .args(self.ssh_options(key))
+            .arg("basphere@127.0.0.1");
+        if let Some(command) = command {
+            // A command may start with `-`: no more options for ssh.
+            cmd.arg("--").arg(command);
+        }
+        let name = format!("(through sshd) {}", command.unwrap_or(""));
+        let mut run = run_piped(cmd, stdin.unwrap_or(""), &[]);
+        run.args = name;
+        run
+    }
+
+    /// What sshd has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits up to 10 s for sshd's log to mention `text`.
+    #[track_caller]
+    pub fn wait_log(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if log.contains(text) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sshd never logged {text:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The Unix account sshd logs tenants in as; created when missing, with a password
+/// field sshd does not take for locked (the test runs sshd without PAM).
+fn ensure_service_account() -> Result<(), String> {
+    let exists = Command::new("id")
+        .arg("basphere")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| e.to_string())?
+        .success();
+    if !exists {
+        let ok = Command::new("useradd")
+            .args([
+                "--system",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/bin/sh",
+                "-p",
+                "*",
+                "basphere",
+            ])
+            .status()
+            .map_err(|e| e.to_string())?
+            .success();
+        // Another test process may have won the race.
+        if !ok
+            && !Command::new("id")
+                .arg("basphere")
+                .status()
+                .unwrap()
+                .success()
+        {
+            return Err("useradd basphere failed".into());
+        }
+    }
+    let shadow = std::fs::read_to_string("/etc/shadow").unwrap_or_default();
+    let locked = shadow
+        .lines()
+        .find_map(|l| l.strip_prefix("basphere:"))
+        .is_some_and(|rest| rest.starts_with('!'));
+    if locked {
+        eprintln!("note: unlocking the `basphere` account's password field for sshd without PAM");
+        Command::new("usermod")
+            .args(["-p", "*", "basphere"])
+            .status()
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Starts sshd with the `basphere sshd-config` block, its AuthorizedKeysCommand going
+/// through a wrapper that points basphere at `bsp`'s state (its environment as it is now).
+/// `Err` says why this machine cannot run it.
+pub fn start_sshd(bsp: &Bsp) -> Result<Sshd, String> {
+    start_sshd_in(bsp, None)
+}
+
+/// `start_sshd` inside network namespace `netns`, if given: whatever sshd forwards to
+/// is reached from there.
+pub fn start_sshd_in(bsp: &Bsp, netns: Option<&str>) -> Result<Sshd, String> {
+    use std::os::unix::fs::PermissionsExt;
+    if !Path::new(SSHD).exists() {
+        return Err(format!(
+            "{SSHD} is missing (apt-get install openssh-server)"
+        ));
+    }
+    if !nix::unistd::getuid().is_root() {
+        return Err("sshd needs root to switch to the `basphere` account".into());
+    }
+    ensure_service_account()?;
+    std::fs::create_dir_all("/run/sshd").map_err(|e| e.to_string())?;
+    // sshd runs an AuthorizedKeysCommand only if no directory on its path is writable
+    // by others, which rules out /tmp and wherever the checkout happens to live; /run is
+    // root's own.
+    let dir = tempfile::Builder::new()
+        .prefix("basphere-sshd-")
+        .tempdir_in("/run")
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let host_key = dir.path().join("host_ed25519");
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&host_key)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "ssh-keygen for the host key failed");
+
+    let wrapper = dir.path().join("basphere");
+    let mut script = String::from("#!/bin/sh\n");
+    for (k, v) in &bsp.env {
+        script.push_str(&format!("export {k}={}\n", shell_quote(v)));
+    }
+    script.push_str(&format!("exec {} \"$@\"\n", shell_quote(BIN)));
+    std::fs::write(&wrapper, script).unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let snippet = bsp.run(&["sshd-config"]).success().stdout;
+    let expected = format!("AuthorizedKeysCommand {BIN} auth-keys %u %t %k");
+    assert!(snippet.contains(&expected), "{snippet}");
+    let wrapper = wrapper.to_str().unwrap();
+    let snippet = snippet.replace(
+        &expected,
+        &format!("AuthorizedKeysCommand {wrapper} auth-keys --exe {wrapper} %u %t %k"),
+    );
+    let config = dir.path().join("sshd_config");
+    std::fs::write(
+        &config,
+        format!(
+            "ListenAddress 127.0.0.1\n\
+             HostKey {}\n\
+             PidFile none\n\
+             UsePAM no\n\
+             StrictModes no\n\
+             LogLevel VERBOSE\n\
+             PubkeyAuthentication yes\n\
+             AuthorizedKeysFile none\n\
+             AllowUsers basphere\n\
+             {snippet}",
+            host_key.display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("sshd.log");
+    let port = free_port();
+    let mut sshd = match netns {
+        Some(netns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", netns, SSHD]);
+            cmd
+        }
+        None => Command::new(SSHD),
+    };
+    let child = sshd
+        .args(["-D", "-e", "-f"])
+        .arg(&config)
+        .args(["-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .map_err(|e| format!("cannot start sshd: {e}"))?;
+    let mut sshd = Sshd {
+        child,
+        port,
+        log,
+        dir,
+        netns: netns.map(str::to_owned),
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        // Inside a namespace the port is out of reach from here; sshd says when it listens.
+        let listening = match netns {
+            Some(_) => sshd.log().contains("Server listening on"),
+            None => std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        };
+        if listening {
+            break;
+        }
+        if let Ok(Some(status)) = sshd.child.try_wait() {
+            panic!("sshd exited with {status}:\n{}", sshd.log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sshd never listened:\n{}",
+            sshd.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(sshd)
+}
+
+/// Hands `path` (recursively) to the service account, as the forced command runs as it
+/// and owns the state on a real install.
+pub fn chown_to_service_account(path: &Path) {
+    let ok = Command::new("chown")
+        .args(["-R", "basphere:"])
+        .arg(path)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "chown failed");
+}
+
+/// A socket the service account may open, relaying to the test libvirtd's root-only
+/// socket (on a real install the account is in the `libvirt` group instead).
+pub struct LibvirtRelay {
+    /// `qemu+unix:///system?socket=...` of the relay.
+    pub uri: String,
+    _dir: tempfile::TempDir,
+}
+
+impl LibvirtRelay {
+    /// Relays to the unix socket named in `uri` (`...?socket=PATH`).
+    pub fn start(uri: &str) -> LibvirtRelay {
+        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::net::{UnixListener, UnixStream};
+        let target = PathBuf::from(
+            uri.split_once("socket=")
+                .unwrap_or_else(|| panic!("no socket in the libvirt URI {uri}"))
+                .1
+                .split('&')
+                .next()
+                .unwrap(),
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("bsp-virt-")
+            .tempdir_in("/run")
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.path().join("sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+        // The accept loop lives as long as the test process; the socket goes with `_dir`.
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { break };
+                let Ok(daemon) = UnixStream::connect(&target) else {
+                    continue;
+                };
+                let pipe = |mut from: UnixStream, mut to: UnixStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                };
+                pipe(client.try_clone().unwrap(), daemon.try_clone().unwrap());
+                pipe(daemon, client);
+            }
+        });
+        LibvirtRelay {
+            uri: format!("qemu+unix:///system?socket={}", path.display()),
+            _dir: dir,
+        }
     }
 }

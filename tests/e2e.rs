@@ -22,17 +22,8 @@ fn ssh_in_netns(
     command: &str,
 ) -> std::process::Output {
     Command::new("ip")
-        .args(["netns", "exec", netns, "ssh"])
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-        ])
-        .args(["-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR", "-i"])
-        .arg(key)
+        .args(["netns", "exec", netns, "ssh", "-o", "ConnectTimeout=5"])
+        .args(common::server::client_options(key, 22))
         .arg(target)
         .arg(command)
         .output()

@@ -135,6 +135,10 @@ const ACTS: &[&str] = &[
     "snapshot restore {} mine --yes",
     "snapshot restore {} mine",
     "snapshot delete {} mine",
+    // Ownership is checked before the terminal: without one, still "not found". With a
+    // terminal (`ssh -tt ... console`), tests/e2e.rs checks the same refusal.
+    "console {}",
+    "console {} --force",
 ];
 
 /// Bob, who has no VM yet, through one front door (`run(key, command line)`): alice's VM
@@ -163,10 +167,6 @@ fn bob_can_neither_see_nor_act(
             assert!(!real_err.contains("alice"), "{act}: {real_err}");
         }
     }
-
-    // console: (the `console` command comes from another branch) for each target,
-    // `console {}` through this front door, with and without a terminal, must read like
-    // `console` on its twin: exit 3, the same stderr, and no byte of alice's serial output.
 
     // Nothing of alice's shows in bob's lists, quota or welcome.
     let leaks = |text: &str, what: &str| {

@@ -75,49 +75,12 @@ impl SshServer {
     /// Waits up to 10 s for the log to mention `text`.
     #[track_caller]
     pub fn wait_log(&self, text: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let log = self.log();
-            if log.contains(text) {
-                return log;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server never logged {text:?}:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_log(&self.log, text)
     }
 
     /// The OpenSSH options every test connection uses, without the destination.
     pub fn ssh_options(&self, key: &Path) -> Vec<String> {
-        [
-            "-F",
-            "/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "IdentityAgent=none",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "ConnectTimeout=20",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([
-            "-p".into(),
-            self.port.to_string(),
-            "-i".into(),
-            key.display().to_string(),
-        ])
-        .collect()
+        client_options(key, self.port)
     }
 
     pub fn ssh_command(&self, key: &Path, login: &str, command: &[&str]) -> Command {
@@ -158,6 +121,56 @@ pub fn run_of(out: std::process::Output, command: &[&str]) -> Run {
     let mut run = Run::from(out, command);
     run.args = format!("(over ssh) {}", command.join(" "));
     run
+}
+
+/// Waits up to 10 s for the log file at `path` to mention `text`; its text.
+#[track_caller]
+pub fn wait_for_log(path: &Path, text: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(path).unwrap_or_default();
+        if log.contains(text) {
+            return log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never mentioned {text:?}:\n{log}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The OpenSSH client options of every test connection, without the destination:
+/// no config file, agent or prompts, only `key`, any host key accepted, port `port`.
+pub fn client_options(key: &Path, port: u16) -> Vec<String> {
+    [
+        "-F",
+        "/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "IdentityAgent=none",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "ConnectTimeout=20",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        "-i".into(),
+        key.display().to_string(),
+        "-p".into(),
+        port.to_string(),
+    ])
+    .collect()
 }
 
 /// A detached tmux window running one command on a real terminal of a known size.
@@ -341,33 +354,7 @@ impl Sshd {
     /// The OpenSSH options every test connection uses, without the destination. The
     /// first value of an option wins, so options given before these override them.
     pub fn ssh_options(&self, key: &Path) -> Vec<String> {
-        [
-            "-F",
-            "/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "IdentityAgent=none",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "ConnectTimeout=20",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([
-            "-i".into(),
-            key.display().to_string(),
-            "-p".into(),
-            self.port.to_string(),
-        ])
-        .collect()
+        client_options(key, self.port)
     }
 
     /// `ssh EXTRA... basphere@127.0.0.1 [COMMAND]` with `key`, `stdin` piped in.
@@ -407,18 +394,7 @@ impl Sshd {
     /// Waits up to 10 s for sshd's log to mention `text`.
     #[track_caller]
     pub fn wait_log(&self, text: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let log = self.log();
-            if log.contains(text) {
-                return log;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sshd never logged {text:?}:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_log(&self.log, text)
     }
 }
 

@@ -3,13 +3,13 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use russh::keys::HashAlg;
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure};
 use tokio::sync::mpsc;
 
+use super::forward;
 use super::pty::{self, Job, Terminal};
 use super::session::{self, Identity, Input, Lookup};
 use super::Shared;
@@ -17,14 +17,11 @@ use super::Shared;
 /// Chunks of client input queued for a session before the connection waits for it.
 const INPUT_QUEUE: usize = 64;
 
-/// How long forwarding waits for a VM's SSH port to answer.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
 pub struct Handler {
-    pub shared: Arc<Shared>,
-    pub peer: SocketAddr,
-    pub identity: Option<Identity>,
-    pub channels: HashMap<ChannelId, ChannelState>,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    identity: Option<Identity>,
+    channels: HashMap<ChannelId, ChannelState>,
 }
 
 /// A session channel: its terminal, if asked for, and the input of what runs on it.
@@ -204,54 +201,20 @@ impl russh::server::Handler for Handler {
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
         };
-        let shared = self.shared.clone();
-        let host = host.to_owned();
         // The lookup and the connection run on their own task: this connection's other
         // channels go on meanwhile.
-        tokio::spawn(async move {
-            let target = {
-                let (shared, user, host) = (shared.clone(), user.clone(), host.clone());
-                tokio::task::spawn_blocking(move || {
-                    session::forward_target(&shared, &user, &host, port)
-                })
-                .await
-            };
-            let target = match target {
-                Ok(Ok(target)) => target,
-                Ok(Err(e)) => {
-                    tracing::warn!(%peer, user, host, port, reason = %e, "ssh forwarding refused");
-                    reply
-                        .reject(ChannelOpenFailure::AdministrativelyProhibited)
-                        .await;
-                    return;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "forwarding lookup panicked");
-                    reply.reject(ChannelOpenFailure::ConnectFailed).await;
-                    return;
-                }
-            };
-            let stream =
-                tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(target)).await;
-            let mut stream = match stream {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    tracing::info!(%peer, user, %target, error = %e, "ssh forwarding: cannot connect");
-                    reply.reject(ChannelOpenFailure::ConnectFailed).await;
-                    return;
-                }
-                Err(_) => {
-                    tracing::info!(%peer, user, %target, "ssh forwarding: connection timed out");
-                    reply.reject(ChannelOpenFailure::ConnectFailed).await;
-                    return;
-                }
-            };
-            tracing::info!(%peer, user, host, %target, "ssh forwarding");
-            reply.accept().await;
-            let mut channel = channel.into_stream();
-            let _ = tokio::io::copy_bidirectional(&mut channel, &mut stream).await;
-            drop(slot);
-        });
+        tokio::spawn(forward::run(
+            self.shared.clone(),
+            forward::Request {
+                peer,
+                user,
+                host: host.to_owned(),
+                port,
+            },
+            channel,
+            reply,
+            slot,
+        ));
         Ok(())
     }
 

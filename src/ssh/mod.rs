@@ -3,6 +3,7 @@
 //! `handler` adapts russh callbacks; `session` holds what a connection may do and runs
 //! commands through [`crate::dispatch`] on blocking threads.
 
+mod forward;
 mod handler;
 mod limits;
 mod pty;

@@ -56,17 +56,6 @@ pub fn lookup(shared: &Shared, fingerprint: &str, blob: &str) -> Result<Lookup> 
     })
 }
 
-/// Where `user` may forward `host:port` to, looked up on the shared connection.
-pub fn forward_target(
-    shared: &Shared,
-    user: &str,
-    host: &str,
-    port: u32,
-) -> Result<std::net::SocketAddrV4> {
-    let db = shared.db.lock().unwrap_or_else(|e| e.into_inner());
-    crate::ops::forward::target(&db, user, host, port)
-}
-
 /// Runs `line` (or the welcome) for `identity` on a blocking thread, then sends the
 /// exit status, EOF and close, in that order.
 pub fn spawn(

@@ -1,0 +1,90 @@
+//! Forwarding through the bastion (direct-tcpip): where to, by `ops::forward`'s rule,
+//! then bytes both ways between the SSH channel and the VM's port 22.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::server::{ChannelOpenHandle, Msg};
+use russh::{Channel, ChannelOpenFailure};
+
+use super::limits::Slot;
+use super::Shared;
+
+/// How long forwarding waits for a VM's SSH port to answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Who asked to be forwarded where.
+pub struct Request {
+    pub peer: SocketAddr,
+    pub user: String,
+    pub host: String,
+    pub port: u32,
+}
+
+/// Looks the target up, connects, answers the channel open, and relays until either
+/// side closes. Every refusal is logged with its reason.
+pub async fn run(
+    shared: Arc<Shared>,
+    request: Request,
+    channel: Channel<Msg>,
+    reply: ChannelOpenHandle,
+    slot: Slot,
+) {
+    let Request {
+        peer,
+        user,
+        host,
+        port,
+    } = request;
+    let target = {
+        let (shared, user, host) = (shared.clone(), user.clone(), host.clone());
+        tokio::task::spawn_blocking(move || target(&shared, &user, &host, port)).await
+    };
+    let target = match target {
+        Ok(Ok(target)) => target,
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, user, host, port, reason = %e, "ssh forwarding refused");
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "forwarding lookup panicked");
+            reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            return;
+        }
+    };
+    let stream =
+        tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(target)).await;
+    let mut stream = match stream {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::info!(%peer, user, %target, error = %e, "ssh forwarding: cannot connect");
+            reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, user, %target, "ssh forwarding: connection timed out");
+            reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            return;
+        }
+    };
+    tracing::info!(%peer, user, host, %target, "ssh forwarding");
+    reply.accept().await;
+    let mut channel = channel.into_stream();
+    let _ = tokio::io::copy_bidirectional(&mut channel, &mut stream).await;
+    drop(slot);
+}
+
+/// Where `user` may forward `host:port` to, looked up on the shared connection.
+fn target(
+    shared: &Shared,
+    user: &str,
+    host: &str,
+    port: u32,
+) -> crate::error::Result<std::net::SocketAddrV4> {
+    let db = shared.db.lock().unwrap_or_else(|e| e.into_inner());
+    crate::ops::forward::target(&db, user, host, port)
+}

@@ -9,7 +9,7 @@ mod pty;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::server::{SshServer, Tmux};
+use common::server::{terminal_ssh, SshServer, Tmux};
 use common::Bsp;
 
 /// Under emulation the guest reaches SSH in about a minute; allow for a loaded machine.
@@ -262,12 +262,8 @@ fn through_the_bastion(bsp: &Bsp, netns: &str, key: &std::path::Path, name: &str
 
     // The serial console over `ssh -t` to the embedded server: a terminal session runs
     // `console` on a real pseudo-terminal.
-    let mut command: Vec<String> = ["ip", "netns", "exec", netns, "ssh", "-tt"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    command.extend(server.ssh_options(key));
-    command.extend(["basphere@127.0.0.1".into(), "console".into(), name.into()]);
+    let mut command = vec!["ip".to_owned(), "netns".into(), "exec".into(), netns.into()];
+    command.extend(terminal_ssh(server.ssh_options(key), &["console", name]));
     let term = Tmux::start(bsp.dir.path(), 100, 30, &command);
     term.wait_for(&format!("Connected to VM {name}"), 30);
     // Raw mode is on once the console is attached; Enter brings a fresh login prompt.
@@ -278,12 +274,8 @@ fn through_the_bastion(bsp: &Bsp, netns: &str, key: &std::path::Path, name: &str
     assert_eq!(term.wait_exit(30), 0, "{}", term.screen());
     assert!(term.screen().contains(&format!("Detached from {name}")));
     // Bob's console to Alice's VM reads like a VM that does not exist.
-    let mut command: Vec<String> = ["ip", "netns", "exec", netns, "ssh", "-tt"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    command.extend(server.ssh_options(&bob));
-    command.extend(["basphere@127.0.0.1".into(), "console".into(), name.into()]);
+    let mut command = vec!["ip".to_owned(), "netns".into(), "exec".into(), netns.into()];
+    command.extend(terminal_ssh(server.ssh_options(&bob), &["console", name]));
     let term = Tmux::start(bsp.dir.path(), 100, 30, &command);
     assert_eq!(term.wait_exit(30), 3, "{}", term.screen());
     assert!(term.screen().contains("not found"), "{}", term.screen());

@@ -483,19 +483,8 @@ fn another_tenants_vm_is_out_of_reach_through_debians_sshd() {
         keygen(keys, "alice", "ed25519", None),
         keygen(keys, "bob", "ed25519", None),
     );
-    for (user, key) in [("alice", &alice), ("bob", &bob)] {
-        bsp.run(&[
-            "admin",
-            "user",
-            "add",
-            user,
-            "--email",
-            &format!("{user}@example.com"),
-            "--key-file",
-            &format!("{}.pub", key.display()),
-        ])
-        .success();
-    }
+    bsp.add_user_with_key("alice", &alice);
+    bsp.add_user_with_key("bob", &bob);
     let vm = alice_makes_a_vm(&bsp);
     chown_to_service_account(bsp.dir.path());
 

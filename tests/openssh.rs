@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::server::{chown_to_service_account, start_sshd, LibvirtRelay, Tmux};
+use common::server::{chown_to_service_account, start_sshd, terminal_ssh, LibvirtRelay, Tmux};
 use common::{fingerprint, keygen, libvirt_objects, Bsp, Cleanup, BIN};
 
 const USAGE: i32 = 2;
@@ -590,9 +590,7 @@ fn the_same_user_flows_work_through_debians_sshd() {
 
     // A terminal session: ssh -tt on a real terminal, a narrow one.
     const COLS: u16 = 60;
-    let mut command = vec!["ssh".to_owned(), "-tt".to_owned()];
-    command.extend(sshd.ssh_options(&alice));
-    command.push("basphere@127.0.0.1".to_owned());
+    let command = terminal_ssh(sshd.ssh_options(&alice), &[]);
     let term = Tmux::start(sshd.dir.path(), COLS, 40, &command);
     let prompt = "alice@basphere> ";
     term.wait_for("basphere: signed in as alice", 30);

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
-use common::server::{SshServer, Tmux};
+use common::server::{terminal_ssh, SshServer, Tmux};
 use common::{fingerprint, Bsp, Cleanup};
 
 const NOT_FOUND: i32 = 3;
@@ -202,13 +202,7 @@ fn two_connections_run_at_once() {
     let laptop = bsp.keygen("laptop");
     let server = SshServer::start(&bsp);
     // Alice's command waits for stdin that has not come yet...
-    let mut waiting = server
-        .ssh_command(&alice, "basphere", &["key", "add"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut waiting = server.waiting_session(&alice);
     // ...while Bob's commands, and another of Alice's, run to the end.
     let who = server.ssh(&bob, &["whoami"]).success();
     assert!(who.stdout.contains(&fingerprint(&bob)), "{}", who.stdout);
@@ -252,9 +246,7 @@ fn a_terminal_session_prompts_fits_tables_to_the_window_and_confirms() {
     server.ssh(&alice, &["create-vm", "web1"]).success();
     server.ssh(&alice, &["create-vm", "web2"]).success();
 
-    let mut command = vec!["ssh".to_owned(), "-tt".to_owned()];
-    command.extend(server.ssh_options(&alice));
-    command.push("basphere@127.0.0.1".into());
+    let command = terminal_ssh(server.ssh_options(&alice), &[]);
     let term = Tmux::start(bsp.dir.path(), 160, 50, &command);
     let prompt = "alice@basphere> ";
     let welcome = term.wait_for(prompt, 30);
@@ -321,14 +313,7 @@ fn a_command_on_a_terminal_gets_its_exit_status_and_stays_on_the_terminal() {
     let bsp = Bsp::new();
     let alice = bsp.add_user("alice");
     let server = SshServer::start(&bsp);
-    let mut command = vec!["ssh".to_owned(), "-tt".to_owned()];
-    command.extend(server.ssh_options(&alice));
-    command.extend([
-        "basphere@127.0.0.1".into(),
-        "vm".into(),
-        "show".into(),
-        "nope".into(),
-    ]);
+    let command = terminal_ssh(server.ssh_options(&alice), &["vm", "show", "nope"]);
     let term = Tmux::start(bsp.dir.path(), 100, 30, &command);
     assert_eq!(term.wait_exit(30), NOT_FOUND, "{}", term.screen());
     assert!(
@@ -411,13 +396,7 @@ fn sessions_per_user_are_limited() {
     let (bsp, alice, server) = server_with("BASPHERE_SSH_MAX_SESSIONS", "1");
     let bob = bsp.add_user("bob");
     // One session of Alice's waits for input...
-    let mut waiting = server
-        .ssh_command(&alice, "basphere", &["key", "add"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut waiting = server.waiting_session(&alice);
     server.wait_log("identity=Known");
     std::thread::sleep(std::time::Duration::from_millis(300));
     // ...so a second is refused, and Bob is not affected.

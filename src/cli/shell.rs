@@ -42,7 +42,7 @@ pub fn split_command(line: &str) -> Result<Vec<String>> {
 
 /// What a tenant sees on logging in without a command: who they are, their quota,
 /// their VMs and what they can run.
-pub(crate) fn welcome(config: &Config, tenant: &Caller, out: &mut Output) -> Result<()> {
+fn welcome(config: &Config, tenant: &Caller, out: &mut Output) -> Result<()> {
     let ctx = Context::open(config.clone(), tenant, None)?;
     let user = ctx.tenant()?;
     let report = crate::ops::quota::show(&ctx, &user)?;
@@ -171,7 +171,7 @@ fn read_line(input: &mut (dyn Read + Send)) -> Result<Option<String>> {
 }
 
 /// A tenant's command line as arguments for the dispatcher.
-pub(crate) fn argv(line: &str) -> Result<Vec<OsString>> {
+fn argv(line: &str) -> Result<Vec<OsString>> {
     let mut words = split_command(line)?;
     if words.first().map(String::as_str) == Some("basphere") {
         words.remove(0);
@@ -209,19 +209,28 @@ pub fn exec(
         user: user.to_string(),
         fingerprint: args.key.clone(),
     };
-    let line = env
-        .get("SSH_ORIGINAL_COMMAND")
-        .map(String::as_str)
-        .unwrap_or("")
-        .trim();
-    if line.is_empty() {
-        welcome(config, &tenant, out)?;
-        if out.terminal().is_some() {
-            return prompt(&tenant, user.as_str(), out, env);
-        }
-        return Ok(0);
+    let line = env.get("SSH_ORIGINAL_COMMAND").map(String::as_str);
+    session(config, &tenant, line, out, env)
+}
+
+/// What a tenant's SSH session runs, whichever front door it came through: `line`, or
+/// with none the welcome, then on a terminal the prompt.
+pub(crate) fn session(
+    config: &Config,
+    tenant: &Caller,
+    line: Option<&str>,
+    out: &mut Output,
+    env: &BTreeMap<String, String>,
+) -> Result<i32> {
+    let line = line.unwrap_or("").trim();
+    if !line.is_empty() {
+        return Ok(crate::dispatch(tenant, argv(line)?, out.io(), env));
     }
-    Ok(crate::dispatch(&tenant, argv(line)?, out.io(), env))
+    welcome(config, tenant, out)?;
+    match (out.terminal(), tenant) {
+        (Some(_), Caller::Ssh { user, .. }) => prompt(tenant, user, out, env),
+        _ => Ok(0),
+    }
 }
 
 #[cfg(test)]

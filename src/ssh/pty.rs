@@ -27,14 +27,12 @@ pub struct Terminal {
     pub rows: u16,
 }
 
-impl Terminal {
-    fn size(&self) -> Winsize {
-        Winsize {
-            ws_row: self.rows,
-            ws_col: self.cols,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        }
+fn window(cols: u16, rows: u16) -> Winsize {
+    Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
     }
 }
 
@@ -82,7 +80,7 @@ async fn run(
     channel: ChannelId,
     mut input: mpsc::Receiver<Input>,
 ) -> std::io::Result<u32> {
-    let pty = nix::pty::openpty(Some(&job.terminal.size()), None)?;
+    let pty = nix::pty::openpty(Some(&window(job.terminal.cols, job.terminal.rows)), None)?;
     let mut child = command(shared, job, &pty.slave)?.spawn()?;
     drop(pty.slave);
     let pid = child.id().map(|id| nix::unistd::Pid::from_raw(id as i32));
@@ -125,9 +123,8 @@ async fn run(
             event = input.recv() => match event {
                 Some(Input::Data(data)) => write_all(&master, &data).await?,
                 Some(Input::Resize { cols, rows }) => {
-                    let size = Terminal { term: String::new(), cols, rows }.size();
                     // SAFETY: the ioctl reads one `Winsize` from a valid reference.
-                    unsafe { set_window_size(master.get_ref().as_raw_fd(), &size) }?;
+                    unsafe { set_window_size(master.get_ref().as_raw_fd(), &window(cols, rows)) }?;
                 }
                 Some(Input::Eof) => {}
                 None => {

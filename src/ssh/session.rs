@@ -127,21 +127,9 @@ pub fn run(shared: &Shared, identity: &Identity, line: Option<&str>, io: &mut Io
         user: user.clone(),
         fingerprint: Some(fingerprint.clone()),
     };
-    let line = line.unwrap_or("").trim();
-    let argv = if line.is_empty() {
-        let mut out = Output::new(io, false);
-        return match crate::cli::shell::welcome(&shared.config, &caller, &mut out) {
-            Ok(()) => 0,
-            Err(e) => {
-                let _ = writeln!(io.stderr, "{}", crate::error::Rendered(&e));
-                e.exit_code()
-            }
-        };
-    } else {
-        crate::cli::shell::argv(line)
-    };
-    match argv {
-        Ok(argv) => crate::dispatch(&caller, argv, io, &shared.env),
+    let mut out = Output::new(io, false);
+    match crate::cli::shell::session(&shared.config, &caller, line, &mut out, &shared.env) {
+        Ok(code) => code,
         Err(e) => {
             let _ = writeln!(io.stderr, "{}", crate::error::Rendered(&e));
             e.exit_code()

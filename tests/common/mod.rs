@@ -116,6 +116,12 @@ impl Bsp {
     /// Registers a user with a fresh ed25519 key; returns the private key path.
     pub fn add_user(&self, id: &str) -> PathBuf {
         let key = self.keygen(id);
+        self.add_user_with_key(id, &key);
+        key
+    }
+
+    /// Registers a user with the private key at `key` (its `.pub` beside it).
+    pub fn add_user_with_key(&self, id: &str, key: &Path) {
         let pubkey = format!("{}.pub", key.display());
         self.run(&[
             "admin",
@@ -128,7 +134,6 @@ impl Bsp {
             &pubkey,
         ])
         .success();
-        key
     }
 
     pub fn keygen(&self, name: &str) -> PathBuf {

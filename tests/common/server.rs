@@ -67,6 +67,16 @@ impl SshServer {
         }
     }
 
+    /// A session that stays open: `key add` waiting for the stdin it is given.
+    pub fn waiting_session(&self, key: &Path) -> Child {
+        self.ssh_command(key, "basphere", &["key", "add"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// What the server has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -121,6 +131,17 @@ pub fn run_of(out: std::process::Output, command: &[&str]) -> Run {
     let mut run = Run::from(out, command);
     run.args = format!("(over ssh) {}", command.join(" "));
     run
+}
+
+/// `ssh -tt OPTIONS basphere@127.0.0.1 ARGS...`: a session on a terminal, for [`Tmux`].
+pub fn terminal_ssh(options: Vec<String>, args: &[&str]) -> Vec<String> {
+    ["ssh", "-tt"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(options)
+        .chain(std::iter::once("basphere@127.0.0.1".to_owned()))
+        .chain(args.iter().map(|s| s.to_string()))
+        .collect()
 }
 
 /// Waits up to 10 s for the log file at `path` to mention `text`; its text.

@@ -1,11 +1,15 @@
-//! Who is calling, and the handles an operation works with: config, database, libvirt.
+//! Who is calling, what they may run, and the handles an operation works with:
+//! configuration, database, libvirt and the cancel handle.
 
+use std::cell::OnceCell;
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rusqlite::Connection;
 
+use crate::cancel::Cancel;
 use crate::config::Config;
 use crate::db;
 use crate::error::{Error, Result};
@@ -36,18 +40,110 @@ impl Caller {
     }
 }
 
-/// The caller resolved against the user table.
+/// What kind of caller someone is: the one thing commands are allowed by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// root on the bastion.
+    Root,
+    /// A member of the `admin_group` Unix group on the bastion.
+    LocalAdmin,
+    /// The service account: cron and timers, and sshd's `AuthorizedKeysCommand` and
+    /// forced command (`AuthorizedKeysCommandUser` is this account).
+    Service,
+    /// Any other account on the bastion.
+    Stranger,
+    /// A user, over SSH.
+    Tenant,
+    /// A user with the admin role, over SSH.
+    RemoteAdmin,
+}
+
+impl Role {
+    pub fn is_admin(self) -> bool {
+        matches!(self, Role::Root | Role::LocalAdmin | Role::RemoteAdmin)
+    }
+
+    const fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// The roles a command admits, declared by each command next to its arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Allowed(u8);
+
+impl Allowed {
+    pub const fn of(roles: &[Role]) -> Allowed {
+        let mut bits = 0;
+        let mut i = 0;
+        while i < roles.len() {
+            bits |= roles[i].bit();
+            i += 1;
+        }
+        Allowed(bits)
+    }
+
+    pub const fn and(self, other: Allowed) -> Allowed {
+        Allowed(self.0 | other.0)
+    }
+
+    pub fn permits(self, role: Role) -> bool {
+        self.0 & role.bit() != 0
+    }
+
+    /// The administrators, wherever they are.
+    pub const ADMINS: Allowed = Allowed::of(&[Role::Root, Role::LocalAdmin, Role::RemoteAdmin]);
+    /// Whoever may act for a tenant: tenants, and administrators (as themselves or `--as`).
+    pub const USERS: Allowed = Allowed::ADMINS.and(Allowed::of(&[Role::Tenant]));
+    /// Administrators on the bastion itself.
+    pub const LOCAL_ADMINS: Allowed = Allowed::of(&[Role::Root, Role::LocalAdmin]);
+    pub const SERVICE: Allowed = Allowed::of(&[Role::Service]);
+    /// What sshd runs: root, or the service account.
+    pub const SSHD: Allowed = Allowed::of(&[Role::Root, Role::Service]);
+}
+
+/// Which local role the account `uid` has. The service account is that, whatever its
+/// groups; otherwise membership of `admin_group` makes an administrator.
+pub fn local_role(uid: u32, config: &Config) -> Role {
+    if uid == 0 {
+        return Role::Root;
+    }
+    let Ok(Some(user)) = nix::unistd::User::from_uid(uid.into()) else {
+        return Role::Stranger;
+    };
+    if user.name == config.service_user {
+        return Role::Service;
+    }
+    let Ok(Some(group)) = nix::unistd::Group::from_name(&config.admin_group) else {
+        return Role::Stranger;
+    };
+    // This process's own groups when it is that account (they may differ from the
+    // account's, after `newgrp` say); the account's groups otherwise.
+    let member = if nix::unistd::getuid() == user.uid {
+        nix::unistd::getegid() == group.gid
+            || nix::unistd::getgroups().is_ok_and(|gs| gs.contains(&group.gid))
+    } else {
+        let name = std::ffi::CString::new(user.name.clone()).unwrap_or_default();
+        nix::unistd::getgrouplist(&name, user.gid).is_ok_and(|gs| gs.contains(&group.gid))
+    };
+    if member {
+        Role::LocalAdmin
+    } else {
+        Role::Stranger
+    }
+}
+
+/// The caller resolved: their role, and what the audit log records of them.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Actor {
-    /// Recorded in the audit log: a Unix login for local callers, the user id over SSH.
+    /// A Unix login for local callers, the user id over SSH.
     pub name: String,
     pub via: &'static str,
-    pub admin: bool,
-    /// Allowed to run the service-account commands (`shell`).
-    pub service: bool,
-    /// The tenant that user commands act for.
-    pub user: Option<String>,
+    pub role: Role,
     pub fingerprint: Option<String>,
+    /// `--as USER`: the tenant an administrator acts for.
+    pub act_as: Option<String>,
 }
 
 /// Files under the data directory.
@@ -99,111 +195,100 @@ fn create_dir(dir: &Path, mode: u32) -> Result<()> {
     }
 }
 
+/// What one command runs with. The database and libvirt open on first use, so a
+/// command that needs neither never touches them.
 pub struct Context {
-    pub config: Config,
+    pub config: Arc<Config>,
     pub actor: Actor,
-    pub db: Connection,
     pub paths: Paths,
-    hypervisor: std::cell::OnceCell<Hypervisor>,
+    pub cancel: Cancel,
+    db: OnceCell<Connection>,
+    hypervisor: OnceCell<Hypervisor>,
 }
 
 fn unix_login(uid: u32) -> String {
-    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+    nix::unistd::User::from_uid(uid.into())
         .ok()
         .flatten()
         .map_or_else(|| format!("uid:{uid}"), |u| u.name)
 }
 
-/// Whether the current process belongs to the Unix group `group`.
-fn in_group(group: &str) -> bool {
-    let Ok(Some(g)) = nix::unistd::Group::from_name(group) else {
-        return false;
-    };
-    nix::unistd::getegid() == g.gid || nix::unistd::getgroups().is_ok_and(|gs| gs.contains(&g.gid))
-}
-
 impl Context {
-    /// Opens the database and resolves the caller. `act_as` is `--as USER`, for admins.
-    pub fn open(config: Config, caller: &Caller, act_as: Option<&str>) -> Result<Context> {
-        // Refuse local strangers before touching anything on disk.
-        if let Caller::Local { uid } = caller {
-            let admin = *uid == 0 || in_group(&config.admin_group.value);
-            if !admin && unix_login(*uid) != config.service_user.value {
-                return Err(Error::denied(format!(
-                    "local use of basphere is for root and members of the `{}` group; tenants connect with `ssh basphere@{}`",
-                    config.admin_group.value, config.public_host.value
-                )));
-            }
-        }
+    /// Resolves `caller`: a local account by its uid alone; an SSH user, and `--as USER`,
+    /// against the user table.
+    pub fn new(
+        config: Arc<Config>,
+        caller: &Caller,
+        act_as: Option<&str>,
+        cancel: Cancel,
+    ) -> Result<Context> {
         let paths = Paths {
-            root: config.data_dir.value.clone(),
+            root: config.data_dir.clone(),
         };
-        if !paths.root.join("basphere.db").exists() {
-            paths.create()?;
-        }
-        // The database holds every tenant's keys: readable by its owner only.
-        let db_path = config.db_path();
-        let fresh = !db_path.exists();
-        let db = db::open(&db_path)?;
-        if fresh {
-            let _ = fs::set_permissions(&db_path, fs::Permissions::from_mode(0o600));
-        }
-        let mut actor = match caller {
-            Caller::Local { uid } => {
-                let name = unix_login(*uid);
-                let admin = *uid == 0 || in_group(&config.admin_group.value);
-                let service = admin || name == config.service_user.value;
-                // An admin who is also a tenant under the same name acts as that tenant.
-                let user = db::users::get(&db, &name)?
-                    .filter(|u| !u.disabled)
-                    .map(|u| u.id);
-                Actor {
-                    name,
-                    via: "local",
-                    admin,
-                    service,
-                    user,
-                    fingerprint: None,
-                }
-            }
+        let (name, via, role, fingerprint) = match caller {
+            Caller::Local { uid } => (unix_login(*uid), "local", local_role(*uid, &config), None),
             Caller::Ssh { user, fingerprint } => {
-                let row = db::users::get(&db, user)?
-                    .ok_or_else(|| Error::denied(format!("unknown user `{user}`")))?;
-                if row.disabled {
-                    return Err(Error::denied(format!("user `{user}` is disabled")));
-                }
-                Actor {
-                    name: row.id.clone(),
-                    via: "ssh",
-                    admin: row.role == db::users::Role::Admin,
-                    service: false,
-                    user: Some(row.id),
-                    fingerprint: fingerprint.clone(),
-                }
+                (user.clone(), "ssh", Role::Tenant, fingerprint.clone())
             }
         };
+        let mut ctx = Context {
+            config,
+            actor: Actor {
+                name,
+                via,
+                role,
+                fingerprint,
+                act_as: None,
+            },
+            paths,
+            cancel,
+            db: OnceCell::new(),
+            hypervisor: OnceCell::new(),
+        };
+        if let Caller::Ssh { user, .. } = caller {
+            let row = db::users::get(ctx.db()?, user)?
+                .ok_or_else(|| Error::denied(format!("unknown user `{user}`")))?;
+            if row.disabled {
+                return Err(Error::denied(format!("user `{user}` is disabled")));
+            }
+            if row.role == db::users::Role::Admin {
+                ctx.actor.role = Role::RemoteAdmin;
+            }
+        }
         if let Some(target) = act_as {
-            if !actor.admin {
+            if !ctx.actor.role.is_admin() {
                 return Err(Error::denied("`--as` is for administrators"));
             }
-            let row =
-                db::users::get(&db, target)?.ok_or_else(|| Error::not_found("user", target))?;
-            actor.user = Some(row.id);
+            let row = db::users::get(ctx.db()?, target)?
+                .ok_or_else(|| Error::not_found("user", target))?;
+            ctx.actor.act_as = Some(row.id);
         }
-        Ok(Context {
-            config,
-            actor,
-            db,
-            paths,
-            hypervisor: std::cell::OnceCell::new(),
-        })
+        Ok(ctx)
+    }
+
+    /// The database, opened (and on a fresh data directory created) on first use.
+    pub fn db(&self) -> Result<&Connection> {
+        if let Some(db) = self.db.get() {
+            return Ok(db);
+        }
+        if !self.paths.root.join("basphere.db").exists() {
+            self.paths.create()?;
+        }
+        // The database holds every tenant's keys: readable by its owner only.
+        let path = self.config.db_path();
+        let fresh = !path.exists();
+        let db = db::open(&path)?;
+        if fresh {
+            let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o600));
+        }
+        Ok(self.db.get_or_init(|| db))
     }
 
     /// The libvirt connection, opened on first use so commands that do not need it never wait for it.
     pub fn hypervisor(&self) -> Result<&Hypervisor> {
         if self.hypervisor.get().is_none() {
-            let hv = Hypervisor::open(&self.config.libvirt_uri.value)?
-                .with_prefix(&self.config.name_prefix.value);
+            let hv =
+                Hypervisor::open(&self.config.libvirt_uri)?.with_prefix(&self.config.name_prefix);
             let _ = self.hypervisor.set(hv);
         }
         Ok(self.hypervisor.get().expect("just opened"))
@@ -211,7 +296,7 @@ impl Context {
 
     /// The prefix of every libvirt object name basphere makes.
     pub fn prefix(&self) -> &str {
-        &self.config.name_prefix.value
+        &self.config.name_prefix
     }
 
     /// The domain type for new VMs. `auto` runs a probe once per data directory and
@@ -219,13 +304,13 @@ impl Context {
     /// to probe again.
     pub fn domain_type(&self) -> Result<crate::virt::DomainType> {
         use crate::virt::{DomainType, VirtTypeSetting};
-        let setting = self.config.virt_type.value;
+        let setting = self.config.virt_type;
         let hv = self.hypervisor()?;
         if setting != VirtTypeSetting::Auto {
             return Ok(hv.domain_type(setting)?);
         }
         let cache = self.paths.root.join("virt-type.probe");
-        let uri = &self.config.libvirt_uri.value;
+        let uri = &self.config.libvirt_uri;
         if let Ok(text) = fs::read_to_string(&cache) {
             match text.split_once('\n') {
                 Some((cached_uri, "kvm\n")) if cached_uri == uri => return Ok(DomainType::Kvm),
@@ -238,32 +323,40 @@ impl Context {
         Ok(probed)
     }
 
-    pub fn require_admin(&self) -> Result<()> {
-        if self.actor.admin {
-            Ok(())
-        } else {
-            Err(Error::denied("this command is for administrators"))
+    /// The tenant a user command acts for: `--as USER`, the SSH user, or the user named
+    /// like a local administrator's login.
+    pub fn tenant(&self) -> Result<String> {
+        let user = match (&self.actor.act_as, self.actor.via) {
+            (Some(target), _) => target.clone(),
+            (None, "ssh") => self.actor.name.clone(),
+            (None, _) => match db::users::get(self.db()?, &self.actor.name)? {
+                Some(row) if !row.disabled => return Ok(row.id),
+                _ if self.actor.role.is_admin() => {
+                    return Err(Error::invalid_with_help(
+                        format!("`{}` is not a basphere user", self.actor.name),
+                        "act for a user with `basphere --as USER ...`, or see every VM with `basphere admin vms`",
+                    ))
+                }
+                _ => {
+                    return Err(Error::denied(format!(
+                        "`{}` is not a basphere user; tenants connect with ssh",
+                        self.actor.name
+                    )))
+                }
+            },
+        };
+        match db::users::get(self.db()?, &user)? {
+            Some(row) if !row.disabled => Ok(row.id),
+            Some(_) => Err(Error::denied(format!("user `{user}` is disabled"))),
+            None => Err(Error::not_found("user", user)),
         }
     }
 
-    /// The tenant a user command acts for.
-    pub fn tenant(&self) -> Result<String> {
-        match &self.actor.user {
-            Some(user) => {
-                match db::users::get(&self.db, user)? {
-                    Some(row) if !row.disabled => Ok(row.id),
-                    Some(_) => Err(Error::denied(format!("user `{user}` is disabled"))),
-                    None => Err(Error::not_found("user", user.clone())),
-                }
-            }
-            None if self.actor.admin => Err(Error::invalid_with_help(
-                format!("`{}` is not a basphere user", self.actor.name),
-                "act for a user with `basphere --as USER ...`, or see every VM with `basphere admin vms`",
-            )),
-            None => Err(Error::denied(format!(
-                "`{}` is not a basphere user; tenants connect with ssh",
-                self.actor.name
-            ))),
+    /// The tenant for the audit log, if one is known without asking the database.
+    pub fn tenant_hint(&self) -> &str {
+        match (&self.actor.act_as, self.actor.via) {
+            (Some(user), _) => user,
+            (None, _) => &self.actor.name,
         }
     }
 
@@ -273,14 +366,12 @@ impl Context {
             Ok(_) => ("ok", String::new()),
             Err(e) => ("error", e.report()),
         };
-        let mut detail = detail;
-        if let Some(user) = &self.actor.user {
-            if *user != self.actor.name {
-                detail = format!("as {user}; {detail}")
-                    .trim_end_matches("; ")
-                    .to_owned();
-            }
-        }
+        let detail = match &self.actor.act_as {
+            Some(user) if *user != self.actor.name => format!("as {user}; {detail}")
+                .trim_end_matches("; ")
+                .to_owned(),
+            _ => detail,
+        };
         let entry = db::audit::NewEntry {
             actor: &self.actor.name,
             via: self.actor.via,
@@ -289,7 +380,10 @@ impl Context {
             result,
             detail: &detail,
         };
-        if let Err(e) = db::audit::insert(&self.db, &entry, db::now()) {
+        let written = self
+            .db()
+            .and_then(|db| db::audit::insert(db, &entry, crate::hooks::now()));
+        if let Err(e) = written {
             tracing::error!(error = %e, action, target, "cannot write audit entry");
         }
     }

@@ -65,6 +65,10 @@ pub enum Error {
         undo_failures: Vec<String>,
     },
 
+    /// The command was cancelled: its client went away, or the server is stopping.
+    #[error("cancelled")]
+    Cancelled,
+
     #[error("database: {0}")]
     Database(#[from] rusqlite::Error),
 
@@ -129,9 +133,11 @@ impl Error {
             Error::QuotaExceeded { .. } => exit::QUOTA_EXCEEDED,
             Error::Virt(VirtError::Unavailable { .. }) => exit::UNAVAILABLE,
             Error::Step { source, .. } => source.exit_code(),
-            Error::Config(_) | Error::Virt(_) | Error::Database(_) | Error::Io { .. } => {
-                exit::FAILURE
-            }
+            Error::Config(_)
+            | Error::Virt(_)
+            | Error::Cancelled
+            | Error::Database(_)
+            | Error::Io { .. } => exit::FAILURE,
         }
     }
 

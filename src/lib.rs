@@ -3,15 +3,18 @@
 //! Every front door (the terminal, OpenSSH's forced command, the embedded SSH server)
 //! calls [`dispatch`] with an explicit [`Caller`] and its own streams.
 
+pub mod cancel;
 pub mod cli;
 pub mod config;
 pub mod context;
 pub mod db;
 pub mod error;
+pub mod hooks;
 pub mod mail;
 pub mod man;
 pub mod ops;
 pub mod output;
+pub mod session;
 pub mod ssh;
 pub mod validate;
 pub mod virt;
@@ -20,17 +23,16 @@ pub mod web;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Write;
+use std::sync::Arc;
 
+pub use cancel::Cancel;
+pub use config::Config;
 pub use context::Caller;
 pub use output::{Io, Terminal};
 
-/// Runs one command line for `caller` and returns its exit code. Never panics on bad input.
-pub fn dispatch(
-    caller: &Caller,
-    argv: Vec<OsString>,
-    io: &mut Io,
-    env: &BTreeMap<String, String>,
-) -> i32 {
+/// A parsed command line and the name of its command (`admin user list`), or the exit
+/// code of a usage error already written to `io`.
+fn parse(argv: Vec<OsString>, io: &mut Io) -> Result<(cli::Cli, String), i32> {
     let color = io.terminal.is_some_and(|t| t.color);
     let mut command = cli::command();
     if !color {
@@ -39,31 +41,62 @@ pub fn dispatch(
     if let Some(term) = io.terminal {
         command = command.term_width(term.width.into());
     }
-    let parsed = command
-        .try_get_matches_from(argv)
-        .and_then(|m| <cli::Cli as clap::FromArgMatches>::from_arg_matches(&m));
-    let cli = match parsed {
-        Ok(cli) => cli,
-        Err(e) => {
-            let text = if color {
-                e.render().ansi().to_string()
-            } else {
-                e.render().to_string()
-            };
-            let stream: &mut dyn Write = if e.use_stderr() { io.stderr } else { io.stdout };
-            let _ = write!(stream, "{text}");
-            return e.exit_code();
+    let parsed = command.try_get_matches_from(argv).and_then(|m| {
+        let mut name = Vec::new();
+        let mut sub = m.subcommand();
+        while let Some((n, inner)) = sub {
+            name.push(n);
+            sub = inner.subcommand();
         }
-    };
-    let json = cli.global.json;
-    let mut out = output::Output::new(io, json);
-    match cli::execute(cli, caller, &mut out, env) {
+        let name = name.join(" ");
+        <cli::Cli as clap::FromArgMatches>::from_arg_matches(&m).map(|cli| (cli, name))
+    });
+    parsed.map_err(|e| {
+        let text = if color {
+            e.render().ansi().to_string()
+        } else {
+            e.render().to_string()
+        };
+        let stream: &mut dyn Write = if e.use_stderr() { io.stderr } else { io.stdout };
+        let _ = write!(stream, "{text}");
+        e.exit_code()
+    })
+}
+
+/// Runs a parsed command line; errors are rendered to stderr as the exit code says.
+fn run(
+    cli: cli::Cli,
+    name: &str,
+    caller: &Caller,
+    config: Result<Arc<Config>, error::Error>,
+    cancel: &Cancel,
+    io: &mut Io,
+) -> i32 {
+    let mut out = output::Output::new(io, cli.global.json);
+    let result = config
+        .and_then(|config| cli::execute(&cli, name, caller, config, cancel.clone(), &mut out));
+    match result {
         Ok(code) => code,
         Err(e) => {
             tracing::debug!(error = ?e, "command failed");
             let _ = writeln!(io.stderr, "{}", error::Rendered(&e));
             e.exit_code()
         }
+    }
+}
+
+/// Runs one command line for `caller` with a configuration already loaded, as both SSH
+/// front doors do; returns its exit code. Never panics on bad input.
+pub fn dispatch(
+    caller: &Caller,
+    argv: Vec<OsString>,
+    io: &mut Io,
+    config: &Arc<Config>,
+    cancel: &Cancel,
+) -> i32 {
+    match parse(argv, io) {
+        Ok((cli, name)) => run(cli, &name, caller, Ok(config.clone()), cancel, io),
+        Err(code) => code,
     }
 }
 
@@ -87,12 +120,21 @@ pub fn main() -> i32 {
         stderr: &mut stderr,
         terminal: Terminal::detect(),
     };
-    let code = dispatch(
-        &Caller::current_process(),
-        std::env::args_os().collect(),
-        &mut io,
-        &env,
-    );
+    let code = match parse(std::env::args_os().collect(), &mut io) {
+        Ok((cli, name)) => {
+            // A local command reads the configuration once, with its own flags on top.
+            let config = Config::load(&cli.global.overrides(), &env).map(Arc::new);
+            run(
+                cli,
+                &name,
+                &Caller::current_process(),
+                config,
+                &Cancel::new(),
+                &mut io,
+            )
+        }
+        Err(code) => code,
+    };
     let _ = io.stdout.flush();
     code
 }

@@ -84,7 +84,7 @@ pub fn enqueue(conn: &Connection, to: &str, subject: &str, body: &str) -> Result
             subject,
             body,
         },
-        db::now(),
+        crate::hooks::now(),
     )
 }
 
@@ -126,31 +126,32 @@ impl Mailer {
             .mail_from()
             .parse()
             .map_err(|e| Error::Config(format!("smtp.from: {e}")))?;
-        let smtp = &config.smtp.value;
-        let transport = match &smtp.host {
-            None => Transport::Spool(config.data_dir.value.join("spool")),
+        let transport = match &config.smtp_host {
+            None => Transport::Spool(config.data_dir.join("spool")),
             Some(host) => {
                 let tls = |host: &str| {
                     TlsParameters::new(host.to_owned())
                         .map_err(|e| Error::Config(format!("smtp: cannot set up TLS: {e}")))
                 };
-                let tls = match smtp.security {
+                let tls = match config.smtp_security {
                     SmtpSecurity::Starttls => Tls::Required(tls(host)?),
                     SmtpSecurity::Tls => Tls::Wrapper(tls(host)?),
                     SmtpSecurity::None => Tls::None,
                 };
                 let mut builder = SmtpTransport::builder_dangerous(host)
-                    .port(smtp.port())
+                    .port(config.smtp_port())
                     .tls(tls)
                     .timeout(Some(SMTP_TIMEOUT))
                     .hello_name(lettre::transport::smtp::extension::ClientId::Domain(
-                        config.public_host.value.clone(),
+                        config.public_host(),
                     ));
-                if let (Some(user), Some(password)) = (&smtp.username, &smtp.password) {
-                    builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
+                if let (Some(user), Some(password)) = (&config.smtp_username, &config.smtp_password)
+                {
+                    let password = password.expose().to_owned();
+                    builder = builder.credentials(Credentials::new(user.clone(), password));
                 }
                 Transport::Smtp {
-                    relay: format!("{host}:{}", smtp.port()),
+                    relay: format!("{host}:{}", config.smtp_port()),
                     smtp: builder.build(),
                 }
             }
@@ -262,14 +263,14 @@ pub fn flush(
     all: bool,
     only: Option<&[i64]>,
 ) -> Result<Flushed> {
-    let now = db::now();
+    let now = crate::hooks::now();
     let due = if all || only.is_some() { i64::MAX } else { now };
     let mails = db::immediate(conn, |tx| db::mail::claim(tx, due, now + LEASE_SECS, only))?;
     let mut report = Flushed::default();
     for mail in mails {
         match mailer.send(&mail) {
             Ok(()) => {
-                db::mail::mark_sent(conn, mail.id, db::now())?;
+                db::mail::mark_sent(conn, mail.id, crate::hooks::now())?;
                 tracing::info!(id = mail.id, to = %mail.recipient, "mail sent");
                 report.sent.push(Sent {
                     id: mail.id,
@@ -278,7 +279,7 @@ pub fn flush(
                 });
             }
             Err(error) => {
-                let next = db::now() + backoff(mail.attempts);
+                let next = crate::hooks::now() + backoff(mail.attempts);
                 db::mail::mark_failed(conn, mail.id, &error, next)?;
                 tracing::warn!(id = mail.id, to = %mail.recipient, %error, "mail not sent");
                 report.failed.push(Failed {

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+use crate::cli::Run;
 use crate::config::Config;
-use crate::context::Caller;
+use crate::context::{Allowed, Context};
 use crate::error::{Error, Result};
 use crate::ops::key;
 use crate::output::Output;
@@ -52,36 +53,30 @@ fn open_read_only(config: &Config) -> Result<Connection> {
     Ok(conn)
 }
 
-pub fn exec(args: &Args, caller: &Caller, config: &Config, out: &mut Output) -> Result<i32> {
-    let Caller::Local { uid } = caller else {
-        return Err(Error::denied("`auth-keys` runs on the bastion for sshd"));
-    };
-    let service = &config.service_user.value;
-    if *uid != 0 {
-        let login = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(*uid))
-            .ok()
-            .flatten()
-            .map(|u| u.name);
-        if login.as_deref() != Some(service.as_str()) {
-            return Err(Error::denied(format!(
-                "`auth-keys` is run by sshd as root or the service account `{service}`"
-            )));
+/// sshd, as root or as the service account (its `AuthorizedKeysCommandUser`).
+pub const ALLOWED: Allowed = Allowed::SSHD;
+
+impl Run for Args {
+    fn allowed(&self) -> Allowed {
+        ALLOWED
+    }
+
+    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<i32> {
+        if self.login != ctx.config.service_user {
+            return Ok(0);
         }
+        let conn = open_read_only(&ctx.config)?;
+        let Some(auth) = key::authorize(&conn, &self.key_type, &self.key)? else {
+            return Ok(0);
+        };
+        let exe = match &self.exe {
+            Some(exe) => exe.clone(),
+            None => current_exe()?,
+        };
+        let line = key::authorized_keys_line(&auth, &exe)?;
+        out.line(line)?;
+        Ok(0)
     }
-    if args.login != *service {
-        return Ok(0);
-    }
-    let conn = open_read_only(config)?;
-    let Some(auth) = key::authorize(&conn, &args.key_type, &args.key)? else {
-        return Ok(0);
-    };
-    let exe = match &args.exe {
-        Some(exe) => exe.clone(),
-        None => current_exe()?,
-    };
-    let line = key::authorized_keys_line(&auth, &exe)?;
-    out.line(line)?;
-    Ok(0)
 }
 
 /// The path of the running basphere, for sshd to run.

@@ -1,5 +1,7 @@
 //! `basphere completions SHELL`: shell completion scripts.
 
+use crate::cli::Run;
+use crate::context::{Allowed, Context, Role};
 use crate::error::Result;
 use crate::output::Output;
 
@@ -10,9 +12,19 @@ pub struct Args {
     pub shell: clap_complete::Shell,
 }
 
-pub fn exec(args: &Args, out: &mut Output) -> Result<i32> {
-    let mut buf = Vec::new();
-    clap_complete::generate(args.shell, &mut super::command(), "basphere", &mut buf);
-    out.line(String::from_utf8_lossy(&buf).trim_end())?;
-    Ok(0)
+/// Anyone on the bastion: the script says nothing about this installation.
+pub const ALLOWED: Allowed =
+    Allowed::of(&[Role::Root, Role::LocalAdmin, Role::Service, Role::Stranger]);
+
+impl Run for Args {
+    fn allowed(&self) -> Allowed {
+        ALLOWED
+    }
+
+    fn exec(&self, _ctx: &Context, out: &mut Output) -> Result<i32> {
+        let mut buf = Vec::new();
+        clap_complete::generate(self.shell, &mut super::command(), "basphere", &mut buf);
+        out.line(String::from_utf8_lossy(&buf).trim_end())?;
+        Ok(0)
+    }
 }

@@ -1,8 +1,8 @@
 //! `basphere config`: the settings in force and where each came from.
 
-use crate::config::Config;
-use crate::context::Caller;
-use crate::error::{Error, Result};
+use crate::cli::Run;
+use crate::context::{Allowed, Context};
+use crate::error::Result;
 use crate::output::Output;
 
 /// Show the configuration in force and where each value came from
@@ -12,24 +12,24 @@ use crate::output::Output;
 )]
 pub struct Args {}
 
-pub fn exec(_args: &Args, caller: &Caller, config: &Config, out: &mut Output) -> Result<i32> {
-    if caller.is_remote() {
-        return Err(Error::denied(
-            "`config` is for administrators on the bastion",
-        ));
+/// Administrators on the bastion, and the service account.
+pub const ALLOWED: Allowed = Allowed::LOCAL_ADMINS.and(Allowed::SERVICE);
+
+impl Run for Args {
+    fn allowed(&self) -> Allowed {
+        ALLOWED
     }
-    let entries = config.entries();
-    if out.json {
-        let value: Vec<_> = entries
-            .iter()
-            .map(|(k, v, s)| serde_json::json!({ "key": k, "value": v, "source": s }))
+
+    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<i32> {
+        let entries = ctx.config.entries();
+        if out.json {
+            return out.json(&entries).map(|_| 0);
+        }
+        let rows = entries
+            .into_iter()
+            .map(|e| vec![e.key, e.value, e.source.to_string()])
             .collect();
-        return out.json(&value).map(|_| 0);
+        out.table(&["KEY", "VALUE", "SOURCE"], rows)?;
+        Ok(0)
     }
-    let rows = entries
-        .into_iter()
-        .map(|(k, v, s)| vec![k, v, s.to_string()])
-        .collect();
-    out.table(&["KEY", "VALUE", "SOURCE"], rows)?;
-    Ok(0)
 }

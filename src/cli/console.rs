@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use nix::sys::termios::{self, SetArg, Termios};
 
-use crate::context::Context;
+use crate::cli::Run;
+use crate::context::{Allowed, Context};
 use crate::error::{Error, Result};
 use crate::ops::vm;
 use crate::output::Output;
@@ -33,53 +34,62 @@ pub struct Args {
     pub force: bool,
 }
 
-pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
-    let name: VmName = args.name.parse()?;
-    // The dispatcher's promise: a terminal means this process's stdin and stdout are it.
-    let stdin = std::io::stdin();
-    let stdout = std::io::stdout();
-    if out.terminal().is_none() || !stdin.is_terminal() || !stdout.is_terminal() {
-        // Report a missing VM first, so the retry with a terminal is not in vain.
-        vm::get_mine(ctx, name.as_str())?;
-        return Err(needs_terminal(ctx, &name));
+/// Tenants, and administrators acting for one.
+pub const ALLOWED: Allowed = Allowed::USERS;
+
+impl Run for Args {
+    fn allowed(&self) -> Allowed {
+        ALLOWED
     }
-    let mut console = vm::console(ctx, name.as_str(), args.force)?;
-    out.note(format!("Connected to VM {name} (press Ctrl-] to detach)"))?;
-    let end = {
-        let _raw = RawMode::enter(stdin.as_fd())?;
-        console.pump(stdin.as_fd(), stdout.as_fd(), ESCAPE)?
-        // The terminal is restored here, also when the pump fails.
-    };
-    match end {
-        End::Detached => {
-            out.note(format!("\nDetached from {name}"))?;
-            Ok(0)
+
+    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<i32> {
+        let name: VmName = self.name.parse()?;
+        // The dispatcher's promise: a terminal means this process's stdin and stdout are it.
+        let stdin = std::io::stdin();
+        let stdout = std::io::stdout();
+        if out.terminal().is_none() || !stdin.is_terminal() || !stdout.is_terminal() {
+            // Report a missing VM first, so the retry with a terminal is not in vain.
+            vm::get_mine(ctx, name.as_str())?;
+            return Err(needs_terminal(ctx, &name));
         }
-        End::Hangup => Ok(0),
-        End::Closed { reason } => {
-            tracing::debug!(vm = %name, reason, "console stream ended");
-            // The end of the stream comes with a stop; an error with a takeover.
-            let settle = if reason.is_none() {
-                Duration::from_secs(3)
-            } else {
-                Duration::ZERO
-            };
-            if console.stopped_within(settle) {
-                out.note(format!("\nVM {name} stopped; console closed"))?;
+        let mut console = vm::console(ctx, name.as_str(), self.force)?;
+        out.note(format!("Connected to VM {name} (press Ctrl-] to detach)"))?;
+        let end = {
+            let _raw = RawMode::enter(stdin.as_fd())?;
+            console.pump(stdin.as_fd(), stdout.as_fd(), ESCAPE)?
+            // The terminal is restored here, also when the pump fails.
+        };
+        match end {
+            End::Detached => {
+                out.note(format!("\nDetached from {name}"))?;
                 Ok(0)
-            } else {
-                out.note(format!(
-                    "\nThe console of {name} was closed; another session may have taken it over with `console --force`"
-                ))?;
-                Ok(1)
+            }
+            End::Hangup => Ok(0),
+            End::Closed { reason } => {
+                tracing::debug!(vm = %name, reason, "console stream ended");
+                // The end of the stream comes with a stop; an error with a takeover.
+                let settle = if reason.is_none() {
+                    Duration::from_secs(3)
+                } else {
+                    Duration::ZERO
+                };
+                if console.stopped_within(settle) {
+                    out.note(format!("\nVM {name} stopped; console closed"))?;
+                    Ok(0)
+                } else {
+                    out.note(format!(
+                        "\nThe console of {name} was closed; another session may have taken it over with `console --force`"
+                    ))?;
+                    Ok(1)
+                }
             }
         }
     }
 }
 
 fn needs_terminal(ctx: &Context, name: &VmName) -> Error {
-    let host = &ctx.config.public_host.value;
-    let port = match ctx.config.public_port.value {
+    let host = &ctx.config.public_host();
+    let port = match ctx.config.public_port {
         22 => String::new(),
         port => format!(" -p {port}"),
     };

@@ -1,6 +1,7 @@
 //! `basphere create-vm NAME`: a new VM within the quota.
 
-use crate::context::Context;
+use crate::cli::Run;
+use crate::context::{Allowed, Context};
 use crate::error::Result;
 use crate::ops::vm::{self, CreateRequest};
 use crate::output::Output;
@@ -40,27 +41,36 @@ pub struct Args {
     pub no_start: bool,
 }
 
-pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
-    let req = CreateRequest {
-        name: Some(args.name.parse()?),
-        image: args.image.as_deref().map(str::parse).transpose()?,
-        flavor: args.flavor.clone(),
-        cpus: args
-            .cpus
-            .as_deref()
-            .map(|c| validate::count("CPU count", c, 64))
-            .transpose()?,
-        memory: args.memory.as_deref().map(str::parse::<Size>).transpose()?,
-        disk: args.disk.as_deref().map(str::parse::<Size>).transpose()?,
-        start: !args.no_start,
-    };
-    let spinner = out.spinner();
-    let created = vm::create(ctx, &req, &mut |step| spinner.set_message(step.to_owned()));
-    spinner.finish_and_clear();
-    let view = created?;
-    if out.json {
-        return out.json(&view).map(|_| 0);
+/// Tenants, and administrators acting for one.
+pub const ALLOWED: Allowed = Allowed::USERS;
+
+impl Run for Args {
+    fn allowed(&self) -> Allowed {
+        ALLOWED
     }
-    super::vm::show_view(out, &view)?;
-    Ok(0)
+
+    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<i32> {
+        let req = CreateRequest {
+            name: Some(self.name.parse()?),
+            image: self.image.as_deref().map(str::parse).transpose()?,
+            flavor: self.flavor.clone(),
+            cpus: self
+                .cpus
+                .as_deref()
+                .map(|c| validate::count("CPU count", c, 64))
+                .transpose()?,
+            memory: self.memory.as_deref().map(str::parse::<Size>).transpose()?,
+            disk: self.disk.as_deref().map(str::parse::<Size>).transpose()?,
+            start: !self.no_start,
+        };
+        let spinner = out.spinner();
+        let created = vm::create(ctx, &req, &mut |step| spinner.set_message(step.to_owned()));
+        spinner.finish_and_clear();
+        let view = created?;
+        if out.json {
+            return out.json(&view).map(|_| 0);
+        }
+        super::vm::show_view(out, &view)?;
+        Ok(0)
+    }
 }

@@ -4,7 +4,8 @@ use std::io::Read;
 
 use clap::Subcommand;
 
-use crate::context::Context;
+use crate::cli::Run;
+use crate::context::{Allowed, Context};
 use crate::error::{Error, Result};
 use crate::ops::key;
 use crate::output::{timestamp, Output};
@@ -81,54 +82,63 @@ fn read_key(words: &[String], out: &mut Output) -> Result<PublicKey> {
     }
 }
 
-pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
-    match &args.command {
-        Command::List => {
-            let keys = key::list(ctx)?;
-            if out.json {
-                out.json(&keys)?;
-            } else {
-                let current = ctx.actor.fingerprint.as_deref();
-                let rows = keys
-                    .iter()
-                    .map(|k| {
-                        let mark = if Some(k.fingerprint.as_str()) == current {
-                            " (this session)"
-                        } else {
-                            ""
-                        };
-                        vec![
-                            format!("{}{mark}", k.fingerprint),
-                            k.algorithm.clone(),
-                            k.comment.clone(),
-                            timestamp(k.created_at),
-                        ]
-                    })
-                    .collect();
-                out.table(&["FINGERPRINT", "TYPE", "COMMENT", "ADDED"], rows)?;
-            }
-        }
-        Command::Add { key: words } => {
-            let public = read_key(words, out)?;
-            let added = key::add(ctx, &public)?;
-            if out.json {
-                out.json(&added)?;
-            } else {
-                out.line(format!(
-                    "added key {} ({})",
-                    added.fingerprint, added.algorithm
-                ))?;
-            }
-        }
-        Command::Remove { fingerprint } => {
-            let fingerprint = key::parse_fingerprint(fingerprint)?;
-            key::remove(ctx, &fingerprint)?;
-            if out.json {
-                out.json(&serde_json::json!({ "removed": fingerprint }))?;
-            } else {
-                out.line(format!("removed key {fingerprint}"))?;
-            }
-        }
+/// Tenants, and administrators acting for one.
+pub const ALLOWED: Allowed = Allowed::USERS;
+
+impl Run for Args {
+    fn allowed(&self) -> Allowed {
+        ALLOWED
     }
-    Ok(0)
+
+    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<i32> {
+        match &self.command {
+            Command::List => {
+                let keys = key::list(ctx)?;
+                if out.json {
+                    out.json(&keys)?;
+                } else {
+                    let current = ctx.actor.fingerprint.as_deref();
+                    let rows = keys
+                        .iter()
+                        .map(|k| {
+                            let mark = if Some(k.fingerprint.as_str()) == current {
+                                " (this session)"
+                            } else {
+                                ""
+                            };
+                            vec![
+                                format!("{}{mark}", k.fingerprint),
+                                k.algorithm.clone(),
+                                k.comment.clone(),
+                                timestamp(k.created_at),
+                            ]
+                        })
+                        .collect();
+                    out.table(&["FINGERPRINT", "TYPE", "COMMENT", "ADDED"], rows)?;
+                }
+            }
+            Command::Add { key: words } => {
+                let public = read_key(words, out)?;
+                let added = key::add(ctx, &public)?;
+                if out.json {
+                    out.json(&added)?;
+                } else {
+                    out.line(format!(
+                        "added key {} ({})",
+                        added.fingerprint, added.algorithm
+                    ))?;
+                }
+            }
+            Command::Remove { fingerprint } => {
+                let fingerprint = key::parse_fingerprint(fingerprint)?;
+                key::remove(ctx, &fingerprint)?;
+                if out.json {
+                    out.json(&serde_json::json!({ "removed": fingerprint }))?;
+                } else {
+                    out.line(format!("removed key {fingerprint}"))?;
+                }
+            }
+        }
+        Ok(0)
+    }
 }

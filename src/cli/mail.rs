@@ -2,8 +2,9 @@
 
 use clap::Subcommand;
 
-use crate::context::Context;
-use crate::error::{Error, Result};
+use crate::cli::Run;
+use crate::context::{Allowed, Context};
+use crate::error::Result;
 use crate::mail::{self, Mailer};
 use crate::output::{timestamp, Output};
 
@@ -27,40 +28,44 @@ pub enum Command {
     },
 }
 
-pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
-    if !(ctx.actor.admin || ctx.actor.service) {
-        return Err(Error::denied(
-            "`mail flush` is for administrators and the service account",
-        ));
+/// Administrators, and the service account (cron, timers).
+pub const ALLOWED: Allowed = Allowed::ADMINS.and(Allowed::SERVICE);
+
+impl Run for Args {
+    fn allowed(&self) -> Allowed {
+        ALLOWED
     }
-    match &args.command {
-        Command::Flush { now } => {
-            let mailer = Mailer::new(&ctx.config)?;
-            let report = mail::flush(&ctx.db, &mailer, *now, None)?;
-            let code = if report.failed.is_empty() { 0 } else { 1 };
-            if out.json {
-                out.json(&report)?;
-                return Ok(code);
-            }
-            for s in &report.sent {
-                out.line(format!("sent #{} to {}: {}", s.id, s.recipient, s.subject))?;
-            }
-            for f in &report.failed {
-                out.line(format!(
-                    "failed #{} to {}: {} (next attempt {})",
-                    f.id,
-                    f.recipient,
-                    f.error,
-                    timestamp(f.next_attempt_at)
+
+    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<i32> {
+        match &self.command {
+            Command::Flush { now } => {
+                let mailer = Mailer::new(&ctx.config)?;
+                let report = mail::flush(ctx.db()?, &mailer, *now, None)?;
+                let code = if report.failed.is_empty() { 0 } else { 1 };
+                if out.json {
+                    out.json(&report)?;
+                    return Ok(code);
+                }
+                for s in &report.sent {
+                    out.line(format!("sent #{} to {}: {}", s.id, s.recipient, s.subject))?;
+                }
+                for f in &report.failed {
+                    out.line(format!(
+                        "failed #{} to {}: {} (next attempt {})",
+                        f.id,
+                        f.recipient,
+                        f.error,
+                        timestamp(f.next_attempt_at)
+                    ))?;
+                }
+                out.note(format!(
+                    "{} sent, {} failed, through the {}",
+                    report.sent.len(),
+                    report.failed.len(),
+                    mailer.destination()
                 ))?;
+                Ok(code)
             }
-            out.note(format!(
-                "{} sent, {} failed, through the {}",
-                report.sent.len(),
-                report.failed.len(),
-                mailer.destination()
-            ))?;
-            Ok(code)
         }
     }
 }

@@ -19,11 +19,13 @@ pub mod vm;
 pub mod whoami;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::Config;
-use crate::context::{Caller, Context};
+use crate::cancel::Cancel;
+use crate::config::{Config, Overrides};
+use crate::context::{Allowed, Caller, Context, Role};
 use crate::error::{Error, Result};
 use crate::output::Output;
 
@@ -75,22 +77,39 @@ pub struct Global {
 }
 
 impl Global {
-    fn overrides(&self) -> crate::config::Overrides {
-        crate::config::Overrides {
-            config: self.config.clone(),
-            data_dir: self.data_dir.clone(),
-            libvirt_uri: self.libvirt_uri.clone(),
-            virt_type: self.virt_type.clone(),
+    /// What the flags set, by configuration key.
+    pub fn overrides(&self) -> Overrides {
+        let keys = [
+            (
+                "data_dir",
+                self.data_dir.as_ref().map(|p| p.display().to_string()),
+            ),
+            ("libvirt_uri", self.libvirt_uri.clone()),
+            ("virt_type", self.virt_type.clone()),
+        ];
+        Overrides {
+            file: self.config.clone(),
+            keys: keys
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v?)))
+                .collect(),
         }
     }
 
     /// Flags that point basphere at other state; a remote caller never chooses those.
-    fn names_local_state(&self) -> bool {
+    pub fn names_local_state(&self) -> bool {
         self.config.is_some()
             || self.data_dir.is_some()
             || self.libvirt_uri.is_some()
             || self.virt_type.is_some()
     }
+}
+
+/// A command: who may run it, declared next to its arguments, and what it does.
+pub trait Run {
+    /// The roles that may run this command line.
+    fn allowed(&self) -> Allowed;
+    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<i32>;
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,50 +132,117 @@ pub enum Command {
     SshdConfig(sshd_config::Args),
 }
 
+impl Command {
+    fn run(&self) -> &dyn Run {
+        match self {
+            Command::CreateVm(a) => a,
+            Command::Vm(a) => a,
+            Command::Console(a) => a,
+            Command::Snapshot(a) => a,
+            Command::Images(a) => a,
+            Command::Quota(a) => a,
+            Command::Key(a) => a,
+            Command::Whoami(a) => a,
+            Command::Admin(a) => a,
+            Command::Mail(a) => a,
+            Command::Serve(a) => a,
+            Command::Config(a) => a,
+            Command::Completions(a) => a,
+            Command::Shell(a) => a,
+            Command::AuthKeys(a) => a,
+            Command::SshdConfig(a) => a,
+        }
+    }
+}
+
+/// Who may run some form of each command, for the command lists people are shown.
+pub const OFFERED: &[(&str, Allowed)] = &[
+    ("create-vm", create_vm::ALLOWED),
+    ("vm", vm::ALLOWED),
+    ("console", console::ALLOWED),
+    ("snapshot", snapshot::ALLOWED),
+    ("images", images::ALLOWED),
+    ("quota", quota::ALLOWED),
+    ("key", key::ALLOWED),
+    ("whoami", whoami::ALLOWED),
+    ("admin", admin::ALLOWED),
+    ("mail", mail::ALLOWED),
+    ("serve", serve::ALLOWED),
+    ("config", config::ALLOWED),
+    ("completions", completions::ALLOWED),
+    ("shell", shell::ALLOWED),
+    ("auth-keys", auth_keys::ALLOWED),
+    ("sshd-config", sshd_config::ALLOWED),
+];
+
+/// The commands `role` may run, with their one-line help, in the order of `--help`.
+pub fn offered_to(role: Role) -> Vec<(String, String)> {
+    command()
+        .get_subcommands()
+        .filter(|sub| {
+            OFFERED
+                .iter()
+                .any(|(name, allowed)| *name == sub.get_name() && allowed.permits(role))
+        })
+        .map(|sub| {
+            let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+            (sub.get_name().to_owned(), about)
+        })
+        .collect()
+}
+
+/// Runs a parsed command line: the caller is resolved, checked once against what the
+/// command admits, and the command runs.
 pub fn execute(
-    cli: Cli,
+    cli: &Cli,
+    name: &str,
     caller: &Caller,
+    config: Arc<Config>,
+    cancel: Cancel,
     out: &mut Output,
-    env: &std::collections::BTreeMap<String, String>,
 ) -> Result<i32> {
     if caller.is_remote() && cli.global.names_local_state() {
         return Err(Error::denied(
             "--config, --data-dir, --libvirt-uri and --virt-type are for local administrators",
         ));
     }
-    if let Command::Completions(args) = &cli.command {
-        return completions::exec(args, out);
+    let ctx = Context::new(config, caller, cli.global.act_as.as_deref(), cancel)?;
+    let command = cli.command.run();
+    let role = ctx.actor.role;
+    if !command.allowed().permits(role) {
+        return Err(refusal(name, command.allowed(), role, &ctx.config));
     }
-    let config = Config::load(&cli.global.overrides(), env)?;
-    match cli.command {
-        Command::Config(args) => config::exec(&args, caller, &config, out),
-        Command::Shell(args) => shell::exec(&args, caller, &config, out, env),
-        Command::AuthKeys(args) => auth_keys::exec(&args, caller, &config, out),
-        Command::SshdConfig(args) => sshd_config::exec(&args, caller, &config, out),
-        command => {
-            let ctx = Context::open(config, caller, cli.global.act_as.as_deref())?;
-            match command {
-                Command::CreateVm(args) => create_vm::exec(&args, &ctx, out),
-                Command::Vm(args) => vm::exec(&args, &ctx, out),
-                Command::Console(args) => console::exec(&args, &ctx, out),
-                Command::Snapshot(args) => snapshot::exec(&args, &ctx, out),
-                Command::Images(args) => images::exec(&args, &ctx, out),
-                Command::Quota(args) => quota::exec(&args, &ctx, out),
-                Command::Key(args) => key::exec(&args, &ctx, out),
-                Command::Whoami(args) => whoami::exec(&args, &ctx, out),
-                Command::Admin(args) => admin::exec(&args, &ctx, out),
-                Command::Mail(args) => mail::exec(&args, &ctx, out),
-                Command::Serve(args) => serve::exec(&args, &ctx, out),
-                Command::Config(_)
-                | Command::Completions(_)
-                | Command::Shell(_)
-                | Command::AuthKeys(_)
-                | Command::SshdConfig(_) => {
-                    unreachable!("handled above")
-                }
-            }
-        }
+    command.exec(&ctx, out)
+}
+
+/// Why `role` may not run `name`, naming who may.
+fn refusal(name: &str, allowed: Allowed, role: Role, config: &Config) -> Error {
+    if role == Role::Stranger {
+        return Error::denied(format!(
+            "local use of basphere is for root and members of the `{}` group; tenants connect with `ssh {}@{}`",
+            config.admin_group, config.service_user, config.public_host()
+        ));
     }
+    let mut who = Vec::new();
+    if Allowed::ADMINS.and(allowed) == allowed {
+        who.push("administrators".to_owned());
+    } else if Allowed::LOCAL_ADMINS.and(allowed) == allowed {
+        who.push("administrators on the bastion".to_owned());
+    } else if allowed.permits(Role::Root) {
+        who.push("root".to_owned());
+    }
+    if allowed.permits(Role::Service) {
+        who.push(format!("the service account `{}`", config.service_user));
+    }
+    if allowed.permits(Role::Tenant) {
+        who.push("tenants".to_owned());
+    }
+    let who = match who.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => "nobody".to_owned(),
+    };
+    Error::denied(format!("`{name}` is for {who}"))
 }
 
 /// `Cli::command()`, for man pages, completions and tests.
@@ -169,5 +255,15 @@ mod tests {
     #[test]
     fn clap_definitions_are_consistent() {
         super::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_is_offered_to_someone() {
+        let names: Vec<_> = super::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .collect();
+        let offered: Vec<_> = super::OFFERED.iter().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(names, offered);
     }
 }

@@ -1,6 +1,7 @@
 //! `basphere quota`: your limits and what you use.
 
-use crate::context::Context;
+use crate::cli::Run;
+use crate::context::{Allowed, Context};
 use crate::error::Result;
 use crate::ops::quota::{self, Report};
 use crate::output::Output;
@@ -48,8 +49,17 @@ pub fn render(out: &mut Output, r: &Report) -> Result<()> {
     out.table(&["RESOURCE", "LIMIT", "USED", "FREE"], rows)
 }
 
-pub fn exec(_args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
-    let user = ctx.tenant()?;
-    render(out, &quota::show(ctx, &user)?)?;
-    Ok(0)
+/// Tenants, and administrators acting for one.
+pub const ALLOWED: Allowed = Allowed::USERS;
+
+impl Run for Args {
+    fn allowed(&self) -> Allowed {
+        ALLOWED
+    }
+
+    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<i32> {
+        let user = ctx.tenant()?;
+        render(out, &quota::show(ctx, &user)?)?;
+        Ok(0)
+    }
 }

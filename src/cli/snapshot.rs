@@ -2,7 +2,8 @@
 
 use clap::Subcommand;
 
-use crate::context::Context;
+use crate::cli::Run;
+use crate::context::{Allowed, Context};
 use crate::db::snapshots::Snapshot;
 use crate::error::Result;
 use crate::ops::snapshot::{self, CreateRequest, PruneRequest, Scope};
@@ -91,117 +92,131 @@ fn span(s: &Option<String>) -> Result<Option<Span>> {
     s.as_deref().map(str::parse).transpose()
 }
 
-pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
-    match &args.command {
-        Command::Create {
-            vm,
-            name,
-            expire,
-            description,
-        } => {
-            let req = CreateRequest {
-                vm,
-                name: name
-                    .as_deref()
-                    .map(str::parse::<SnapshotName>)
-                    .transpose()?,
-                expire: span(expire)?,
-                description: validate::description(description.as_deref().unwrap_or(""))?,
-            };
-            let spinner = out.spinner();
-            spinner.set_message(format!("snapshotting {vm}"));
-            let created = snapshot::create(ctx, &req);
-            spinner.finish_and_clear();
-            show(out, &created?)?;
-        }
-        Command::List { vm } => {
-            let snaps = snapshot::list(ctx, vm.as_deref())?;
-            if out.json {
-                out.json(&snaps)?;
-            } else {
-                let rows = snaps
-                    .iter()
-                    .map(|s| {
-                        vec![
-                            s.vm.clone(),
-                            s.name.clone(),
-                            timestamp(s.created_at),
-                            expires(s),
-                            s.description.clone(),
-                        ]
-                    })
-                    .collect();
-                out.table(
-                    &["VM", "SNAPSHOT", "CREATED", "EXPIRES", "DESCRIPTION"],
-                    rows,
-                )?;
+/// Tenants, administrators, and the service account.
+pub const ALLOWED: Allowed = Allowed::USERS.and(Allowed::SERVICE);
+
+impl Run for Args {
+    fn allowed(&self) -> Allowed {
+        match &self.command {
+            Command::Prune { all, user, .. } if *all || user.is_some() => {
+                Allowed::ADMINS.and(Allowed::SERVICE)
             }
-        }
-        Command::Restore { vm, name, yes } => {
-            snapshot::get(ctx, vm, name)?;
-            let prompt = format!("return `{vm}` to snapshot `{name}`, losing everything since");
-            if !out.confirm(&prompt, *yes)? {
-                out.note("nothing restored")?;
-                return Ok(1);
-            }
-            let spinner = out.spinner();
-            spinner.set_message(format!("restoring {vm}"));
-            let restored = snapshot::restore(ctx, vm, name);
-            spinner.finish_and_clear();
-            restored?;
-            out.line(format!("restored {vm} to {name}"))?;
-        }
-        Command::Delete { vm, name } => {
-            snapshot::delete(ctx, vm, name)?;
-            out.line(format!("deleted snapshot {name} of {vm}"))?;
-        }
-        Command::Prune {
-            all,
-            user,
-            older_than,
-            keep_last,
-            dry_run,
-        } => {
-            let scope = match (all, user) {
-                (true, _) => Scope::All,
-                (false, Some(u)) => Scope::User(u.clone()),
-                (false, None) => Scope::Mine,
-            };
-            let keep_last = keep_last
-                .as_deref()
-                .map(|s| validate::whole_number("keep-last count", s))
-                .transpose()?;
-            let req = PruneRequest {
-                scope,
-                older_than: span(older_than)?,
-                keep_last,
-                dry_run: *dry_run,
-            };
-            let outcomes = snapshot::prune(ctx, &req)?;
-            let failed = outcomes.iter().any(|o| o.result.starts_with("failed"));
-            if out.json {
-                out.json(&outcomes)?;
-            } else {
-                let rows = outcomes
-                    .iter()
-                    .map(|o| {
-                        vec![
-                            o.owner.clone(),
-                            o.vm.clone(),
-                            o.snapshot.clone(),
-                            o.action.to_owned(),
-                            o.reason.clone(),
-                            o.result.clone(),
-                        ]
-                    })
-                    .collect();
-                out.table(
-                    &["OWNER", "VM", "SNAPSHOT", "ACTION", "REASON", "RESULT"],
-                    rows,
-                )?;
-            }
-            return Ok(if failed { 1 } else { 0 });
+            _ => Allowed::USERS,
         }
     }
-    Ok(0)
+
+    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<i32> {
+        match &self.command {
+            Command::Create {
+                vm,
+                name,
+                expire,
+                description,
+            } => {
+                let req = CreateRequest {
+                    vm,
+                    name: name
+                        .as_deref()
+                        .map(str::parse::<SnapshotName>)
+                        .transpose()?,
+                    expire: span(expire)?,
+                    description: validate::description(description.as_deref().unwrap_or(""))?,
+                };
+                let spinner = out.spinner();
+                spinner.set_message(format!("snapshotting {vm}"));
+                let created = snapshot::create(ctx, &req);
+                spinner.finish_and_clear();
+                show(out, &created?)?;
+            }
+            Command::List { vm } => {
+                let snaps = snapshot::list(ctx, vm.as_deref())?;
+                if out.json {
+                    out.json(&snaps)?;
+                } else {
+                    let rows = snaps
+                        .iter()
+                        .map(|s| {
+                            vec![
+                                s.vm.clone(),
+                                s.name.clone(),
+                                timestamp(s.created_at),
+                                expires(s),
+                                s.description.clone(),
+                            ]
+                        })
+                        .collect();
+                    out.table(
+                        &["VM", "SNAPSHOT", "CREATED", "EXPIRES", "DESCRIPTION"],
+                        rows,
+                    )?;
+                }
+            }
+            Command::Restore { vm, name, yes } => {
+                snapshot::get(ctx, vm, name)?;
+                let prompt = format!("return `{vm}` to snapshot `{name}`, losing everything since");
+                if !out.confirm(&prompt, *yes)? {
+                    out.note("nothing restored")?;
+                    return Ok(1);
+                }
+                let spinner = out.spinner();
+                spinner.set_message(format!("restoring {vm}"));
+                let restored = snapshot::restore(ctx, vm, name);
+                spinner.finish_and_clear();
+                restored?;
+                out.line(format!("restored {vm} to {name}"))?;
+            }
+            Command::Delete { vm, name } => {
+                snapshot::delete(ctx, vm, name)?;
+                out.line(format!("deleted snapshot {name} of {vm}"))?;
+            }
+            Command::Prune {
+                all,
+                user,
+                older_than,
+                keep_last,
+                dry_run,
+            } => {
+                let scope = match (all, user) {
+                    (true, _) => Scope::All,
+                    (false, Some(u)) => Scope::User(u.clone()),
+                    (false, None) => Scope::Mine,
+                };
+                let keep_last = keep_last
+                    .as_deref()
+                    .map(|s| validate::whole_number("keep-last count", s))
+                    .transpose()?;
+                let req = PruneRequest {
+                    scope,
+                    older_than: span(older_than)?,
+                    keep_last,
+                    dry_run: *dry_run,
+                };
+                let outcomes = snapshot::prune(ctx, &req)?;
+                let failed = outcomes.iter().any(|o| o.result.starts_with("failed"));
+                if out.json {
+                    out.json(&outcomes)?;
+                } else {
+                    let rows = outcomes
+                        .iter()
+                        .map(|o| {
+                            vec![
+                                o.owner.clone(),
+                                o.vm.clone(),
+                                o.snapshot.clone(),
+                                o.action.to_owned(),
+                                o.reason.clone(),
+                                o.result.clone(),
+                            ]
+                        })
+                        .collect();
+                    out.table(
+                        &["OWNER", "VM", "SNAPSHOT", "ACTION", "REASON", "RESULT"],
+                        rows,
+                    )?;
+                }
+                return Ok(if failed { 1 } else { 0 });
+            }
+        }
+        Ok(0)
+    }
 }

@@ -1,7 +1,7 @@
 //! `basphere sshd-config`: the sshd_config lines for OpenSSH mode.
 
-use crate::config::Config;
-use crate::context::Caller;
+use crate::cli::Run;
+use crate::context::{Allowed, Context};
 use crate::error::{Error, Result};
 use crate::output::Output;
 
@@ -33,19 +33,23 @@ Match User {service_user}
     )
 }
 
-pub fn exec(_args: &Args, caller: &Caller, config: &Config, out: &mut Output) -> Result<i32> {
-    if caller.is_remote() {
-        return Err(Error::denied(
-            "`sshd-config` is for administrators on the bastion",
-        ));
+/// Administrators on the bastion, and the service account.
+pub const ALLOWED: Allowed = Allowed::LOCAL_ADMINS.and(Allowed::SERVICE);
+
+impl Run for Args {
+    fn allowed(&self) -> Allowed {
+        ALLOWED
     }
-    let exe = super::auth_keys::current_exe()?;
-    if !crate::ops::key::plain_path(&exe) {
-        return Err(Error::Config(format!(
-            "sshd cannot run `{exe}` as given; install basphere as /usr/local/bin/basphere"
-        )));
+
+    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<i32> {
+        let exe = super::auth_keys::current_exe()?;
+        if !crate::ops::key::plain_path(&exe) {
+            return Err(Error::Config(format!(
+                "sshd cannot run `{exe}` as given; install basphere as /usr/local/bin/basphere"
+            )));
+        }
+        let user = crate::validate::os_user(&ctx.config.service_user)?;
+        out.line(snippet(&exe, &user).trim_end())?;
+        Ok(0)
     }
-    let user = crate::validate::os_user(&config.service_user.value)?;
-    out.line(snippet(&exe, &user).trim_end())?;
-    Ok(0)
 }

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use clap::Subcommand;
 
-use crate::context::Context;
+use crate::cli::Run;
+use crate::context::{Allowed, Context};
 use crate::error::Result;
 use crate::ops::vm::{self, Power, View};
 use crate::output::{timestamp, Output};
@@ -109,45 +110,54 @@ fn one(out: &mut Output, v: &View) -> Result<i32> {
     Ok(0)
 }
 
-pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
-    match &args.command {
-        Command::List => list(out, &vm::list_mine(ctx)?, false).map(|_| 0),
-        Command::Show { name } => one(out, &vm::show(ctx, name)?),
-        Command::Start { name } => one(out, &vm::power(ctx, name, Power::Start)?),
-        Command::Stop {
-            name,
-            force,
-            timeout,
-        } => {
-            let op = Power::Stop {
-                force: *force,
-                timeout: Duration::from_secs(*timeout),
-            };
-            let spinner = out.spinner();
-            spinner.set_message(format!("stopping {name}"));
-            let result = vm::power(ctx, name, op);
-            spinner.finish_and_clear();
-            one(out, &result?)
-        }
-        Command::Reboot { name } => one(out, &vm::power(ctx, name, Power::Reboot)?),
-        Command::Delete { name, yes } => {
-            let v = vm::get_mine(ctx, name)?;
-            let prompt = if v.state == "running" {
-                format!("VM `{name}` is running; power it off and delete it with its disk")
-            } else {
-                format!("delete VM `{name}` and its disk")
-            };
-            if !out.confirm(&prompt, *yes)? {
-                out.note("nothing deleted")?;
-                return Ok(1);
+/// Tenants, and administrators acting for one.
+pub const ALLOWED: Allowed = Allowed::USERS;
+
+impl Run for Args {
+    fn allowed(&self) -> Allowed {
+        ALLOWED
+    }
+
+    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<i32> {
+        match &self.command {
+            Command::List => list(out, &vm::list_mine(ctx)?, false).map(|_| 0),
+            Command::Show { name } => one(out, &vm::show(ctx, name)?),
+            Command::Start { name } => one(out, &vm::power(ctx, name, Power::Start)?),
+            Command::Stop {
+                name,
+                force,
+                timeout,
+            } => {
+                let op = Power::Stop {
+                    force: *force,
+                    timeout: Duration::from_secs(*timeout),
+                };
+                let spinner = out.spinner();
+                spinner.set_message(format!("stopping {name}"));
+                let result = vm::power(ctx, name, op);
+                spinner.finish_and_clear();
+                one(out, &result?)
             }
-            vm::delete(ctx, name)?;
-            if out.json {
-                out.json(&serde_json::json!({ "deleted": name }))?;
-            } else {
-                out.line(format!("deleted {name}"))?;
+            Command::Reboot { name } => one(out, &vm::power(ctx, name, Power::Reboot)?),
+            Command::Delete { name, yes } => {
+                let v = vm::get_mine(ctx, name)?;
+                let prompt = if v.state == "running" {
+                    format!("VM `{name}` is running; power it off and delete it with its disk")
+                } else {
+                    format!("delete VM `{name}` and its disk")
+                };
+                if !out.confirm(&prompt, *yes)? {
+                    out.note("nothing deleted")?;
+                    return Ok(1);
+                }
+                vm::delete(ctx, name)?;
+                if out.json {
+                    out.json(&serde_json::json!({ "deleted": name }))?;
+                } else {
+                    out.line(format!("deleted {name}"))?;
+                }
+                Ok(0)
             }
-            Ok(0)
         }
     }
 }

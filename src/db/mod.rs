@@ -88,10 +88,6 @@ pub fn immediate<T>(
     Ok(value)
 }
 
-pub fn now() -> i64 {
-    jiff::Timestamp::now().as_second()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,5 @@ use crate::db::audit::Entry;
 use crate::error::Result;
 
 pub fn recent(ctx: &Context, user: Option<&str>, limit: u32) -> Result<Vec<Entry>> {
-    ctx.require_admin()?;
-    db::audit::recent(&ctx.db, user, limit)
+    db::audit::recent(ctx.db()?, user, limit)
 }

@@ -32,7 +32,6 @@ fn default_os_user(name: &str) -> Option<&'static str> {
 }
 
 pub fn add(ctx: &Context, name: &ImageName, file: &Path, os_user: Option<&str>) -> Result<Image> {
-    ctx.require_admin()?;
     let outcome = add_inner(ctx, name, file, os_user);
     ctx.audit("image.add", &format!("image:{name}"), &outcome);
     outcome
@@ -50,7 +49,7 @@ fn add_inner(ctx: &Context, name: &ImageName, file: &Path, os_user: Option<&str>
             })?
             .to_owned(),
     };
-    if db::images::get(&ctx.db, name.as_str())?.is_some() {
+    if db::images::get(ctx.db()?, name.as_str())?.is_some() {
         return Err(Error::AlreadyExists {
             kind: "image",
             name: name.to_string(),
@@ -108,30 +107,29 @@ fn add_inner(ctx: &Context, name: &ImageName, file: &Path, os_user: Option<&str>
         virtual_size: info.virtual_size,
         os_user: &os_user,
     };
-    if let Err(e) = db::images::insert(&ctx.db, &new, db::now()) {
+    if let Err(e) = db::images::insert(ctx.db()?, &new, crate::hooks::now()) {
         let _ = fs::remove_file(&dest);
         return Err(e);
     }
-    Ok(db::images::get(&ctx.db, name.as_str())?.expect("inserted above"))
+    Ok(db::images::get(ctx.db()?, name.as_str())?.expect("inserted above"))
 }
 
 pub fn list(ctx: &Context) -> Result<Vec<Image>> {
-    db::images::list(&ctx.db)
+    db::images::list(ctx.db()?)
 }
 
 pub fn remove(ctx: &Context, name: &str) -> Result<()> {
-    ctx.require_admin()?;
     let outcome = (|| {
         let image =
-            db::images::get(&ctx.db, name)?.ok_or_else(|| Error::not_found("image", name))?;
-        let users = db::images::users_of(&ctx.db, name)?;
+            db::images::get(ctx.db()?, name)?.ok_or_else(|| Error::not_found("image", name))?;
+        let users = db::images::users_of(ctx.db()?, name)?;
         if users > 0 {
             return Err(Error::conflict(
                 format!("image `{name}` is used by {users} VM(s)"),
                 Some("VM disks are overlays on their image; delete those VMs first (`basphere admin vms`)"),
             ));
         }
-        db::images::delete(&ctx.db, name)?;
+        db::images::delete(ctx.db()?, name)?;
         match fs::remove_file(&image.path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

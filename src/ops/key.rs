@@ -15,14 +15,14 @@ pub const MAX_KEYS: u64 = 32;
 
 pub fn list(ctx: &Context) -> Result<Vec<Key>> {
     let user = ctx.tenant()?;
-    db::users::keys(&ctx.db, &user)
+    db::users::keys(ctx.db()?, &user)
 }
 
 /// Adds a key to the caller's account. A key registered to anyone else is refused
 /// without saying whose it is.
 pub fn add(ctx: &Context, key: &PublicKey) -> Result<Key> {
     let user = ctx.tenant()?;
-    let outcome = db::immediate(&ctx.db, |tx| {
+    let outcome = db::immediate(ctx.db()?, |tx| {
         if let Some(existing) = db::users::key_by_fingerprint(tx, &key.fingerprint)? {
             let whose = if existing.user_id == user {
                 " to your account"
@@ -34,7 +34,7 @@ pub fn add(ctx: &Context, key: &PublicKey) -> Result<Key> {
                 Some("one key belongs to one person; make a new one with `ssh-keygen -t ed25519`"),
             ));
         }
-        if db::signups::open_for_key(tx, &key.fingerprint, db::now())?.is_some() {
+        if db::signups::open_for_key(tx, &key.fingerprint, crate::hooks::now())?.is_some() {
             return Err(Error::conflict(
                 format!("key {} is already registered", key.fingerprint),
                 Some("one key belongs to one person; make a new one with `ssh-keygen -t ed25519`"),
@@ -53,7 +53,7 @@ pub fn add(ctx: &Context, key: &PublicKey) -> Result<Key> {
             public_key: &key.openssh,
             comment: &key.comment,
         };
-        db::users::insert_key(tx, &new, db::now())?;
+        db::users::insert_key(tx, &new, crate::hooks::now())?;
         Ok(db::users::key_by_fingerprint(tx, &key.fingerprint)?.expect("inserted above"))
     });
     ctx.audit("key.add", &format!("{user}/{}", key.fingerprint), &outcome);
@@ -84,7 +84,7 @@ pub fn parse_fingerprint(text: &str) -> Result<String> {
 /// Removes one of the caller's keys, never the last one.
 pub fn remove(ctx: &Context, fingerprint: &str) -> Result<()> {
     let user = ctx.tenant()?;
-    let outcome = db::immediate(&ctx.db, |tx| {
+    let outcome = db::immediate(ctx.db()?, |tx| {
         let keys = db::users::keys(tx, &user)?;
         if !keys.iter().any(|k| k.fingerprint == fingerprint) {
             return Err(Error::not_found("key", fingerprint));
@@ -100,6 +100,28 @@ pub fn remove(ctx: &Context, fingerprint: &str) -> Result<()> {
     });
     ctx.audit("key.remove", &format!("{user}/{fingerprint}"), &outcome);
     outcome
+}
+
+/// Whether a key that proved itself logs in, and as whom.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Login {
+    User(String),
+    /// No user has this key.
+    Unknown,
+    /// The key's user is disabled, or the stored key is not this very key.
+    Refused,
+}
+
+/// Does the key with this fingerprint and base64 body (`blob`) log in, and as whom: one
+/// indexed lookup, for both SSH front doors. The stored key must be the one offered,
+/// not just one with the same digest.
+pub fn login(conn: &Connection, fingerprint: &str, blob: &str) -> Result<Login> {
+    Ok(match db::users::key_owner(conn, fingerprint)? {
+        None => Login::Unknown,
+        Some(owner) if owner.disabled => Login::Refused,
+        Some(owner) if owner.public_key.split_whitespace().nth(1) != Some(blob) => Login::Refused,
+        Some(owner) => Login::User(owner.user_id),
+    })
 }
 
 /// What sshd learns about a key it was offered.
@@ -132,23 +154,19 @@ pub fn authorize(
         return Ok(None);
     };
     let fingerprint = key.fingerprint(ssh_key::HashAlg::Sha256).to_string();
-    let Some(owner) = db::users::key_owner(conn, &fingerprint)? else {
+    let Login::User(user) = login(conn, &fingerprint, key_base64)? else {
         return Ok(None);
     };
-    // The stored key is the one sshd was offered, not just one with the same digest.
-    if owner.disabled || owner.public_key.split_whitespace().nth(1) != Some(key_base64) {
-        return Ok(None);
-    }
-    let mut vm_ips: Vec<Ipv4Addr> = db::vms::list(conn, Some(&owner.user_id))?
+    let mut vm_ips: Vec<Ipv4Addr> = db::vms::list(conn, Some(&user))?
         .iter()
         .filter_map(|vm| vm.ip.parse().ok())
         .collect();
     vm_ips.sort();
     vm_ips.dedup();
     Ok(Some(Authorized {
-        user: owner.user_id,
+        user,
         fingerprint,
-        public_key: owner.public_key,
+        public_key: format!("{key_type} {key_base64}"),
         vm_ips,
     }))
 }

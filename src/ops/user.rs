@@ -46,15 +46,14 @@ pub fn add(
     keys: &[PublicKey],
     admin: bool,
 ) -> Result<User> {
-    ctx.require_admin()?;
-    let outcome = db::immediate(&ctx.db, |tx| {
+    let outcome = db::immediate(ctx.db()?, |tx| {
         if db::users::exists(tx, id.as_str())? {
             return Err(Error::AlreadyExists {
                 kind: "user",
                 name: id.to_string(),
             });
         }
-        let now = db::now();
+        let now = crate::hooks::now();
         let role = if admin { Role::Admin } else { Role::User };
         db::users::insert(
             tx,
@@ -87,13 +86,12 @@ pub fn add(
 }
 
 pub fn list(ctx: &Context) -> Result<Vec<Summary>> {
-    ctx.require_admin()?;
-    let keys = db::users::key_counts(&ctx.db)?;
+    let keys = db::users::key_counts(ctx.db()?)?;
     let mut vms = std::collections::HashMap::<String, u64>::new();
-    for vm in db::vms::list(&ctx.db, None)? {
+    for vm in db::vms::list(ctx.db()?, None)? {
         *vms.entry(vm.owner).or_default() += 1;
     }
-    Ok(db::users::list(&ctx.db)?
+    Ok(db::users::list(ctx.db()?)?
         .into_iter()
         .map(|user| Summary {
             keys: keys.get(&user.id).copied().unwrap_or(0),
@@ -104,35 +102,31 @@ pub fn list(ctx: &Context) -> Result<Vec<Summary>> {
 }
 
 fn get(ctx: &Context, id: &str) -> Result<User> {
-    db::users::get(&ctx.db, id)?.ok_or_else(|| Error::not_found("user", id))
+    db::users::get(ctx.db()?, id)?.ok_or_else(|| Error::not_found("user", id))
 }
 
 pub fn show(ctx: &Context, id: &str) -> Result<Detail> {
-    ctx.require_admin()?;
     let user = get(ctx, id)?;
     Ok(Detail {
-        keys: db::users::keys(&ctx.db, id)?,
+        keys: db::users::keys(ctx.db()?, id)?,
         quota: quota::show(ctx, id)?,
-        vms: db::vms::list(&ctx.db, Some(id))?,
+        vms: db::vms::list(ctx.db()?, Some(id))?,
         user,
     })
 }
 
 /// The caller's own record, for `whoami`.
 pub fn me(ctx: &Context) -> Result<Option<(User, Vec<Key>)>> {
-    match &ctx.actor.user {
-        Some(id) => {
-            let user = get(ctx, id)?;
-            let keys = db::users::keys(&ctx.db, id)?;
-            Ok(Some((user, keys)))
-        }
-        None => Ok(None),
-    }
+    let Ok(id) = ctx.tenant() else {
+        return Ok(None);
+    };
+    let user = get(ctx, &id)?;
+    let keys = db::users::keys(ctx.db()?, &id)?;
+    Ok(Some((user, keys)))
 }
 
 pub fn set_disabled(ctx: &Context, id: &str, disabled: bool) -> Result<()> {
-    ctx.require_admin()?;
-    let outcome = if db::users::set_disabled(&ctx.db, id, disabled)? {
+    let outcome = if db::users::set_disabled(ctx.db()?, id, disabled)? {
         Ok(())
     } else {
         Err(Error::not_found("user", id))
@@ -151,7 +145,6 @@ pub fn set_disabled(ctx: &Context, id: &str, disabled: bool) -> Result<()> {
 
 /// Removes a user who owns no VMs, with their keys, quota and network.
 pub fn remove(ctx: &Context, id: &str) -> Result<()> {
-    ctx.require_admin()?;
     let outcome = remove_inner(ctx, id);
     ctx.audit("user.remove", id, &outcome);
     outcome
@@ -159,7 +152,7 @@ pub fn remove(ctx: &Context, id: &str) -> Result<()> {
 
 fn remove_inner(ctx: &Context, id: &str) -> Result<()> {
     get(ctx, id)?;
-    let vms = db::vms::count_for_owner(&ctx.db, id)?;
+    let vms = db::vms::count_for_owner(ctx.db()?, id)?;
     if vms > 0 {
         return Err(Error::conflict(
             format!("user `{id}` still owns {vms} VM(s)"),
@@ -171,9 +164,9 @@ fn remove_inner(ctx: &Context, id: &str) -> Result<()> {
     // The libvirt network goes first: if that fails the user is still there to retry with,
     // and if we are killed in between, `admin reconcile` removes a network without a user.
     // A user who never had a VM has no network, and libvirt need not be reachable.
-    if let Some(net) = db::networks::for_user(&ctx.db, id)? {
+    if let Some(net) = db::networks::for_user(ctx.db()?, id)? {
         ctx.hypervisor()?.remove_network(&net.name)?;
     }
-    db::users::delete(&ctx.db, id)?;
+    db::users::delete(ctx.db()?, id)?;
     Ok(())
 }

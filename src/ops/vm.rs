@@ -64,8 +64,8 @@ fn state_label(vm: &Vm, power: Option<PowerState>) -> String {
 }
 
 fn ssh_line(ctx: &Context, os_user: &str, ip: &str) -> String {
-    let host = &ctx.config.public_host.value;
-    let jump = match ctx.config.public_port.value {
+    let host = &ctx.config.public_host();
+    let jump = match ctx.config.public_port {
         22 => format!("basphere@{host}"),
         port => format!("basphere@{host}:{port}"),
     };
@@ -101,7 +101,7 @@ fn view(
 }
 
 fn os_users(ctx: &Context) -> Result<HashMap<String, String>> {
-    Ok(db::images::list(&ctx.db)?
+    Ok(db::images::list(ctx.db()?)?
         .into_iter()
         .map(|i| (i.name, i.os_user))
         .collect())
@@ -114,7 +114,7 @@ pub(crate) fn uuid_of(vm: &Vm) -> Result<Uuid> {
 
 /// The VM `name` of the tenant; someone else's VM is indistinguishable from a missing one.
 pub(crate) fn owned(ctx: &Context, owner: &str, name: &str) -> Result<Vm> {
-    db::vms::get(&ctx.db, owner, name)?.ok_or_else(|| Error::not_found("VM", name))
+    db::vms::get(ctx.db()?, owner, name)?.ok_or_else(|| Error::not_found("VM", name))
 }
 
 /// Host addresses of a tenant /24 handed to VMs, each with its reserved MAC.
@@ -155,7 +155,7 @@ fn network_spec<'a>(net: &'a Network, hosts: &'a [DhcpHost]) -> Result<NetworkSp
 
 /// The CPU, memory and disk a request asks for, after flavor and defaults.
 fn resolve_shape(ctx: &Context, req: &CreateRequest, image: &Image) -> Result<Flavor> {
-    let flavors = &ctx.config.flavors.value;
+    let flavors = &ctx.config.flavors();
     let base = match &req.flavor {
         Some(name) => *flavors.get(name).ok_or_else(|| {
             Error::invalid_with_help(
@@ -166,7 +166,7 @@ fn resolve_shape(ctx: &Context, req: &CreateRequest, image: &Image) -> Result<Fl
                 ),
             )
         })?,
-        None => flavors[&ctx.config.default_flavor.value],
+        None => flavors[&ctx.config.default_flavor],
     };
     let shape = Flavor {
         cpus: req.cpus.unwrap_or(base.cpus),
@@ -205,11 +205,11 @@ fn resolve_shape(ctx: &Context, req: &CreateRequest, image: &Image) -> Result<Fl
 
 fn resolve_image(ctx: &Context, requested: Option<&ImageName>) -> Result<Image> {
     let name =
-        match (requested, &ctx.config.default_image.value) {
+        match (requested, &ctx.config.default_image) {
             (Some(name), _) => name.to_string(),
             (None, Some(name)) => name.clone(),
             (None, None) => {
-                let mut all = db::images::list(&ctx.db)?;
+                let mut all = db::images::list(ctx.db()?)?;
                 match all.len() {
                     1 => return Ok(all.remove(0)),
                     0 => return Err(Error::conflict(
@@ -225,7 +225,7 @@ fn resolve_image(ctx: &Context, requested: Option<&ImageName>) -> Result<Image> 
                 }
             }
         };
-    db::images::get(&ctx.db, &name)?.ok_or_else(|| Error::not_found("image", name))
+    db::images::get(ctx.db()?, &name)?.ok_or_else(|| Error::not_found("image", name))
 }
 
 /// A step of `create-vm`, reported to the caller as it starts.
@@ -239,18 +239,10 @@ enum Done {
     Domain,
 }
 
-/// Kills the process at a named step when the test hook `BASPHERE_CRASH_AT` names it,
-/// so tests can show that `admin reconcile` repairs a create cut short anywhere.
-pub(crate) fn crash_point(ctx: &Context, step: &str) {
-    if ctx.config.crash_at.as_deref() == Some(step) {
-        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
-    }
-}
-
 pub fn create(ctx: &Context, req: &CreateRequest, progress: Progress) -> Result<View> {
     let target = format!(
         "{}/{}",
-        ctx.actor.user.as_deref().unwrap_or("-"),
+        ctx.tenant_hint(),
         req.name.as_ref().map_or("-", |n| n.as_str())
     );
     let outcome = create_inner(ctx, req, progress);
@@ -284,7 +276,7 @@ fn create_inner(ctx: &Context, req: &CreateRequest, report: Progress) -> Result<
     let domain_name = virt::domain_name(ctx.prefix(), &owner, name.as_str());
 
     progress("reserving quota");
-    let (vm, net) = db::immediate(&ctx.db, |tx| {
+    let (vm, net) = db::immediate(ctx.db()?, |tx| {
         if db::vms::get(tx, &owner, name.as_str())?.is_some() {
             return Err(Error::AlreadyExists {
                 kind: "VM",
@@ -318,13 +310,13 @@ fn create_inner(ctx: &Context, req: &CreateRequest, report: Progress) -> Result<
             ip,
             domain: &domain_name,
         };
-        db::vms::insert(tx, &new, db::now())?;
+        db::vms::insert(tx, &new, crate::hooks::now())?;
         Ok((
             db::vms::get_by_id(tx, &id_text)?.expect("inserted above"),
             net,
         ))
     })?;
-    crash_point(ctx, "reserved");
+    crate::hooks::crash_point("reserved");
 
     let mut done = vec![Done::Row];
     let mut step = "disk";
@@ -336,33 +328,33 @@ fn create_inner(ctx: &Context, req: &CreateRequest, report: Progress) -> Result<
             shape.disk_bytes,
         )?;
         done.push(Done::Disk);
-        crash_point(ctx, "disk");
+        crate::hooks::crash_point("disk");
 
         step = "seed";
         progress("writing cloud-init seed");
         write_seed(ctx, &vm, &image)?;
         done.push(Done::Seed);
-        crash_point(ctx, "seed");
+        crate::hooks::crash_point("seed");
 
         step = "network";
         progress("preparing network");
         ensure_network(ctx, &net, &owner)?;
-        crash_point(ctx, "network");
+        crate::hooks::crash_point("network");
 
         step = "domain";
         progress("defining domain");
         define(ctx, &vm, &net, domain_type)?;
         done.push(Done::Domain);
-        crash_point(ctx, "domain");
+        crate::hooks::crash_point("domain");
 
         if req.start {
             step = "start";
             progress("starting");
             hv.start(id)?;
-            crash_point(ctx, "start");
+            crate::hooks::crash_point("start");
         }
         step = "record";
-        db::vms::set_state(&ctx.db, &id_text, State::Ready)?;
+        db::vms::set_state(ctx.db()?, &id_text, State::Ready)?;
         Ok(())
     })();
 
@@ -380,13 +372,13 @@ fn create_inner(ctx: &Context, req: &CreateRequest, report: Progress) -> Result<
     } else {
         Some(PowerState::ShutOff)
     };
-    let vm = db::vms::get_by_id(&ctx.db, &id_text)?.expect("created above");
+    let vm = db::vms::get_by_id(ctx.db()?, &id_text)?.expect("created above");
     let users = HashMap::from([(image.name.clone(), image.os_user.clone())]);
     Ok(view(ctx, vm, power, &users))
 }
 
 fn allocate_network(ctx: &Context, tx: &rusqlite::Transaction, owner: &str) -> Result<Network> {
-    let pool = ctx.config.network_pool.value;
+    let pool = ctx.config.network_pool;
     let idx = db::networks::free_index(tx)?;
     if idx >= pool.capacity() {
         return Err(Error::conflict(
@@ -424,7 +416,7 @@ fn free_ip(tx: &rusqlite::Transaction, net: &Network) -> Result<Ipv4Addr> {
 }
 
 fn write_seed(ctx: &Context, vm: &Vm, image: &Image) -> Result<()> {
-    let keys: Vec<String> = db::users::keys(&ctx.db, &vm.owner)?
+    let keys: Vec<String> = db::users::keys(ctx.db()?, &vm.owner)?
         .into_iter()
         .map(|k| k.public_key)
         .collect();
@@ -491,7 +483,9 @@ fn undo(ctx: &Context, vm: &Vm, mut done: Vec<Done>) -> Vec<String> {
                 let _ = fs::remove_file(ctx.paths.lock(&vm.id));
                 (
                     "quota reservation",
-                    db::vms::delete(&ctx.db, &vm.id).map(|_| ()),
+                    ctx.db()
+                        .and_then(|db| db::vms::delete(db, &vm.id))
+                        .map(|_| ()),
                 )
             }
         };
@@ -508,16 +502,16 @@ pub(crate) fn teardown(ctx: &Context, vm: &Vm) -> Result<()> {
     ctx.hypervisor()?.undefine(uuid_of(vm)?)?;
     remove_file(&ctx.paths.disk(&vm.id))?;
     remove_file(&ctx.paths.seed(&vm.id))?;
-    db::vms::delete(&ctx.db, &vm.id)?;
+    db::vms::delete(ctx.db()?, &vm.id)?;
     let _ = fs::remove_file(ctx.paths.lock(&vm.id));
     Ok(())
 }
 
 /// Rebuilds the libvirt side of a VM whose row, disk and network survive but whose domain is gone.
 pub(crate) fn redefine(ctx: &Context, vm: &Vm) -> Result<()> {
-    let image = db::images::get(&ctx.db, &vm.image)?
+    let image = db::images::get(ctx.db()?, &vm.image)?
         .ok_or_else(|| Error::not_found("image", vm.image.clone()))?;
-    let net = db::networks::list(&ctx.db)?
+    let net = db::networks::list(ctx.db()?)?
         .into_iter()
         .find(|n| n.idx == vm.network_idx)
         .ok_or_else(|| Error::not_found("network", vm.owner.clone()))?;
@@ -530,7 +524,7 @@ pub(crate) fn redefine(ctx: &Context, vm: &Vm) -> Result<()> {
 }
 
 pub fn list(ctx: &Context, owner: Option<&str>) -> Result<Vec<View>> {
-    let rows = db::vms::list(&ctx.db, owner)?;
+    let rows = db::vms::list(ctx.db()?, owner)?;
     let hv = ctx.hypervisor()?;
     let domains = match owner {
         Some(owner) => hv.domains_of(owner)?,
@@ -558,9 +552,8 @@ pub fn list_mine(ctx: &Context) -> Result<Vec<View>> {
 
 /// Every VM, or one user's (`admin vms`).
 pub fn list_all(ctx: &Context, user: Option<&str>) -> Result<Vec<View>> {
-    ctx.require_admin()?;
     if let Some(user) = user {
-        if !db::users::exists(&ctx.db, user)? {
+        if !db::users::exists(ctx.db()?, user)? {
             return Err(Error::not_found("user", user));
         }
     }
@@ -673,7 +666,7 @@ pub fn console(ctx: &Context, name: &str, force: bool) -> Result<virt::console::
                 None,
             ));
         }
-        match virt::console::attach(&ctx.config.libvirt_uri.value, uuid_of(&vm)?, force)? {
+        match virt::console::attach(&ctx.config.libvirt_uri, uuid_of(&vm)?, force)? {
             Attach::Ready(console) => Ok(console),
             Attach::Missing => Err(Error::conflict(
                 format!("VM `{name}` has no libvirt domain"),
@@ -712,7 +705,7 @@ pub fn delete(ctx: &Context, name: &str) -> Result<()> {
         ctx.hypervisor()?;
         let _lock = lock::exclusive(&ctx.paths.lock(&vm.id))?;
         // A row marked `deleting` is finished by `admin reconcile` if we are cut short.
-        db::vms::set_state(&ctx.db, &vm.id, State::Deleting)?;
+        db::vms::set_state(ctx.db()?, &vm.id, State::Deleting)?;
         teardown(ctx, &vm)
     })();
     ctx.audit("vm.delete", &format!("{owner}/{name}"), &outcome);

@@ -11,8 +11,10 @@ use tokio::sync::mpsc;
 
 use super::forward;
 use super::pty::{self, Job, Terminal};
-use super::session::{self, Identity, Input, Lookup};
+use super::session::{self, Identity, Input};
 use super::Shared;
+use crate::cancel::Cancel;
+use crate::ops::key::Login;
 
 /// Chunks of client input queued for a session before the connection waits for it.
 const INPUT_QUEUE: usize = 64;
@@ -24,11 +26,22 @@ pub struct Handler {
     channels: HashMap<ChannelId, ChannelState>,
 }
 
-/// A session channel: its terminal, if asked for, and the input of what runs on it.
+/// A session channel: its terminal, if asked for, and the input and cancel handle of
+/// what runs on it.
 #[derive(Default)]
 pub struct ChannelState {
     terminal: Option<Terminal>,
     input: Option<mpsc::Sender<Input>>,
+    cancel: Option<Cancel>,
+}
+
+impl Drop for ChannelState {
+    /// A command outlives neither its channel nor its connection.
+    fn drop(&mut self) {
+        if let Some(cancel) = &self.cancel {
+            cancel.cancel();
+        }
+    }
 }
 
 impl Handler {
@@ -56,12 +69,23 @@ impl Handler {
         let _ = session.channel_success(channel);
         let (tx, rx) = mpsc::channel(INPUT_QUEUE);
         state.input = Some(tx);
+        let cancel = self.shared.cancel.child();
+        state.cancel = Some(cancel.clone());
         let ssh = session.handle();
-        let (user, fingerprint) = match &identity {
+        let mut job = session::Job {
+            identity,
+            line,
+            ssh,
+            channel,
+            stdin: rx,
+            slot: None,
+            cancel,
+        };
+        let (user, fingerprint) = match &job.identity {
             Identity::Known { user, fingerprint } => (user.clone(), fingerprint.clone()),
             Identity::Unknown { .. } => {
                 // Only the signup screen runs; it needs no terminal and no slot.
-                session::spawn(self.shared.clone(), identity, line, ssh, channel, rx, None);
+                session::spawn(self.shared.clone(), job);
                 return;
             }
         };
@@ -69,7 +93,7 @@ impl Handler {
             let max = self.shared.sessions.max();
             tracing::warn!(peer = %self.peer, user, max, "ssh session refused: too many sessions");
             tokio::spawn(session::refuse(
-                ssh,
+                job.ssh,
                 channel,
                 format!("too many sessions: {user} has {max} running, the limit"),
             ));
@@ -77,23 +101,25 @@ impl Handler {
         };
         match state.terminal.clone() {
             Some(terminal) => {
-                let job = Job {
+                let pty_job = Job {
                     user,
                     fingerprint,
-                    line,
+                    line: job.line,
                     terminal,
                 };
-                pty::spawn(self.shared.clone(), job, ssh, channel, rx, slot);
+                pty::spawn(
+                    self.shared.clone(),
+                    pty_job,
+                    job.ssh,
+                    channel,
+                    job.stdin,
+                    slot,
+                );
             }
-            None => session::spawn(
-                self.shared.clone(),
-                identity,
-                line,
-                ssh,
-                channel,
-                rx,
-                Some(slot),
-            ),
+            None => {
+                job.slot = Some(slot);
+                session::spawn(self.shared.clone(), job);
+            }
         }
     }
 }
@@ -107,7 +133,7 @@ impl russh::server::Handler for Handler {
         _offer: russh::server::PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
         // Any key may go on to prove itself, but only for the service account.
-        if user != self.shared.config.service_user.value {
+        if user != self.shared.config().service_user {
             tracing::info!(peer = %self.peer, login = user, "ssh login name refused");
             return Ok(Auth::reject());
         }
@@ -119,7 +145,7 @@ impl russh::server::Handler for Handler {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        if user != self.shared.config.service_user.value {
+        if user != self.shared.config().service_user {
             return Ok(Auth::reject());
         }
         let fingerprint = key.public_key.fingerprint(HashAlg::Sha256).to_string();
@@ -131,12 +157,12 @@ impl russh::server::Handler for Handler {
         let fp = fingerprint.clone();
         let found = tokio::task::spawn_blocking(move || session::lookup(&shared, &fp, &blob)).await;
         let identity = match found {
-            Ok(Ok(Lookup::User(user))) => Identity::Known { user, fingerprint },
+            Ok(Ok(Login::User(user))) => Identity::Known { user, fingerprint },
             // Let in to see the signup screen, as the key's holder proved who they are.
             // A client that holds several keys and offers an unknown one first ends up
             // here too; the screen tells it how to pick its registered key.
-            Ok(Ok(Lookup::Unknown)) => Identity::Unknown { fingerprint },
-            Ok(Ok(Lookup::Refused)) => {
+            Ok(Ok(Login::Unknown)) => Identity::Unknown { fingerprint },
+            Ok(Ok(Login::Refused)) => {
                 tracing::info!(peer = %self.peer, %fingerprint, "ssh key refused: disabled user");
                 return Ok(Auth::reject());
             }

@@ -1,7 +1,8 @@
 //! The embedded SSH server (`basphere serve --ssh ADDR`): russh on the serve runtime.
 //!
 //! `handler` adapts russh callbacks; `session` holds what a connection may do and runs
-//! commands through [`crate::dispatch`] on blocking threads.
+//! command lines on blocking threads through the [`Runner`] that `serve` passes in, so
+//! this module knows nothing of the commands themselves.
 
 mod forward;
 mod handler;
@@ -9,7 +10,6 @@ mod limits;
 mod pty;
 mod session;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::future::Future;
 use std::io::Write;
@@ -22,30 +22,66 @@ use russh::keys::ssh_key::{private::Ed25519Keypair, LineEnding};
 use russh::keys::{HashAlg, PrivateKey};
 use russh::{Disconnect, MethodKind, MethodSet};
 
-use crate::config::Config;
+use crate::cancel::Cancel;
+use crate::config::{Config, Live};
+use crate::context::Caller;
 use crate::error::{Error, Result};
+use crate::output::Io;
 
-/// What every connection shares: the configuration, the environment commands see,
-/// and one database connection for the quick lookups made during authentication.
+/// What the server needs from the rest of basphere to run what a session asks for.
+pub trait Runner: Send + Sync + 'static {
+    /// Runs `line` (the welcome for `None`) for `tenant` on plain streams; the exit status.
+    fn run(
+        &self,
+        config: &Arc<Config>,
+        tenant: &Caller,
+        line: Option<&str>,
+        io: &mut Io,
+        cancel: &Cancel,
+    ) -> i32;
+
+    /// The process that runs `line` (the prompt for `None`) on a terminal for `user`,
+    /// who authenticated with the key `fingerprint`.
+    fn terminal_command(
+        &self,
+        config: &Config,
+        user: &str,
+        fingerprint: &str,
+        line: Option<&str>,
+    ) -> std::process::Command;
+}
+
+/// What every connection shares: the configuration in force, the runner, and one
+/// database connection for the quick lookups made during authentication.
 pub struct Shared {
-    pub config: Config,
-    pub env: BTreeMap<String, String>,
+    config: Arc<Live>,
+    runner: Box<dyn Runner>,
     db: Mutex<rusqlite::Connection>,
     sessions: limits::Sessions,
     rate: limits::ConnectionRate,
+    /// Cancels every command of the server; each command has a child of it.
+    cancel: Cancel,
 }
 
 impl Shared {
-    pub fn new(config: Config, env: BTreeMap<String, String>) -> Result<Shared> {
-        let db = crate::db::open(&config.db_path())?;
-        let limits = config.ssh.value;
+    /// The connection and session limits are those of `config` now; a reload changes
+    /// what commands see, not these.
+    pub fn new(config: Arc<Live>, runner: Box<dyn Runner>, cancel: Cancel) -> Result<Shared> {
+        let now = config.get();
+        let db = crate::db::open(&now.db_path())?;
         Ok(Shared {
-            config,
-            env,
             db: Mutex::new(db),
-            sessions: limits::Sessions::new(limits.max_sessions),
-            rate: limits::ConnectionRate::new(limits.connections_per_minute),
+            sessions: limits::Sessions::new(now.ssh_max_sessions),
+            rate: limits::ConnectionRate::new(now.ssh_connections_per_minute),
+            config,
+            runner,
+            cancel,
         })
+    }
+
+    /// The configuration in force: what a command starting now runs with.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.get()
     }
 }
 
@@ -107,7 +143,7 @@ pub async fn serve(
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let limits = shared.config.ssh.value;
+    let limits = shared.config();
     let config = Arc::new(russh::server::Config {
         keys: vec![key],
         methods: MethodSet::from(&[MethodKind::PublicKey][..]),
@@ -116,11 +152,8 @@ pub async fn serve(
         // The login name is fixed, so a slow "no" hides nothing; clients that offer
         // several keys should not wait long for each.
         auth_rejection_time: Duration::from_millis(50),
-        max_auth_attempts: limits.max_auth_attempts as usize,
-        inactivity_timeout: match limits.idle_timeout_secs {
-            0 => None,
-            secs => Some(Duration::from_secs(secs)),
-        },
+        max_auth_attempts: limits.ssh_max_auth_attempts as usize,
+        inactivity_timeout: limits.ssh_idle_timeout.secs().map(Duration::from_secs),
         nodelay: true,
         ..Default::default()
     });

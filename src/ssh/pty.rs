@@ -1,6 +1,7 @@
-//! Sessions with a terminal: the command runs in a child process (`basphere shell`) on a
-//! real pseudo-terminal, as sshd runs a forced command, so prompts, progress bars, the
-//! window width, Ctrl-C and `console` behave exactly as on the bastion's own terminal.
+//! Sessions with a terminal: the command runs in a child process (the runner's terminal
+//! command) on a real pseudo-terminal, as sshd runs a forced command, so prompts,
+//! progress bars, the window width, Ctrl-C and `console` behave exactly as on the
+//! bastion's own terminal.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::Stdio;
@@ -143,27 +144,23 @@ async fn run(
     Ok(exit_code(status))
 }
 
-/// `basphere shell` as the tenant, with the terminal as its controlling terminal.
+/// The runner's terminal command for the tenant, with the terminal as its controlling
+/// terminal, on the configuration in force.
 fn command(
     shared: &Shared,
     job: &Job,
     slave: &OwnedFd,
 ) -> std::io::Result<tokio::process::Command> {
-    // /proc/self/exe is this very binary, even if a newer one has been installed since.
-    let mut cmd = tokio::process::Command::new("/proc/self/exe");
-    cmd.args(["shell", "--user", &job.user, "--key", &job.fingerprint])
-        .env_clear()
-        .envs(&shared.env)
-        .env("TERM", &job.terminal.term)
-        .env_remove("SSH_ORIGINAL_COMMAND")
-        // The server's log level is not for the tenant's terminal.
-        .env_remove("BASPHERE_LOG")
+    let config = shared.config();
+    let mut cmd =
+        shared
+            .runner
+            .terminal_command(&config, &job.user, &job.fingerprint, job.line.as_deref());
+    cmd.env("TERM", &job.terminal.term)
         .stdin(Stdio::from(slave.try_clone()?))
         .stdout(Stdio::from(slave.try_clone()?))
         .stderr(Stdio::from(slave.try_clone()?));
-    if let Some(line) = &job.line {
-        cmd.env("SSH_ORIGINAL_COMMAND", line);
-    }
+    let mut cmd = tokio::process::Command::from(cmd);
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(|| {

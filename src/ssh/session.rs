@@ -8,10 +8,12 @@ use tokio::sync::mpsc;
 
 use super::limits::Slot;
 use super::Shared;
+use crate::cancel::{Cancel, TICK};
 use crate::context::Caller;
 use crate::db;
 use crate::error::Result;
-use crate::output::{Io, Output};
+use crate::ops::key::Login;
+use crate::output::Io;
 
 /// What the client sends a running session.
 #[derive(Debug)]
@@ -38,35 +40,36 @@ pub enum Identity {
     },
 }
 
-pub enum Lookup {
-    User(String),
-    Unknown,
-    Refused,
-}
-
-/// One indexed lookup of a verified key. `blob` is its base64 body, compared with the
-/// stored key so that only the very key registered is accepted.
-pub fn lookup(shared: &Shared, fingerprint: &str, blob: &str) -> Result<Lookup> {
+/// Whether a verified key logs in, and as whom. `blob` is its base64 body.
+pub fn lookup(shared: &Shared, fingerprint: &str, blob: &str) -> Result<Login> {
     let db = shared.db.lock().unwrap_or_else(|e| e.into_inner());
-    Ok(match db::users::key_owner(&db, fingerprint)? {
-        None => Lookup::Unknown,
-        Some(owner) if owner.disabled => Lookup::Refused,
-        Some(owner) if owner.public_key.split_whitespace().nth(1) != Some(blob) => Lookup::Refused,
-        Some(owner) => Lookup::User(owner.user_id),
-    })
+    crate::ops::key::login(&db, fingerprint, blob)
 }
 
-/// Runs `line` (or the welcome) for `identity` on a blocking thread, then sends the
-/// exit status, EOF and close, in that order.
-pub fn spawn(
-    shared: Arc<Shared>,
-    identity: Identity,
-    line: Option<String>,
-    ssh: russh::server::Handle,
-    channel: ChannelId,
-    stdin: mpsc::Receiver<Input>,
-    slot: Option<Slot>,
-) {
+/// What one session channel runs, and its handles.
+pub struct Job {
+    pub identity: Identity,
+    pub line: Option<String>,
+    pub ssh: russh::server::Handle,
+    pub channel: ChannelId,
+    pub stdin: mpsc::Receiver<Input>,
+    pub slot: Option<Slot>,
+    /// Cancelled when the channel closes or the server stops.
+    pub cancel: Cancel,
+}
+
+/// Runs the job's line (or the welcome) on a blocking thread, then sends the exit
+/// status, EOF and close, in that order.
+pub fn spawn(shared: Arc<Shared>, job: Job) {
+    let Job {
+        identity,
+        line,
+        ssh,
+        channel,
+        stdin,
+        slot,
+        cancel,
+    } = job;
     let rt = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let mut stdout = LineWriter::new(ChannelWriter {
@@ -82,7 +85,9 @@ pub fn spawn(
             ext: Some(1),
         });
         let mut stdin = ChannelReader {
+            rt: rt.clone(),
             rx: Some(stdin),
+            cancel: cancel.clone(),
             buf: Vec::new(),
             pos: 0,
         };
@@ -93,7 +98,7 @@ pub fn spawn(
                 stderr: &mut stderr,
                 terminal: None,
             };
-            run(&shared, &identity, line.as_deref(), &mut io)
+            run(&shared, &identity, line.as_deref(), &mut io, &cancel)
         };
         let _ = stdout.flush();
         let _ = stderr.flush();
@@ -117,32 +122,45 @@ pub async fn refuse(ssh: russh::server::Handle, channel: ChannelId, message: Str
     let _ = ssh.close(channel).await;
 }
 
-/// The session logic proper: blocking, with plain streams.
-pub fn run(shared: &Shared, identity: &Identity, line: Option<&str>, io: &mut Io) -> i32 {
-    let (user, fingerprint) = match identity {
-        Identity::Unknown { fingerprint } => return unknown_key(shared, fingerprint, io),
-        Identity::Known { user, fingerprint } => (user, fingerprint),
-    };
-    let caller = Caller::Ssh {
-        user: user.clone(),
-        fingerprint: Some(fingerprint.clone()),
-    };
-    let mut out = Output::new(io, false);
-    match crate::cli::shell::session(&shared.config, &caller, line, &mut out, &shared.env) {
-        Ok(code) => code,
-        Err(e) => {
-            let _ = writeln!(io.stderr, "{}", crate::error::Rendered(&e));
-            e.exit_code()
+/// The session proper: blocking, with plain streams, on the configuration in force.
+fn run(
+    shared: &Shared,
+    identity: &Identity,
+    line: Option<&str>,
+    io: &mut Io,
+    cancel: &Cancel,
+) -> i32 {
+    let config = shared.config();
+    match identity {
+        Identity::Unknown { fingerprint } => {
+            unknown_key(shared, &config.public_url(), fingerprint, io)
+        }
+        Identity::Known { .. } => shared
+            .runner
+            .run(&config, &identity.caller(), line, io, cancel),
+    }
+}
+
+impl Identity {
+    /// The tenant a known key is; an unknown key is nobody.
+    pub fn caller(&self) -> Caller {
+        let (user, fingerprint) = match self {
+            Identity::Known { user, fingerprint } => (user.clone(), fingerprint.clone()),
+            Identity::Unknown { fingerprint } => (String::new(), fingerprint.clone()),
+        };
+        Caller::Ssh {
+            user,
+            fingerprint: Some(fingerprint),
         }
     }
 }
 
 /// The one screen an unregistered key gets: its fingerprint, any signup waiting for it,
 /// and where to sign up. Exit status 1.
-fn unknown_key(shared: &Shared, fingerprint: &str, io: &mut Io) -> i32 {
+fn unknown_key(shared: &Shared, url: &str, fingerprint: &str, io: &mut Io) -> i32 {
     let pending = {
         let db = shared.db.lock().unwrap_or_else(|e| e.into_inner());
-        db::signups::open_for_key(&db, fingerprint, db::now())
+        db::signups::open_for_key(&db, fingerprint, crate::hooks::now())
     };
     let signup = match pending {
         Ok(Some(s)) => format!(
@@ -156,7 +174,6 @@ fn unknown_key(shared: &Shared, fingerprint: &str, io: &mut Io) -> i32 {
             "cannot tell whether a signup with this key is pending".to_owned()
         }
     };
-    let url = &shared.config.public_url.value;
     let _ = write!(
         io.stderr,
         "basphere: this key is not registered\n\n  key:     {fingerprint}\n  signup:  {signup}\n\nSign up at {url}\nIf you registered another key, connect with it: ssh -o IdentitiesOnly=yes -i PATH ...\n"
@@ -193,9 +210,12 @@ impl Write for ChannelWriter {
     }
 }
 
-/// The channel's data, as the command's stdin; ends at the client's EOF.
+/// The channel's data, as the command's stdin; ends at the client's EOF, and fails
+/// once the command is cancelled.
 struct ChannelReader {
+    rt: tokio::runtime::Handle,
     rx: Option<mpsc::Receiver<Input>>,
+    cancel: Cancel,
     buf: Vec<u8>,
     pos: usize,
 }
@@ -206,7 +226,14 @@ impl Read for ChannelReader {
             let Some(rx) = &mut self.rx else {
                 return Ok(0);
             };
-            match rx.blocking_recv() {
+            if self.cancel.is_cancelled() {
+                return Err(std::io::ErrorKind::ConnectionAborted.into());
+            }
+            let next = self.rt.block_on(tokio::time::timeout(TICK, rx.recv()));
+            let Ok(next) = next else {
+                continue;
+            };
+            match next {
                 Some(Input::Data(data)) => {
                     self.buf = data;
                     self.pos = 0;

@@ -20,7 +20,7 @@ use axum::Router;
 use rusqlite::Connection;
 use tokio::sync::Notify;
 
-use crate::config::Config;
+use crate::config::{Config, Live};
 use crate::db;
 use crate::error::{Error, Result};
 use crate::mail::{self, Mailer};
@@ -34,7 +34,7 @@ pub const MAX_BODY: usize = 64 * 1024;
 const MAIL_INTERVAL: Duration = Duration::from_secs(30);
 
 pub struct AppState {
-    config: Config,
+    config: Arc<Live>,
     db: Mutex<Connection>,
     csrf: Csrf,
     per_ip: Limiter,
@@ -43,16 +43,19 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Config) -> Result<Arc<AppState>> {
+    /// The rate limit and cookie settings are those of `live` now; a reload changes what
+    /// the pages and mail see.
+    pub fn new(live: Arc<Live>) -> Result<Arc<AppState>> {
+        let config = live.get();
         let db = db::open(&config.db_path())?;
-        let csrf = Csrf::load(&config.data_dir.value)?;
+        let csrf = Csrf::load(&config.data_dir)?;
         let per_ip = Limiter::new(
-            config.signup.value.per_ip_per_hour.max(1),
+            config.signup_per_ip_per_hour.max(1),
             Duration::from_secs(3600),
         );
         Ok(Arc::new(AppState {
-            secure_cookie: config.public_url.value.starts_with("https://"),
-            config,
+            secure_cookie: config.public_url().starts_with("https://"),
+            config: live,
             db: Mutex::new(db),
             csrf,
             per_ip,
@@ -68,7 +71,7 @@ impl AppState {
         let state = self.clone();
         let joined = tokio::task::spawn_blocking(move || {
             let conn = state.db.lock().unwrap_or_else(|e| e.into_inner());
-            f(&conn, &state.config)
+            f(&conn, &state.config.get())
         })
         .await;
         match joined {
@@ -119,13 +122,10 @@ pub async fn serve(
 /// Sends what the outbox holds: at start, when a handler queued mail, and every 30 s.
 /// It has its own database connection, so a slow SMTP server never holds up a page.
 async fn mail_worker(state: Arc<AppState>) {
-    let config = state.config.clone();
-    let setup = tokio::task::spawn_blocking(move || -> Result<(Connection, Mailer)> {
-        Ok((db::open(&config.db_path())?, Mailer::new(&config)?))
-    })
-    .await;
-    let (conn, mailer) = match setup {
-        Ok(Ok(pair)) => pair,
+    let config = state.config.get();
+    let setup = tokio::task::spawn_blocking(move || db::open(&config.db_path())).await;
+    let conn = match setup {
+        Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
             tracing::error!(error = %e, "mail worker cannot start; use `basphere mail flush`");
             return;
@@ -135,13 +135,13 @@ async fn mail_worker(state: Arc<AppState>) {
             return;
         }
     };
-    let shared = Arc::new(Mutex::new((conn, mailer)));
+    let conn = Arc::new(Mutex::new(conn));
     loop {
-        let job = shared.clone();
+        // A new mailer each round, so a reloaded configuration applies to the next mail.
+        let (conn, config) = (conn.clone(), state.config.get());
         let done = tokio::task::spawn_blocking(move || {
-            let guard = job.lock().unwrap_or_else(|e| e.into_inner());
-            let (conn, mailer) = &*guard;
-            mail::flush(conn, mailer, false, None)
+            let conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+            mail::flush(&conn, &Mailer::new(&config)?, false, None)
         })
         .await;
         if let Ok(Err(e)) = done {
@@ -159,7 +159,10 @@ fn html(status: StatusCode, body: String) -> Response {
 }
 
 fn message(state: &AppState, status: StatusCode, title: &str, text: &str, back: bool) -> Response {
-    html(status, pages::message(&state.config, title, text, back))
+    html(
+        status,
+        pages::message(&state.config.get(), title, text, back),
+    )
 }
 
 /// The CSRF nonce of this browser, or a new one with the cookie that sets it.
@@ -183,7 +186,7 @@ fn form_response(
 ) -> Response {
     let (nonce, set_cookie) = nonce(state, headers);
     let body = pages::form(
-        &state.config,
+        &state.config.get(),
         form,
         &state.csrf.field(&nonce),
         errors,
@@ -351,7 +354,7 @@ async fn verify(
     match outcome {
         Some(Ok(Verified::Confirmed(s))) => {
             state.mail_wakeup.notify_one();
-            html(StatusCode::OK, pages::status(&state.config, &s, true))
+            html(StatusCode::OK, pages::status(&state.config.get(), &s, true))
         }
         Some(Ok(Verified::AlreadyDone)) => message(
             &state,
@@ -387,7 +390,10 @@ async fn status(State(state): State<Arc<AppState>>, Path(token): Path<String>) -
         .with_db(move |conn, _| signup::status(conn, &token))
         .await;
     match found {
-        Some(Ok(Some(s))) => html(StatusCode::OK, pages::status(&state.config, &s, false)),
+        Some(Ok(Some(s))) => html(
+            StatusCode::OK,
+            pages::status(&state.config.get(), &s, false),
+        ),
         Some(Ok(None)) => message(
             &state,
             StatusCode::NOT_FOUND,

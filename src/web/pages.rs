@@ -46,7 +46,7 @@ fn page(config: &Config, title: &str, name: &str, ctx: Value) -> String {
         let body = env().get_template(name)?.render(ctx)?;
         env().get_template("layout.html")?.render(context! {
             title => title,
-            host => &config.public_host.value,
+            host => &config.public_host(),
             body => Value::from_safe_string(body),
         })
     };
@@ -95,8 +95,8 @@ pub fn status(config: &Config, s: &Signup, just_confirmed: bool) -> String {
             state => s.state.as_str(),
             created => timestamp(s.created_at),
             just_confirmed => just_confirmed,
-            lifetime => crate::ops::signup::human_span(config.signup.value.token_lifetime_secs),
-            ssh_target => format!("{}@{}", config.service_user.value, config.public_host.value),
+            lifetime => crate::ops::signup::human_span(config.token_lifetime_secs()),
+            ssh_target => format!("{}@{}", config.service_user, config.public_host()),
         },
     )
 }

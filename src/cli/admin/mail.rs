@@ -15,8 +15,7 @@ pub struct Args {
 }
 
 pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
-    ctx.require_admin()?;
-    let mails = db::mail::list(&ctx.db, args.all)?;
+    let mails = db::mail::list(ctx.db()?, args.all)?;
     if out.json {
         out.json(&mails)?;
         return Ok(0);

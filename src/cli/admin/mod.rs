@@ -13,7 +13,8 @@ pub mod vms;
 
 use clap::Subcommand;
 
-use crate::context::Context;
+use crate::cli::Run;
+use crate::context::{Allowed, Context};
 use crate::error::Result;
 use crate::output::Output;
 
@@ -38,18 +39,26 @@ pub enum Command {
     Mail(mail::Args),
 }
 
-pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
-    ctx.require_admin()?;
-    match &args.command {
-        Command::User(a) => user::exec(a, ctx, out),
-        Command::Image(a) => image::exec(a, ctx, out),
-        Command::Quota(a) => quota::exec(a, ctx, out),
-        Command::Vms(a) => vms::exec(a, ctx, out),
-        Command::Reconcile(a) => reconcile::exec(a, ctx, out),
-        Command::Audit(a) => audit::exec(a, ctx, out),
-        Command::Signups(a) => signups::exec(a, ctx, out),
-        Command::Approve(a) => approve::exec(a, ctx, out),
-        Command::Reject(a) => reject::exec(a, ctx, out),
-        Command::Mail(a) => mail::exec(a, ctx, out),
+/// Administrators, on the bastion or over SSH.
+pub const ALLOWED: Allowed = Allowed::ADMINS;
+
+impl Run for Args {
+    fn allowed(&self) -> Allowed {
+        ALLOWED
+    }
+
+    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<i32> {
+        match &self.command {
+            Command::User(a) => user::exec(a, ctx, out),
+            Command::Image(a) => image::exec(a, ctx, out),
+            Command::Quota(a) => quota::exec(a, ctx, out),
+            Command::Vms(a) => vms::exec(a, ctx, out),
+            Command::Reconcile(a) => reconcile::exec(a, ctx, out),
+            Command::Audit(a) => audit::exec(a, ctx, out),
+            Command::Signups(a) => signups::exec(a, ctx, out),
+            Command::Approve(a) => approve::exec(a, ctx, out),
+            Command::Reject(a) => reject::exec(a, ctx, out),
+            Command::Mail(a) => mail::exec(a, ctx, out),
+        }
     }
 }

@@ -95,7 +95,6 @@ pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
             crate::cli::quota::render(out, &report)?;
         }
         Command::Show { user } => {
-            ctx.require_admin()?;
             crate::cli::quota::render(out, &quota::show(ctx, user)?)?;
         }
     }

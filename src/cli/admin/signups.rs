@@ -33,7 +33,7 @@ pub enum Command {
 
 /// "3h", "2d": how long ago, for a table.
 pub fn age(since: i64) -> String {
-    let secs = (crate::db::now() - since).max(0);
+    let secs = (crate::hooks::now() - since).max(0);
     match secs {
         s if s < 3600 => format!("{}m", s / 60),
         s if s < 86_400 => format!("{}h", s / 3600),

@@ -1,0 +1,472 @@
+//! Settings: the default, then the TOML file, then `BASPHERE_*` variables, then flags.
+//!
+//! The file is flattened to dotted keys (`[quota] memory` is `quota.memory`) and every
+//! source is parsed by the same row of the table in `keys`, which also keeps where each
+//! value came from. Test hooks (crash points, the clock) are not settings: see `hooks`.
+
+mod keys;
+mod value;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+pub use keys::{Config, Row, ROWS};
+pub use value::{Duration, Flavor, Flavors, NetworkPool, Secret, SmtpSecurity, Value};
+
+use crate::error::{Error, Result};
+use crate::validate::GIB;
+use keys::Raw;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/basphere/config.toml";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Default,
+    File,
+    Env,
+    Flag,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Source::Default => "default",
+            Source::File => "file",
+            Source::Env => "env",
+            Source::Flag => "flag",
+        })
+    }
+}
+
+/// Limits on what one user may hold at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Limits {
+    pub cpus: u64,
+    pub memory_mib: u64,
+    pub disk_bytes: u64,
+    pub vms: u64,
+    pub snapshots: u64,
+    /// Expiry of a snapshot made without `--expire`, in seconds; 0 means never.
+    pub snapshot_expire_secs: u64,
+    /// Snapshots per VM that `snapshot prune` keeps.
+    pub snapshot_keep_last: u64,
+}
+
+/// What the command line sets: another file, and values by key.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub file: Option<PathBuf>,
+    /// `(key, text)`, e.g. `("virt_type", "kvm")` for `--virt-type kvm`.
+    pub keys: Vec<(&'static str, String)>,
+}
+
+/// The configuration a server runs with: each command takes the one in force when it
+/// starts, and a reload replaces it whole.
+#[derive(Debug)]
+pub struct Live(std::sync::RwLock<std::sync::Arc<Config>>);
+
+impl Live {
+    pub fn new(config: Config) -> Live {
+        Live(std::sync::RwLock::new(std::sync::Arc::new(config)))
+    }
+
+    pub fn get(&self) -> std::sync::Arc<Config> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn replace(&self, config: Config) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(config);
+    }
+}
+
+/// One line of `basphere config`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Entry {
+    pub key: String,
+    pub value: String,
+    pub source: Source,
+}
+
+fn row(key: &str) -> Option<&'static Row> {
+    ROWS.iter().find(|r| r.key == key)
+}
+
+/// The built-in size presets; `flavors` in the configuration adds to them.
+fn builtin_flavors() -> BTreeMap<String, Flavor> {
+    let f = |cpus, memory_gib: u64, disk_gib: u64| Flavor {
+        cpus,
+        memory_mib: memory_gib * 1024,
+        disk_bytes: disk_gib * GIB,
+    };
+    BTreeMap::from([
+        ("small".to_owned(), f(1, 1, 10)),
+        ("medium".to_owned(), f(2, 4, 20)),
+        ("large".to_owned(), f(4, 8, 40)),
+        ("xlarge".to_owned(), f(8, 16, 80)),
+    ])
+}
+
+/// The file as dotted keys: a table is walked into only where no row takes it whole.
+fn flatten<'a>(
+    prefix: &str,
+    table: &'a toml::Table,
+    out: &mut Vec<(String, &'a toml::Value)>,
+) -> Result<(), String> {
+    for (name, value) in table {
+        let key = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        let section = ROWS.iter().any(|r| r.key.starts_with(&format!("{key}.")));
+        match value {
+            _ if row(&key).is_some() => out.push((key, value)),
+            toml::Value::Table(inner) if section => flatten(&key, inner, out)?,
+            _ => return Err(format!("unknown key `{key}`")),
+        }
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Loads the configuration from `env` (a snapshot of the process environment).
+    pub fn load(flags: &Overrides, env: &BTreeMap<String, String>) -> Result<Config> {
+        let mut config = Config::defaults();
+        let (path, explicit) = match (&flags.file, env.get("BASPHERE_CONFIG")) {
+            (Some(p), _) => (p.clone(), true),
+            (None, Some(p)) if !p.is_empty() => (PathBuf::from(p), true),
+            _ => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let at = |e: String| Error::Config(format!("{}: {e}", path.display()));
+                let table: toml::Table =
+                    toml::from_str(&text).map_err(|e| at(e.message().into()))?;
+                let mut values = Vec::new();
+                flatten("", &table, &mut values).map_err(at)?;
+                for (key, value) in values {
+                    let set = config.set_raw(&key, Raw::Toml(value), Source::File);
+                    set.map_err(|e| at(format!("{key}: {e}")))?;
+                }
+                config.file = Some(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {}
+            Err(e) => {
+                let path = path.display();
+                return Err(Error::Config(format!("cannot read `{path}`: {e}")));
+            }
+        }
+        for row in ROWS {
+            let name = row.env_name();
+            if let Some(text) = env.get(&name).filter(|v| !v.is_empty()) {
+                let raw = Raw::Text(text);
+                let set = config.set_raw(row.key, raw, Source::Env);
+                set.map_err(|e| Error::Config(format!("{name} `{text}`: {e}")))?;
+            }
+        }
+        for (key, text) in &flags.keys {
+            config.set(key, text, Source::Flag)?;
+        }
+        config.check()?;
+        config.flags = flags.clone();
+        Ok(config)
+    }
+
+    /// The configuration read again, from the same flags and this process's environment.
+    pub fn reload(&self) -> Result<Config> {
+        Config::load(&self.flags, &std::env::vars().collect())
+    }
+
+    /// The text form of `key`'s value, as `BASPHERE_*` variables take it.
+    pub fn text(&self, key: &str) -> String {
+        match row(key) {
+            Some(row) => self.field_text(row.key).0,
+            None => String::new(),
+        }
+    }
+
+    /// Sets `key` from its text form, as a flag or the server itself does.
+    pub fn set(&mut self, key: &str, text: &str, source: Source) -> Result<()> {
+        self.set_raw(key, Raw::Text(text), source)
+            .map_err(|e| Error::Config(format!("{key}: {e}")))
+    }
+
+    fn set_raw(&mut self, key: &str, raw: Raw, source: Source) -> Result<(), String> {
+        let row = row(key).ok_or_else(|| format!("unknown key `{key}`"))?;
+        self.set_field(row.key, raw)?;
+        self.sources.insert(row.key, source);
+        Ok(())
+    }
+
+    /// Where the value of `key` came from.
+    pub fn source(&self, key: &str) -> Source {
+        self.sources.get(key).copied().unwrap_or(Source::Default)
+    }
+
+    fn check(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::Config(msg));
+        if !self.data_dir.is_absolute() {
+            return bad(format!(
+                "data_dir `{}` must be an absolute path",
+                self.data_dir.display()
+            ));
+        }
+        if self.libvirt_uri.trim().is_empty() {
+            return bad("libvirt_uri is empty".into());
+        }
+        for (key, n) in [
+            ("signup.per_ip_per_hour", self.signup_per_ip_per_hour),
+            ("signup.per_email_per_day", self.signup_per_email_per_day),
+            ("ssh.max_auth_attempts", self.ssh_max_auth_attempts),
+            (
+                "ssh.connections_per_minute",
+                self.ssh_connections_per_minute,
+            ),
+            ("ssh.max_sessions", self.ssh_max_sessions),
+        ] {
+            if n == 0 {
+                return bad(format!("{key} must be at least 1"));
+            }
+        }
+        if !matches!(self.signup_token_lifetime.secs(), Some(s) if s > 0) {
+            return bad("signup.token_lifetime must be a positive duration, not `never`".into());
+        }
+        let prefix = &self.name_prefix;
+        let ok = (1..=8).contains(&prefix.len())
+            && prefix.starts_with(|c: char| c.is_ascii_lowercase())
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        if !ok {
+            return bad(format!(
+                "name_prefix `{prefix}`: 1 to 8 lowercase letters or digits, starting with a letter"
+            ));
+        }
+        if !self.flavors().contains_key(&self.default_flavor) {
+            return bad(format!(
+                "default_flavor `{}` is not a defined flavor",
+                self.default_flavor
+            ));
+        }
+        let url = self.public_url();
+        if !(url.starts_with("http://") || url.starts_with("https://"))
+            || url.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return bad(format!(
+                "public_url `{url}`: expected an http:// or https:// URL"
+            ));
+        }
+        let emails = self.admin_emails.iter().map(|a| ("admin_emails", a));
+        for (key, address) in emails.chain(self.smtp_from.iter().map(|a| ("smtp.from", a))) {
+            if crate::validate::email(address).is_err() {
+                return bad(format!("{key}: `{address}` is not an email address"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every setting as `basphere config` lists it, flavors one line each.
+    pub fn entries(&self) -> Vec<Entry> {
+        let file = self.file.as_ref().map(|p| p.display().to_string());
+        let mut entries = vec![Entry {
+            key: "config_file".into(),
+            source: if file.is_some() {
+                Source::File
+            } else {
+                Source::Default
+            },
+            value: file.unwrap_or_else(|| "(none)".into()),
+        }];
+        for row in ROWS.iter().filter(|r| r.key != "flavors") {
+            let (text, shown) = self.field_text(row.key);
+            let value = match (row.key, text.is_empty()) {
+                ("public_host", _) => self.public_host(),
+                ("public_url", _) => self.public_url(),
+                ("smtp.port", true) => self.smtp_port().to_string(),
+                ("smtp.from", true) => self.mail_from(),
+                ("smtp.host", true) => "(none: mail is written to the spool directory)".into(),
+                ("default_image", true) => "(only image)".into(),
+                _ => shown,
+            };
+            entries.push(Entry {
+                key: row.key.into(),
+                value,
+                source: self.source(row.key),
+            });
+        }
+        for (name, flavor) in self.flavors() {
+            let source = match self.flavors.0.contains_key(&name) {
+                true => self.source("flavors"),
+                false => Source::Default,
+            };
+            let value = Flavors::describe(&flavor);
+            entries.push(Entry {
+                key: format!("flavors.{name}"),
+                value,
+                source,
+            });
+        }
+        entries
+    }
+
+    /// The environment that gives a child process exactly this configuration.
+    ///
+    /// Every set value goes as its text form: lists comma-separated, flavors as
+    /// `NAME=CPUS/MEMORY/DISK` items. An unset value (empty text) is left out, and
+    /// `BASPHERE_CONFIG` names `/dev/null`, an empty file, so the child reads no file that
+    /// could set it: what is unset here stays unset there.
+    pub fn to_env(&self) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::from([("BASPHERE_CONFIG".to_owned(), "/dev/null".to_owned())]);
+        for row in ROWS {
+            let (text, _) = self.field_text(row.key);
+            if !text.is_empty() {
+                env.insert(row.env_name(), text);
+            }
+        }
+        env
+    }
+
+    /// The bastion's name as people reach it: `public_host`, else this host's name.
+    pub fn public_host(&self) -> String {
+        if !self.public_host.is_empty() {
+            return self.public_host.clone();
+        }
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".to_owned())
+    }
+
+    /// Base of the links in mail: `public_url`, else `http://PUBLIC_HOST:8080`.
+    pub fn public_url(&self) -> String {
+        match self.public_url.as_str() {
+            "" => format!("http://{}:8080", self.public_host()),
+            url => url.to_owned(),
+        }
+    }
+
+    /// Built-in flavors, with the configured ones added or put in their place.
+    pub fn flavors(&self) -> BTreeMap<String, Flavor> {
+        let mut all = builtin_flavors();
+        all.extend(self.flavors.0.clone());
+        all
+    }
+
+    /// The default limits for every user.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            cpus: self.quota_cpus,
+            memory_mib: self.quota_memory.mib(),
+            disk_bytes: self.quota_disk.bytes(),
+            vms: self.quota_vms,
+            snapshots: self.quota_snapshots,
+            snapshot_expire_secs: self.quota_snapshot_expire.secs().unwrap_or(0),
+            snapshot_keep_last: self.quota_snapshot_keep_last,
+        }
+    }
+
+    /// The SMTP port in force: the configured one, or the usual one for the security mode.
+    pub fn smtp_port(&self) -> u16 {
+        self.smtp_port.unwrap_or(match self.smtp_security {
+            SmtpSecurity::Starttls => 587,
+            SmtpSecurity::Tls => 465,
+            SmtpSecurity::None => 25,
+        })
+    }
+
+    /// The sender of every mail: `smtp.from`, else `basphere@PUBLIC_HOST`.
+    pub fn mail_from(&self) -> String {
+        match &self.smtp_from {
+            Some(from) => from.clone(),
+            None => format!("basphere@{}", self.public_host()),
+        }
+    }
+
+    /// How long a signup's confirmation link works, in seconds (always positive).
+    pub fn token_lifetime_secs(&self) -> i64 {
+        self.signup_token_lifetime.secs().unwrap_or(0) as i64
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("basphere.db")
+    }
+}
+
+/// The limits every user gets unless the configuration says otherwise.
+pub fn default_limits() -> Limits {
+    Config::defaults().limits()
+}
+
+/// A snapshot expiry as people write it: `never` for 0 seconds.
+pub fn expire_name(secs: u64) -> String {
+    match secs {
+        0 => Duration::Never.show(),
+        secs => Duration::Secs(secs).show(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_default_parses_and_every_env_name_is_distinct() {
+        let config = Config::defaults();
+        let names: std::collections::BTreeSet<_> = ROWS.iter().map(Row::env_name).collect();
+        assert_eq!(names.len(), ROWS.len());
+        assert_eq!(config.limits().memory_mib, 96 * 1024);
+        assert_eq!(
+            row("quota.snapshot_keep_last").unwrap().env_name(),
+            "BASPHERE_QUOTA_SNAPSHOT_KEEP_LAST"
+        );
+    }
+
+    #[test]
+    fn network_pool() {
+        let p = NetworkPool::parse("10.100.0.0/16").unwrap();
+        assert_eq!(p.capacity(), 256);
+        assert_eq!(p.subnet(3), std::net::Ipv4Addr::new(10, 100, 3, 0));
+        for bad in [
+            "10.100.0.1/16",
+            "10.100.0.0/25",
+            "10.100.0.0",
+            "x/16",
+            "10.0.0.0/7",
+        ] {
+            assert!(NetworkPool::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// The environment a terminal session's child gets gives back every value.
+    #[test]
+    fn to_env_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "admin_emails = [\"a@example.com\", \"b@example.com\"]\n[quota]\nmemory = \"64G\"\n\
+             [smtp]\npassword = \"pw\"\n[flavors.build]\ncpus = 8\nmemory = \"16G\"\ndisk = \"100G\"\n",
+        )
+        .unwrap();
+        let flags = Overrides {
+            file: Some(file),
+            keys: vec![("virt_type", "kvm".into())],
+        };
+        let env = BTreeMap::from([("BASPHERE_SSH_IDLE_TIMEOUT".to_owned(), "never".to_owned())]);
+        let parent = Config::load(&flags, &env).unwrap();
+        let child = Config::load(&Overrides::default(), &parent.to_env()).unwrap();
+        for row in ROWS {
+            assert_eq!(
+                parent.field_text(row.key),
+                child.field_text(row.key),
+                "{}",
+                row.key
+            );
+        }
+        assert_eq!(child.smtp_host, None);
+        assert_eq!(child.admin_emails, ["a@example.com", "b@example.com"]);
+        assert_eq!(child.flavors()["build"].cpus, 8);
+    }
+}

@@ -1,0 +1,59 @@
+//! The clock every rule reads, and the test hooks: read from the environment once per
+//! process, never settings (they appear neither in the file nor in `basphere config`).
+//!
+//! - `BASPHERE_NOW`: Unix seconds (a fixed clock), or the absolute path of a file that
+//!   holds them, read at every call, so a test can move time forward while `serve` runs.
+//! - `BASPHERE_CRASH_AT`: the step at which a long operation kills its own process, so
+//!   tests can show that `admin reconcile` repairs what any crash leaves.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+const NOW: &str = "BASPHERE_NOW";
+const CRASH_AT: &str = "BASPHERE_CRASH_AT";
+
+enum Clock {
+    System,
+    Fixed(i64),
+    File(PathBuf),
+}
+
+fn clock() -> &'static Clock {
+    static CLOCK: OnceLock<Clock> = OnceLock::new();
+    CLOCK.get_or_init(|| match std::env::var(NOW) {
+        Ok(v) if v.starts_with('/') => Clock::File(v.into()),
+        Ok(v) => v.trim().parse().map_or(Clock::System, Clock::Fixed),
+        Err(_) => Clock::System,
+    })
+}
+
+/// The time now, in Unix seconds: what expiries, leases and schedules are measured by.
+pub fn now() -> i64 {
+    let system = || jiff::Timestamp::now().as_second();
+    match clock() {
+        Clock::System => system(),
+        Clock::Fixed(t) => *t,
+        Clock::File(path) => std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or_else(system),
+    }
+}
+
+/// Kills the process at `step` when `BASPHERE_CRASH_AT` names it.
+pub fn crash_point(step: &str) {
+    static AT: OnceLock<Option<String>> = OnceLock::new();
+    let at = AT.get_or_init(|| std::env::var(CRASH_AT).ok().filter(|s| !s.is_empty()));
+    if at.as_deref() == Some(step) {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// The hooks set in this process, for a child process to inherit.
+pub fn env() -> BTreeMap<String, String> {
+    [NOW, CRASH_AT]
+        .into_iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_owned(), v)))
+        .collect()
+}

@@ -531,3 +531,85 @@ fn a_terminal_gets_tables_and_confirmations() {
     assert_eq!(code, 0, "{screen}");
     bsp.run(&["admin", "user", "show", "alice"]).code(NOT_FOUND);
 }
+
+/// A sample of keys from each source, written out: the per-key source, the env names,
+/// the value forms and the errors that name what is wrong.
+#[test]
+fn config_keys_come_from_file_env_and_flag_each_with_its_own_source() {
+    let mut bsp = Bsp::new();
+    let file = bsp.dir.path().join("config.toml");
+    let original = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            "{original}admin_emails = [\"a@example.com\", \"b@example.com\"]\n\
+             [quota]\nmemory = \"64G\"\n\n[ssh]\nidle_timeout = \"never\"\n\n\
+             [flavors.build]\ncpus = 8\nmemory = \"16G\"\ndisk = \"100G\"\n"
+        ),
+    )
+    .unwrap();
+    bsp.set_env("BASPHERE_SSH_MAX_SESSIONS", "3");
+    bsp.set_env("BASPHERE_SMTP_PORT", "2525");
+    bsp.set_env("BASPHERE_SIGNUP_TOKEN_LIFETIME", "90m");
+    bsp.set_env("BASPHERE_CRASH_AT", "disk");
+    let rows = bsp.json(&["config", "--virt-type", "kvm"]);
+    let rows = rows.as_array().unwrap();
+    let find = |key: &str| -> (String, String) {
+        let row = rows
+            .iter()
+            .find(|r| r["key"] == key)
+            .unwrap_or_else(|| panic!("no key {key}"));
+        (
+            row["value"].as_str().unwrap().to_owned(),
+            row["source"].as_str().unwrap().to_owned(),
+        )
+    };
+    let expected = [
+        ("quota.memory", "64G", "file"),
+        ("quota.cpus", "32", "default"),
+        ("quota.disk", "1T", "default"),
+        ("ssh.idle_timeout", "never", "file"),
+        ("ssh.max_sessions", "3", "env"),
+        ("ssh.max_auth_attempts", "6", "default"),
+        ("smtp.port", "2525", "env"),
+        ("smtp.security", "starttls", "default"),
+        ("signup.token_lifetime", "90m", "env"),
+        ("admin_emails", "a@example.com,b@example.com", "file"),
+        ("virt_type", "kvm", "flag"),
+        ("libvirt_uri", "test:///default", "env"),
+        ("public_host", "bastion.test", "env"),
+        ("public_port", "22", "default"),
+        ("flavors.build", "cpus=8 memory=16G disk=100G", "file"),
+        ("flavors.small", "cpus=1 memory=1G disk=10G", "default"),
+    ];
+    for (key, value, source) in expected {
+        assert_eq!(find(key), (value.to_owned(), source.to_owned()), "{key}");
+    }
+    // Test hooks are not settings.
+    assert!(
+        rows.iter()
+            .all(|r| !r["key"].as_str().unwrap().contains("crash")),
+        "{rows:?}"
+    );
+
+    bsp.set_env("BASPHERE_QUOTA_MEMORY", "lots");
+    bsp.run(&["config"])
+        .code(1)
+        .stderr_has("BASPHERE_QUOTA_MEMORY `lots`");
+    bsp.set_env("BASPHERE_QUOTA_MEMORY", "");
+    bsp.run(&["config", "--virt-type", "xen"])
+        .code(1)
+        .stderr_has("virt_type");
+    std::fs::write(&file, format!("{original}[quota]\nmemory = 64\n")).unwrap();
+    bsp.run(&["config"])
+        .code(1)
+        .stderr_has("quota.memory: expected a string");
+    std::fs::write(&file, format!("{original}[quota.cpus]\nx = 1\n")).unwrap();
+    bsp.run(&["config"]).code(1).stderr_has("quota.cpus");
+    std::fs::write(
+        &file,
+        format!("{original}[flavors.big]\ncpus = 0\nmemory = \"1G\"\ndisk = \"1G\"\n"),
+    )
+    .unwrap();
+    bsp.run(&["config"]).code(1).stderr_has("at least 1");
+}

@@ -460,3 +460,179 @@ fn idle_connections_are_closed() {
     // A connection that is busy is not idle.
     server.ssh(&alice, &["whoami"]).success();
 }
+
+/// `serve`'s flags are the configuration of every command it runs, exec and terminal
+/// alike: here `--virt-type kvm` beats `BASPHERE_VIRT_TYPE=qemu` in the environment, and
+/// the test driver, which offers no kvm, refuses the create.
+#[test]
+fn serve_flags_apply_to_commands_over_ssh() {
+    let bsp = Bsp::new();
+    bsp.add_blank_image("blank");
+    let alice = bsp.add_user("alice");
+    let server = SshServer::start_with(&bsp, None, &["--virt-type", "kvm"]);
+    let refused = server.ssh(&alice, &["create-vm", "web1"]).code(1);
+    assert!(
+        refused.stderr.contains("kvm is configured"),
+        "{}",
+        refused.stderr
+    );
+    let command = terminal_ssh(server.ssh_options(&alice), &["create-vm", "web2"]);
+    let term = Tmux::start(bsp.dir.path(), 120, 30, &command);
+    assert_eq!(term.wait_exit(30), 1, "{}", term.screen());
+    assert!(
+        term.screen().contains("kvm is configured"),
+        "{}",
+        term.screen()
+    );
+    let vms = server.ssh(&alice, &["vm", "list", "--json"]).success();
+    assert_eq!(vms.stdout.trim(), "[]");
+
+    // Without the flag the same create works: the environment's qemu applies.
+    drop(server);
+    let server = SshServer::start(&bsp);
+    server.ssh(&alice, &["create-vm", "web1"]).success();
+}
+
+/// The welcome lists what the caller may run, and the real way to run it.
+#[test]
+fn the_welcome_offers_what_the_caller_may_run_and_names_this_server() {
+    let bsp = Bsp::new();
+    let alice = bsp.add_user("alice");
+    let carol = bsp.keygen("carol");
+    let carol_pub = format!("{}.pub", carol.display());
+    bsp.run(&[
+        "admin",
+        "user",
+        "add",
+        "carol",
+        "--email",
+        "carol@example.com",
+        "--key-file",
+        &carol_pub,
+        "--admin",
+    ])
+    .success();
+    let server = SshServer::start(&bsp);
+    let tenant = server.ssh(&alice, &[]).success().stdout;
+    assert!(tenant.contains("  create-vm "), "{tenant}");
+    for hidden in [
+        "  admin ",
+        "  mail ",
+        "  serve ",
+        "  config ",
+        "  shell ",
+        "  completions ",
+    ] {
+        assert!(
+            !tenant.contains(hidden),
+            "{hidden:?} offered to a tenant:\n{tenant}"
+        );
+    }
+    let run_line = format!(
+        "Run a command with: ssh -p {port} basphere@bastion.test COMMAND, e.g. ssh -p {port} basphere@bastion.test vm list",
+        port = server.port
+    );
+    assert!(tenant.contains(&run_line), "{tenant}");
+    let admin = server.ssh(&carol, &[]).success().stdout;
+    assert!(admin.contains("  admin "), "{admin}");
+    assert!(!admin.contains("  serve "), "{admin}");
+}
+
+/// SIGHUP, and only SIGHUP, puts an edited file in force for the commands after it; a
+/// file that does not parse keeps the old configuration.
+#[test]
+fn sighup_reloads_the_configuration_and_a_bad_file_keeps_the_old_one() {
+    let bsp = Bsp::new();
+    let alice = bsp.add_user("alice");
+    let server = SshServer::start(&bsp);
+    let cpus = |server: &SshServer| -> serde_json::Value {
+        let quota = server.ssh(&alice, &["quota", "--json"]).success();
+        let value: serde_json::Value = serde_json::from_str(&quota.stdout).unwrap();
+        value["limits"]["cpus"].clone()
+    };
+    assert_eq!(cpus(&server), 32);
+    let file = bsp.dir.path().join("config.toml");
+    let original = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("{original}[quota]\ncpus = 3\n")).unwrap();
+    assert_eq!(cpus(&server), 32, "an edit alone changes nothing");
+    server.signal("HUP");
+    server.wait_log("configuration reloaded");
+    assert_eq!(cpus(&server), 3);
+
+    std::fs::write(&file, format!("{original}[quota]\ncpus = \"many\"\n")).unwrap();
+    server.signal("HUP");
+    let log = server.wait_log("configuration not reloaded");
+    assert!(log.contains("quota.cpus"), "{log}");
+    assert_eq!(cpus(&server), 3);
+}
+
+/// One clock for every rule, which a test moves while `serve` runs.
+#[test]
+fn the_clock_moves_while_serve_runs() {
+    let mut bsp = Bsp::new();
+    bsp.add_blank_image("blank");
+    let alice = bsp.add_user("alice");
+    let clock = bsp.dir.path().join("clock");
+    std::fs::write(&clock, "1800000000").unwrap();
+    bsp.set_env("BASPHERE_NOW", clock.to_str().unwrap());
+    let server = SshServer::start(&bsp);
+    let created = |name: &str| -> serde_json::Value {
+        let run = server
+            .ssh(&alice, &["create-vm", name, "--no-start", "--json"])
+            .success();
+        serde_json::from_str::<serde_json::Value>(&run.stdout).unwrap()["created_at"].clone()
+    };
+    assert_eq!(created("web1"), 1_800_000_000);
+    std::fs::write(&clock, "1800086400").unwrap();
+    assert_eq!(created("web2"), 1_800_086_400);
+    // The hooks are not settings: `config` never shows them.
+    let config = bsp.run(&["config", "--json"]).success().stdout;
+    assert!(
+        !config.contains("BASPHERE_NOW") && !config.contains("1800086400"),
+        "{config}"
+    );
+}
+
+/// A command whose client leaves is cancelled: `vm stop` waiting on a guest that
+/// ignores ACPI (a blank disk: no OS) gives its session slot back within seconds, not
+/// after its 600 s timeout.
+#[test]
+fn a_command_is_cancelled_when_its_client_leaves() {
+    let uri = require_libvirt!();
+    let mut bsp = Bsp::with_uri(&uri);
+    bsp.set_env("BASPHERE_SSH_MAX_SESSIONS", "1");
+    let _cleanup = Cleanup::new(&bsp);
+    bsp.add_blank_image("blank");
+    let alice = bsp.add_user("alice");
+    let server = SshServer::start(&bsp);
+    server.ssh(&alice, &["create-vm", "web1"]).success();
+    let mut stop = server
+        .ssh_command(
+            &alice,
+            "basphere",
+            &["vm", "stop", "web1", "--timeout", "600"],
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(stop.try_wait().unwrap().is_none(), "vm stop ended early");
+    let busy = server.ssh(&alice, &["quota"]);
+    assert_ne!(busy.code, 0, "the stop holds alice's one session");
+    let _ = stop.kill();
+    let _ = stop.wait();
+    let left = std::time::Instant::now();
+    loop {
+        if server.ssh(&alice, &["quota"]).code == 0 {
+            break;
+        }
+        assert!(
+            left.elapsed() < std::time::Duration::from_secs(5),
+            "the cancelled stop still holds the session:\n{}",
+            server.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -56,7 +56,7 @@ impl Run for Args {
         out.note(format!("Connected to VM {name} (press Ctrl-] to detach)"))?;
         let end = {
             let _raw = RawMode::enter(stdin.as_fd())?;
-            console.pump(stdin.as_fd(), stdout.as_fd(), ESCAPE)?
+            console.pump(stdin.as_fd(), stdout.as_fd(), ESCAPE, &ctx.cancel)?
             // The terminal is restored here, also when the pump fails.
         };
         match end {
@@ -73,7 +73,7 @@ impl Run for Args {
                 } else {
                     Duration::ZERO
                 };
-                if console.stopped_within(settle) {
+                if console.stopped_within(settle, &ctx.cancel) {
                     out.note(format!("\nVM {name} stopped; console closed"))?;
                     Ok(0)
                 } else {

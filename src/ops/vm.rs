@@ -320,7 +320,10 @@ fn create_inner(ctx: &Context, req: &CreateRequest, report: Progress) -> Result<
 
     let mut done = vec![Done::Row];
     let mut step = "disk";
+    // Cancelled before the VM starts (or is defined, with --no-start), the create rolls
+    // back through the ledger; after that it is finished.
     let built = (|| -> Result<()> {
+        ctx.cancel.check()?;
         progress("creating disk");
         virt::disk::create_overlay(
             std::path::Path::new(&image.path),
@@ -331,17 +334,20 @@ fn create_inner(ctx: &Context, req: &CreateRequest, report: Progress) -> Result<
         crate::hooks::crash_point("disk");
 
         step = "seed";
+        ctx.cancel.check()?;
         progress("writing cloud-init seed");
         write_seed(ctx, &vm, &image)?;
         done.push(Done::Seed);
         crate::hooks::crash_point("seed");
 
         step = "network";
+        ctx.cancel.check()?;
         progress("preparing network");
         ensure_network(ctx, &net, &owner)?;
         crate::hooks::crash_point("network");
 
         step = "domain";
+        ctx.cancel.check()?;
         progress("defining domain");
         define(ctx, &vm, &net, domain_type)?;
         done.push(Done::Domain);
@@ -349,6 +355,7 @@ fn create_inner(ctx: &Context, req: &CreateRequest, report: Progress) -> Result<
 
         if req.start {
             step = "start";
+            ctx.cancel.check()?;
             progress("starting");
             hv.start(id)?;
             crate::hooks::crash_point("start");
@@ -644,7 +651,7 @@ fn power_inner(ctx: &Context, owner: &str, name: &str, op: Power) -> Result<View
                         )),
                     ));
                 }
-                std::thread::sleep(Duration::from_millis(200));
+                ctx.cancel.sleep(Duration::from_millis(200))?;
             }
         }
         Power::Reboot => hv.reboot(id)?,
@@ -704,7 +711,9 @@ pub fn delete(ctx: &Context, name: &str) -> Result<()> {
         let vm = owned(ctx, &owner, name)?;
         ctx.hypervisor()?;
         let _lock = lock::exclusive(&ctx.paths.lock(&vm.id))?;
-        // A row marked `deleting` is finished by `admin reconcile` if we are cut short.
+        // The point of no return: cancelled before it, nothing is deleted; after it the
+        // delete runs to the end (and `admin reconcile` finishes a row left `deleting`).
+        ctx.cancel.check()?;
         db::vms::set_state(ctx.db()?, &vm.id, State::Deleting)?;
         teardown(ctx, &vm)
     })();

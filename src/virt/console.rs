@@ -20,6 +20,8 @@ use virt::error::ErrorNumber;
 use virt::stream::Stream;
 use virt::sys;
 
+use crate::cancel::Cancel;
+
 use super::{is_code, libvirt, Hypervisor, Result, VirtError};
 
 /// How long the pump waits for typing before it looks for console output again:
@@ -139,13 +141,15 @@ pub fn attach(uri: &str, uuid: Uuid, force: bool) -> Result<Attach> {
 impl Console {
     /// Whether the domain is shut off, or shuts off `within` this long: a stopping
     /// domain closes its console a moment before libvirt marks it inactive.
-    pub fn stopped_within(&self, within: Duration) -> bool {
+    pub fn stopped_within(&self, within: Duration, cancel: &Cancel) -> bool {
         let deadline = std::time::Instant::now() + within;
         loop {
             match self.domain.is_active() {
                 Ok(false) => return true,
                 Ok(true) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(100))
+                    if cancel.sleep(Duration::from_millis(100)).is_err() {
+                        return false;
+                    }
                 }
                 // Still running, or libvirt cannot say.
                 _ => return false,
@@ -155,13 +159,23 @@ impl Console {
 
     /// Copies typed bytes from `input` to the console and console output to `output`
     /// until the user types `escape` (never sent), libvirt ends the stream, or the
-    /// terminal goes away. Bytes typed before the escape in the same read are sent.
-    pub fn pump(&mut self, input: BorrowedFd, output: BorrowedFd, escape: u8) -> Result<End> {
+    /// terminal goes away (or the command is cancelled, which reads as a hangup).
+    /// Bytes typed before the escape in the same read are sent.
+    pub fn pump(
+        &mut self,
+        input: BorrowedFd,
+        output: BorrowedFd,
+        escape: u8,
+        cancel: &Cancel,
+    ) -> Result<End> {
         let stream = self.stream.as_ref().expect("the stream lives until drop");
         let mut buf = [0u8; 4096];
         // Typed bytes libvirt has not taken yet; nothing more is read until it has.
         let mut typed: Vec<u8> = Vec::new();
         loop {
+            if cancel.is_cancelled() {
+                return Ok(End::Hangup);
+            }
             // Console → terminal: everything queued so far.
             loop {
                 match stream.recv(&mut buf) {
@@ -169,7 +183,7 @@ impl Console {
                     // -2: nothing queued.
                     Ok(n) if n < 0 => break,
                     Ok(n) => {
-                        if !write_all(output, &buf[..n as usize])? {
+                        if !write_all(output, &buf[..n as usize], cancel)? {
                             return Ok(End::Hangup);
                         }
                     }
@@ -241,15 +255,19 @@ fn io_error(context: &str, e: Errno) -> VirtError {
     }
 }
 
-/// Writes all of `bytes`, waiting while `fd` is full. `false` when the terminal is gone.
-fn write_all(fd: BorrowedFd, mut bytes: &[u8]) -> Result<bool> {
+/// Writes all of `bytes`, waiting while `fd` is full. `false` when the terminal is gone
+/// or the command is cancelled.
+fn write_all(fd: BorrowedFd, mut bytes: &[u8], cancel: &Cancel) -> Result<bool> {
     while !bytes.is_empty() {
+        if cancel.is_cancelled() {
+            return Ok(false);
+        }
         match nix::unistd::write(fd, bytes) {
             Ok(n) => bytes = &bytes[n..],
             Err(Errno::EINTR) => {}
             Err(Errno::EAGAIN) => {
                 let mut fds = [PollFd::new(fd, PollFlags::POLLOUT)];
-                match poll(&mut fds, PollTimeout::NONE) {
+                match poll(&mut fds, PollTimeout::from(TICK.as_millis() as u16)) {
                     Ok(_) | Err(Errno::EINTR) => {}
                     Err(e) => return Err(io_error("waiting for the terminal", e)),
                 }

@@ -24,11 +24,18 @@ impl SshServer {
 
     /// Starts the server inside network namespace `netns`, if given.
     pub fn start_in(bsp: &Bsp, netns: Option<&str>) -> SshServer {
+        SshServer::start_with(bsp, netns, &[])
+    }
+
+    /// Starts the server with more flags for `serve`.
+    pub fn start_with(bsp: &Bsp, netns: Option<&str>, flags: &[&str]) -> SshServer {
         let log = bsp
             .dir
             .path()
             .join(format!("serve-{}.log", super::unique()));
-        let serve = bsp.command(&["serve", "--ssh", "127.0.0.1:0"]);
+        let mut args = vec!["serve", "--ssh", "127.0.0.1:0"];
+        args.extend_from_slice(flags);
+        let serve = bsp.command(&args);
         let mut cmd = match netns {
             Some(netns) => {
                 let mut cmd = Command::new("ip");
@@ -117,6 +124,18 @@ impl SshServer {
         let mut run = run_piped(self.ssh_command(key, "basphere", command), input, command);
         run.args = format!("(over ssh) {}", command.join(" "));
         run
+    }
+}
+
+impl SshServer {
+    /// Sends the server a signal, e.g. `HUP`.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap()
+            .success());
     }
 }
 

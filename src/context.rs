@@ -354,10 +354,7 @@ impl Context {
 
     /// The tenant for the audit log, if one is known without asking the database.
     pub fn tenant_hint(&self) -> &str {
-        match (&self.actor.act_as, self.actor.via) {
-            (Some(user), _) => user,
-            (None, _) => &self.actor.name,
-        }
+        self.actor.act_as.as_deref().unwrap_or(&self.actor.name)
     }
 
     /// Records a state-changing action and its outcome in the audit log.

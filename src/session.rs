@@ -147,7 +147,7 @@ fn prompt(
     }
     loop {
         let io = out.io();
-        write!(io.stdout, "{}@basphere> ", ctx_name(tenant)).map_err(write_err)?;
+        write!(io.stdout, "{}@basphere> ", user_of(tenant)).map_err(write_err)?;
         io.stdout.flush().map_err(write_err)?;
         let Some(line) = read_line(io.stdin, cancel)? else {
             out.line("")?;
@@ -178,7 +178,7 @@ fn prompt(
 }
 
 /// The user a tenant caller is, for the prompt.
-fn ctx_name(tenant: &Caller) -> &str {
+fn user_of(tenant: &Caller) -> &str {
     match tenant {
         Caller::Ssh { user, .. } => user,
         Caller::Local { .. } => "local",

@@ -135,22 +135,12 @@ fn run(
         Identity::Unknown { fingerprint } => {
             unknown_key(shared, &config.public_url(), fingerprint, io)
         }
-        Identity::Known { .. } => shared
-            .runner
-            .run(&config, &identity.caller(), line, io, cancel),
-    }
-}
-
-impl Identity {
-    /// The tenant a known key is; an unknown key is nobody.
-    pub fn caller(&self) -> Caller {
-        let (user, fingerprint) = match self {
-            Identity::Known { user, fingerprint } => (user.clone(), fingerprint.clone()),
-            Identity::Unknown { fingerprint } => (String::new(), fingerprint.clone()),
-        };
-        Caller::Ssh {
-            user,
-            fingerprint: Some(fingerprint),
+        Identity::Known { user, fingerprint } => {
+            let tenant = Caller::Ssh {
+                user: user.clone(),
+                fingerprint: Some(fingerprint.clone()),
+            };
+            shared.runner.run(&config, &tenant, line, io, cancel)
         }
     }
 }

@@ -186,7 +186,7 @@ async fn reload_on_sighup(live: Arc<Live>, ssh_port: Option<u16>) {
                 let changed: Vec<&str> = AT_START
                     .iter()
                     .copied()
-                    .filter(|key| new.text(key) != old.text(key))
+                    .filter(|key| new.field_text(key) != old.field_text(key))
                     .collect();
                 if !changed.is_empty() {
                     tracing::warn!(keys = ?changed, "these settings take effect at the next start");

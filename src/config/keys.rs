@@ -25,15 +25,10 @@ impl Row {
     /// `BASPHERE_` and the key in upper case, dots and dashes as `_` (as cargo's
     /// `ConfigKey::as_env_key` does): `quota.memory` is `BASPHERE_QUOTA_MEMORY`.
     pub fn env_name(&self) -> String {
-        let key: String = self
-            .key
-            .chars()
-            .map(|c| match c {
-                '.' | '-' => '_',
-                c => c.to_ascii_uppercase(),
-            })
-            .collect();
-        format!("BASPHERE_{key}")
+        format!(
+            "BASPHERE_{}",
+            self.key.to_ascii_uppercase().replace(['.', '-'], "_")
+        )
     }
 }
 
@@ -44,7 +39,7 @@ pub enum Raw<'a> {
 }
 
 macro_rules! keys {
-    ($( $(#[doc = $doc:literal])+ $field:ident $key:literal : $ty:ty = $default:literal; )+) => {
+    ($( $field:ident $key:literal : $ty:ty = $default:literal, $help:literal; )+) => {
         /// The settings in force, each with where it came from.
         #[derive(Clone, Debug)]
         pub struct Config {
@@ -52,13 +47,13 @@ macro_rules! keys {
             pub file: Option<PathBuf>,
             /// What the command line set, to read the configuration again with.
             pub(super) flags: super::Overrides,
-            $( $(#[doc = $doc])+ pub $field: $ty, )+
+            $( #[doc = $help] pub $field: $ty, )+
             pub(super) sources: BTreeMap<&'static str, Source>,
         }
 
         /// The table, in the order `basphere config` lists it.
         pub const ROWS: &[Row] = &[$(
-            Row { key: $key, kind: <$ty as Value>::KIND, default: $default, help: concat!($($doc),+) },
+            Row { key: $key, kind: <$ty as Value>::KIND, default: $default, help: $help },
         )+];
 
         impl Config {
@@ -85,7 +80,7 @@ macro_rules! keys {
             }
 
             /// The text form of `key`'s value and what `basphere config` shows of it.
-            pub(super) fn field_text(&self, key: &str) -> (String, String) {
+            pub(crate) fn field_text(&self, key: &str) -> (String, String) {
                 match key {
                     $( $key => (self.$field.show(), self.$field.display()), )+
                     _ => unreachable!("`{key}` is not in the rows table"),
@@ -96,72 +91,38 @@ macro_rules! keys {
 }
 
 keys! {
-    /// Database, disks, seeds, images and locks.
-    data_dir "data_dir": PathBuf = "/var/lib/basphere";
-    /// The libvirt connection.
-    libvirt_uri "libvirt_uri": String = "qemu:///system";
-    /// `kvm`, `qemu` (full emulation) or `auto` (KVM when a probe guest really starts).
-    virt_type "virt_type": VirtTypeSetting = "auto";
-    /// Each user gets the next /24 of it.
-    network_pool "network_pool": NetworkPool = "10.100.0.0/16";
-    /// The bastion's name in the `ssh` lines people are shown (default: this host's name).
-    public_host "public_host": String = "";
-    /// The bastion's SSH port in those lines (default: 22, or the port `serve --ssh` listens on).
-    public_port "public_port": u16 = "22";
-    /// Base of the links in signup mail (default: http://PUBLIC_HOST:8080).
-    public_url "public_url": String = "";
-    /// Unix account that tenants log in as and sshd runs `basphere shell` as.
-    service_user "service_user": String = "basphere";
-    /// Unix group whose members are administrators.
-    admin_group "admin_group": String = "basphere-admin";
-    /// Image for `create-vm` without `--image` (default: the only image there is).
-    default_image "default_image": Option<String> = "";
-    /// Size for `create-vm` without sizes.
-    default_flavor "default_flavor": String = "small";
-    /// Starts the name of every libvirt object basphere makes; others are never touched.
-    name_prefix "name_prefix": String = "bsp";
-    /// Size presets beside the built-in small, medium, large and xlarge.
-    flavors "flavors": Flavors = "";
-    /// vCPUs one user may hold.
-    quota_cpus "quota.cpus": u64 = "32";
-    /// Memory one user may hold.
-    quota_memory "quota.memory": Size = "96G";
-    /// Disk one user may hold.
-    quota_disk "quota.disk": Size = "1T";
-    /// VMs one user may hold.
-    quota_vms "quota.vms": u64 = "20";
-    /// Snapshots one user may hold.
-    quota_snapshots "quota.snapshots": u64 = "100";
-    /// Expiry of snapshots made without `--expire`.
-    quota_snapshot_expire "quota.snapshot_expire": Duration = "30d";
-    /// Snapshots per VM that a prune keeps.
-    quota_snapshot_keep_last "quota.snapshot_keep_last": u64 = "10";
-    /// SMTP relay; without one, mail is written as .eml files to the spool directory.
-    smtp_host "smtp.host": Option<String> = "";
-    /// SMTP port (default: 587 for starttls, 465 for tls, 25 for none).
-    smtp_port "smtp.port": Option<u16> = "";
-    /// `starttls` (required), `tls` from the first byte, or `none`.
-    smtp_security "smtp.security": SmtpSecurity = "starttls";
-    /// SMTP user name.
-    smtp_username "smtp.username": Option<String> = "";
-    /// SMTP password; shown only as `(set)`.
-    smtp_password "smtp.password": Option<Secret> = "";
-    /// Sender of every mail (default: basphere@PUBLIC_HOST).
-    smtp_from "smtp.from": Option<String> = "";
-    /// Who is told about new signups.
-    admin_emails "admin_emails": Vec<String> = "";
-    /// Signup form submissions accepted from one address per hour.
-    signup_per_ip_per_hour "signup.per_ip_per_hour": u32 = "30";
-    /// Signups accepted for one email address per day.
-    signup_per_email_per_day "signup.per_email_per_day": u32 = "3";
-    /// How long a confirmation link works.
-    signup_token_lifetime "signup.token_lifetime": Duration = "1d";
-    /// Failed authentication attempts before a connection is dropped.
-    ssh_max_auth_attempts "ssh.max_auth_attempts": u32 = "6";
-    /// New connections accepted from one address per minute.
-    ssh_connections_per_minute "ssh.connections_per_minute": u32 = "60";
-    /// Commands, shells and forwards one user may have running at once.
-    ssh_max_sessions "ssh.max_sessions": u32 = "10";
-    /// A connection with no traffic for this long is closed.
-    ssh_idle_timeout "ssh.idle_timeout": Duration = "30m";
+    data_dir "data_dir": PathBuf = "/var/lib/basphere", "Database, disks, seeds, images and locks.";
+    libvirt_uri "libvirt_uri": String = "qemu:///system", "The libvirt connection.";
+    virt_type "virt_type": VirtTypeSetting = "auto", "`kvm`, `qemu` (full emulation) or `auto` (KVM when a probe guest really starts).";
+    network_pool "network_pool": NetworkPool = "10.100.0.0/16", "Each user gets the next /24 of it.";
+    public_host "public_host": String = "", "The bastion's name in the `ssh` lines people are shown (default: this host's name).";
+    public_port "public_port": u16 = "22", "The bastion's SSH port in those lines (default: 22, or the port `serve --ssh` listens on).";
+    public_url "public_url": String = "", "Base of the links in signup mail (default: http://PUBLIC_HOST:8080).";
+    service_user "service_user": String = "basphere", "Unix account that tenants log in as and sshd runs `basphere shell` as.";
+    admin_group "admin_group": String = "basphere-admin", "Unix group whose members are administrators.";
+    default_image "default_image": Option<String> = "", "Image for `create-vm` without `--image` (default: the only image there is).";
+    default_flavor "default_flavor": String = "small", "Size for `create-vm` without sizes.";
+    name_prefix "name_prefix": String = "bsp", "Starts the name of every libvirt object basphere makes; others are never touched.";
+    flavors "flavors": Flavors = "", "Size presets beside the built-in small, medium, large and xlarge.";
+    quota_cpus "quota.cpus": u64 = "32", "vCPUs one user may hold.";
+    quota_memory "quota.memory": Size = "96G", "Memory one user may hold.";
+    quota_disk "quota.disk": Size = "1T", "Disk one user may hold.";
+    quota_vms "quota.vms": u64 = "20", "VMs one user may hold.";
+    quota_snapshots "quota.snapshots": u64 = "100", "Snapshots one user may hold.";
+    quota_snapshot_expire "quota.snapshot_expire": Duration = "30d", "Expiry of snapshots made without `--expire`.";
+    quota_snapshot_keep_last "quota.snapshot_keep_last": u64 = "10", "Snapshots per VM that a prune keeps.";
+    smtp_host "smtp.host": Option<String> = "", "SMTP relay; without one, mail is written as .eml files to the spool directory.";
+    smtp_port "smtp.port": Option<u16> = "", "SMTP port (default: 587 for starttls, 465 for tls, 25 for none).";
+    smtp_security "smtp.security": SmtpSecurity = "starttls", "`starttls` (required), `tls` from the first byte, or `none`.";
+    smtp_username "smtp.username": Option<String> = "", "SMTP user name.";
+    smtp_password "smtp.password": Option<Secret> = "", "SMTP password; shown only as `(set)`.";
+    smtp_from "smtp.from": Option<String> = "", "Sender of every mail (default: basphere@PUBLIC_HOST).";
+    admin_emails "admin_emails": Vec<String> = "", "Who is told about new signups.";
+    signup_per_ip_per_hour "signup.per_ip_per_hour": u32 = "30", "Signup form submissions accepted from one address per hour.";
+    signup_per_email_per_day "signup.per_email_per_day": u32 = "3", "Signups accepted for one email address per day.";
+    signup_token_lifetime "signup.token_lifetime": Duration = "1d", "How long a confirmation link works.";
+    ssh_max_auth_attempts "ssh.max_auth_attempts": u32 = "6", "Failed authentication attempts before a connection is dropped.";
+    ssh_connections_per_minute "ssh.connections_per_minute": u32 = "60", "New connections accepted from one address per minute.";
+    ssh_max_sessions "ssh.max_sessions": u32 = "10", "Commands, shells and forwards one user may have running at once.";
+    ssh_idle_timeout "ssh.idle_timeout": Duration = "30m", "A connection with no traffic for this long is closed.";
 }

@@ -10,12 +10,12 @@ mod value;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 
 pub use keys::{Config, Row, ROWS};
 pub use value::{Duration, Flavor, Flavors, NetworkPool, Secret, SmtpSecurity, Value};
 
 use crate::error::{Error, Result};
-use crate::validate::GIB;
 use keys::Raw;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/basphere/config.toml";
@@ -31,12 +31,7 @@ pub enum Source {
 
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Source::Default => "default",
-            Source::File => "file",
-            Source::Env => "env",
-            Source::Flag => "flag",
-        })
+        f.write_str(["default", "file", "env", "flag"][*self as usize])
     }
 }
 
@@ -65,19 +60,19 @@ pub struct Overrides {
 /// The configuration a server runs with: each command takes the one in force when it
 /// starts, and a reload replaces it whole.
 #[derive(Debug)]
-pub struct Live(std::sync::RwLock<std::sync::Arc<Config>>);
+pub struct Live(RwLock<Arc<Config>>);
 
 impl Live {
     pub fn new(config: Config) -> Live {
-        Live(std::sync::RwLock::new(std::sync::Arc::new(config)))
+        Live(RwLock::new(Arc::new(config)))
     }
 
-    pub fn get(&self) -> std::sync::Arc<Config> {
+    pub fn get(&self) -> Arc<Config> {
         self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn replace(&self, config: Config) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(config);
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
     }
 }
 
@@ -95,17 +90,10 @@ fn row(key: &str) -> Option<&'static Row> {
 
 /// The built-in size presets; `flavors` in the configuration adds to them.
 fn builtin_flavors() -> BTreeMap<String, Flavor> {
-    let f = |cpus, memory_gib: u64, disk_gib: u64| Flavor {
-        cpus,
-        memory_mib: memory_gib * 1024,
-        disk_bytes: disk_gib * GIB,
-    };
-    BTreeMap::from([
-        ("small".to_owned(), f(1, 1, 10)),
-        ("medium".to_owned(), f(2, 4, 20)),
-        ("large".to_owned(), f(4, 8, 40)),
-        ("xlarge".to_owned(), f(8, 16, 80)),
-    ])
+    let presets = "small=1/1G/10G,medium=2/4G/20G,large=4/8G/40G,xlarge=8/16G/80G";
+    Flavors::parse(presets)
+        .expect("the built-in flavors parse")
+        .0
 }
 
 /// The file as dotted keys: a table is walked into only where no row takes it whole.
@@ -179,14 +167,6 @@ impl Config {
         Config::load(&self.flags, &std::env::vars().collect())
     }
 
-    /// The text form of `key`'s value, as `BASPHERE_*` variables take it.
-    pub fn text(&self, key: &str) -> String {
-        match row(key) {
-            Some(row) => self.field_text(row.key).0,
-            None => String::new(),
-        }
-    }
-
     /// Sets `key` from its text form, as a flag or the server itself does.
     pub fn set(&mut self, key: &str, text: &str, source: Source) -> Result<()> {
         self.set_raw(key, Raw::Text(text), source)
@@ -206,17 +186,7 @@ impl Config {
     }
 
     fn check(&self) -> Result<()> {
-        let bad = |msg: String| Err(Error::Config(msg));
-        if !self.data_dir.is_absolute() {
-            return bad(format!(
-                "data_dir `{}` must be an absolute path",
-                self.data_dir.display()
-            ));
-        }
-        if self.libvirt_uri.trim().is_empty() {
-            return bad("libvirt_uri is empty".into());
-        }
-        for (key, n) in [
+        let counts = [
             ("signup.per_ip_per_hour", self.signup_per_ip_per_hour),
             ("signup.per_email_per_day", self.signup_per_email_per_day),
             ("ssh.max_auth_attempts", self.ssh_max_auth_attempts),
@@ -225,60 +195,59 @@ impl Config {
                 self.ssh_connections_per_minute,
             ),
             ("ssh.max_sessions", self.ssh_max_sessions),
-        ] {
-            if n == 0 {
-                return bad(format!("{key} must be at least 1"));
-            }
-        }
-        if !matches!(self.signup_token_lifetime.secs(), Some(s) if s > 0) {
-            return bad("signup.token_lifetime must be a positive duration, not `never`".into());
-        }
+        ];
         let prefix = &self.name_prefix;
-        let ok = (1..=8).contains(&prefix.len())
+        let url = self.public_url();
+        let emails = self.admin_emails.iter().map(|a| ("admin_emails", a));
+        let emails = emails.chain(self.smtp_from.iter().map(|a| ("smtp.from", a)));
+        let problem = if !self.data_dir.is_absolute() {
+            format!(
+                "data_dir `{}` must be an absolute path",
+                self.data_dir.display()
+            )
+        } else if self.libvirt_uri.trim().is_empty() {
+            "libvirt_uri is empty".into()
+        } else if let Some((key, _)) = counts.iter().find(|(_, n)| *n == 0) {
+            format!("{key} must be at least 1")
+        } else if !matches!(self.signup_token_lifetime.secs(), Some(s) if s > 0) {
+            "signup.token_lifetime must be a positive duration, not `never`".into()
+        } else if !((1..=8).contains(&prefix.len())
             && prefix.starts_with(|c: char| c.is_ascii_lowercase())
             && prefix
                 .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-        if !ok {
-            return bad(format!(
-                "name_prefix `{prefix}`: 1 to 8 lowercase letters or digits, starting with a letter"
-            ));
-        }
-        if !self.flavors().contains_key(&self.default_flavor) {
-            return bad(format!(
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
+        {
+            format!("name_prefix `{prefix}`: 1 to 8 lowercase letters or digits, starting with a letter")
+        } else if !self.flavors().contains_key(&self.default_flavor) {
+            format!(
                 "default_flavor `{}` is not a defined flavor",
                 self.default_flavor
-            ));
-        }
-        let url = self.public_url();
-        if !(url.starts_with("http://") || url.starts_with("https://"))
+            )
+        } else if !(url.starts_with("http://") || url.starts_with("https://"))
             || url.chars().any(|c| c.is_whitespace() || c.is_control())
         {
-            return bad(format!(
-                "public_url `{url}`: expected an http:// or https:// URL"
-            ));
-        }
-        let emails = self.admin_emails.iter().map(|a| ("admin_emails", a));
-        for (key, address) in emails.chain(self.smtp_from.iter().map(|a| ("smtp.from", a))) {
-            if crate::validate::email(address).is_err() {
-                return bad(format!("{key}: `{address}` is not an email address"));
-            }
-        }
-        Ok(())
+            format!("public_url `{url}`: expected an http:// or https:// URL")
+        } else if let Some((key, a)) = emails
+            .into_iter()
+            .find(|(_, a)| crate::validate::email(a).is_err())
+        {
+            format!("{key}: `{a}` is not an email address")
+        } else {
+            return Ok(());
+        };
+        Err(Error::Config(problem))
     }
 
     /// Every setting as `basphere config` lists it, flavors one line each.
     pub fn entries(&self) -> Vec<Entry> {
+        let entry = |key: String, value: String, source| Entry { key, value, source };
         let file = self.file.as_ref().map(|p| p.display().to_string());
-        let mut entries = vec![Entry {
-            key: "config_file".into(),
-            source: if file.is_some() {
-                Source::File
-            } else {
-                Source::Default
-            },
-            value: file.unwrap_or_else(|| "(none)".into()),
-        }];
+        let source = [Source::Default, Source::File][file.is_some() as usize];
+        let mut entries = vec![entry(
+            "config_file".into(),
+            file.unwrap_or("(none)".into()),
+            source,
+        )];
         for row in ROWS.iter().filter(|r| r.key != "flavors") {
             let (text, shown) = self.field_text(row.key);
             let value = match (row.key, text.is_empty()) {
@@ -290,23 +259,16 @@ impl Config {
                 ("default_image", true) => "(only image)".into(),
                 _ => shown,
             };
-            entries.push(Entry {
-                key: row.key.into(),
-                value,
-                source: self.source(row.key),
-            });
+            entries.push(entry(row.key.into(), value, self.source(row.key)));
         }
         for (name, flavor) in self.flavors() {
-            let source = match self.flavors.0.contains_key(&name) {
-                true => self.source("flavors"),
-                false => Source::Default,
+            let configured = self.flavors.0.contains_key(&name);
+            let source = if configured {
+                self.source("flavors")
+            } else {
+                Source::Default
             };
-            let value = Flavors::describe(&flavor);
-            entries.push(Entry {
-                key: format!("flavors.{name}"),
-                value,
-                source,
-            });
+            entries.push(entry(format!("flavors.{name}"), flavor.to_string(), source));
         }
         entries
     }
@@ -391,19 +353,6 @@ impl Config {
 
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("basphere.db")
-    }
-}
-
-/// The limits every user gets unless the configuration says otherwise.
-pub fn default_limits() -> Limits {
-    Config::defaults().limits()
-}
-
-/// A snapshot expiry as people write it: `never` for 0 seconds.
-pub fn expire_name(secs: u64) -> String {
-    match secs {
-        0 => Duration::Never.show(),
-        secs => Duration::Secs(secs).show(),
     }
 }
 

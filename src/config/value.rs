@@ -40,17 +40,15 @@ macro_rules! integer {
         impl Value for $ty {
             const KIND: &'static str = "integer";
             fn parse(text: &str) -> Result<Self, String> {
-                text.trim()
-                    .parse()
-                    .map_err(|_| format!("`{text}` is not a whole number from 0 to {}", <$ty>::MAX))
+                let range = || format!("`{text}` is not a whole number from 0 to {}", <$ty>::MAX);
+                text.trim().parse().map_err(|_| range())
             }
             fn show(&self) -> String {
                 self.to_string()
             }
             fn from_toml(value: &toml::Value) -> Result<Self, String> {
                 match value {
-                    toml::Value::Integer(n) => <$ty>::try_from(*n)
-                        .map_err(|_| format!("{n} is not a whole number from 0 to {}", <$ty>::MAX)),
+                    toml::Value::Integer(n) => Self::parse(&n.to_string()),
                     other => Err(format!("expected an integer, found {}", other.type_str())),
                 }
             }
@@ -59,14 +57,42 @@ macro_rules! integer {
 }
 integer!(u16, u32, u64);
 
-impl Value for String {
-    const KIND: &'static str = "string";
-    fn parse(text: &str) -> Result<Self, String> {
-        Ok(text.to_owned())
-    }
-    fn show(&self) -> String {
-        self.clone()
-    }
+/// Types whose text form is `Display` and `FromStr`.
+macro_rules! text {
+    ($($ty:ty = $kind:literal),*) => {$(
+        impl Value for $ty {
+            const KIND: &'static str = $kind;
+            fn parse(text: &str) -> Result<Self, String> {
+                text.parse().map_err(|e| format!("{e}"))
+            }
+            fn show(&self) -> String {
+                self.to_string()
+            }
+        }
+    )*};
+}
+text!(String = "string", Size = "size");
+
+/// Settings that are one of a few words.
+macro_rules! words {
+    ($($ty:ident $kind:literal { $($variant:ident = $word:literal),+ })*) => {$(
+        impl Value for $ty {
+            const KIND: &'static str = $kind;
+            fn parse(text: &str) -> Result<Self, String> {
+                match text {
+                    $($word => Ok($ty::$variant),)+
+                    other => Err(format!("`{other}`: expected one of {}", $kind)),
+                }
+            }
+            fn show(&self) -> String {
+                match self { $($ty::$variant => $word,)+ }.to_owned()
+            }
+        }
+    )*};
+}
+words! {
+    VirtTypeSetting "auto|kvm|qemu" { Auto = "auto", Kvm = "kvm", Qemu = "qemu" }
+    SmtpSecurity "starttls|tls|none" { Starttls = "starttls", Tls = "tls", None = "none" }
 }
 
 impl Value for PathBuf {
@@ -83,10 +109,10 @@ impl Value for PathBuf {
 impl<T: Value> Value for Option<T> {
     const KIND: &'static str = T::KIND;
     fn parse(text: &str) -> Result<Self, String> {
-        match text {
-            "" => Ok(None),
-            text => T::parse(text).map(Some),
-        }
+        Some(text)
+            .filter(|t| !t.is_empty())
+            .map(T::parse)
+            .transpose()
     }
     fn show(&self) -> String {
         self.as_ref().map(T::show).unwrap_or_default()
@@ -104,24 +130,17 @@ impl<T: Value> Value for Option<T> {
 impl Value for Vec<String> {
     const KIND: &'static str = "list";
     fn parse(text: &str) -> Result<Self, String> {
-        Ok(text
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect())
+        let items = text.split(',').map(str::trim).filter(|s| !s.is_empty());
+        Ok(items.map(str::to_owned).collect())
     }
     fn show(&self) -> String {
         self.join(",")
     }
     fn from_toml(value: &toml::Value) -> Result<Self, String> {
-        let toml::Value::Array(items) = value else {
-            return Err(format!("expected an array, found {}", value.type_str()));
-        };
-        let items = items
-            .iter()
-            .map(|v| v.as_str().map(str::to_owned).ok_or("expected strings"))
-            .collect::<Result<Vec<_>, _>>()?;
+        let items: Vec<String> = value
+            .clone()
+            .try_into()
+            .map_err(|_| format!("expected an array of strings, found {}", value.type_str()))?;
         match items
             .iter()
             .find(|i| i.contains(',') || i.trim().is_empty())
@@ -129,16 +148,6 @@ impl Value for Vec<String> {
             Some(bad) => Err(format!("`{bad}`: items cannot be empty or hold a comma")),
             None => Ok(items),
         }
-    }
-}
-
-impl Value for Size {
-    const KIND: &'static str = "size";
-    fn parse(text: &str) -> Result<Self, String> {
-        text.parse().map_err(|e: crate::error::Error| e.to_string())
-    }
-    fn show(&self) -> String {
-        self.to_string()
     }
 }
 
@@ -164,17 +173,14 @@ impl Value for Duration {
     fn parse(text: &str) -> Result<Self, String> {
         match text {
             "never" => Ok(Duration::Never),
-            text => text
-                .parse::<Span>()
-                .map(|s| Duration::Secs(s.0))
-                .map_err(|e| e.to_string()),
+            text => Ok(Duration::Secs(
+                text.parse::<Span>().map_err(|e| e.to_string())?.0,
+            )),
         }
     }
     fn show(&self) -> String {
-        match self {
-            Duration::Never => "never".to_owned(),
-            Duration::Secs(s) => Span(*s).to_string(),
-        }
+        self.secs()
+            .map_or("never".to_owned(), |s| Span(s).to_string())
     }
 }
 
@@ -207,21 +213,6 @@ impl Value for Secret {
     }
 }
 
-impl Value for VirtTypeSetting {
-    const KIND: &'static str = "auto|kvm|qemu";
-    fn parse(text: &str) -> Result<Self, String> {
-        text.parse()
-    }
-    fn show(&self) -> String {
-        match self {
-            VirtTypeSetting::Auto => "auto",
-            VirtTypeSetting::Kvm => "kvm",
-            VirtTypeSetting::Qemu => "qemu",
-        }
-        .to_owned()
-    }
-}
-
 /// How the SMTP connection is protected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -232,26 +223,6 @@ pub enum SmtpSecurity {
     Tls,
     /// No encryption: only for a relay on the same host or in tests.
     None,
-}
-
-impl Value for SmtpSecurity {
-    const KIND: &'static str = "starttls|tls|none";
-    fn parse(text: &str) -> Result<Self, String> {
-        match text {
-            "starttls" => Ok(SmtpSecurity::Starttls),
-            "tls" => Ok(SmtpSecurity::Tls),
-            "none" => Ok(SmtpSecurity::None),
-            other => Err(format!("`{other}`: expected `starttls`, `tls` or `none`")),
-        }
-    }
-    fn show(&self) -> String {
-        match self {
-            SmtpSecurity::Starttls => "starttls",
-            SmtpSecurity::Tls => "tls",
-            SmtpSecurity::None => "none",
-        }
-        .to_owned()
-    }
 }
 
 /// An IPv4 pool cut into /24 networks, one per tenant.
@@ -297,7 +268,7 @@ impl Value for NetworkPool {
         Ok(NetworkPool { base, prefix })
     }
     fn show(&self) -> String {
-        format!("{}/{}", self.base, self.prefix)
+        self.to_string()
     }
 }
 
@@ -308,60 +279,56 @@ pub struct Flavor {
     pub disk_bytes: u64,
 }
 
-impl Flavor {
-    fn show(&self) -> String {
-        format!(
-            "cpus={} memory={} disk={}",
-            self.cpus,
+impl fmt::Display for Flavor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (memory, disk) = (
             Size::from_mib(self.memory_mib),
-            Size::from_bytes(self.disk_bytes)
-        )
+            Size::from_bytes(self.disk_bytes),
+        );
+        write!(f, "cpus={} memory={memory} disk={disk}", self.cpus)
     }
 }
 
-/// Size presets by name. In the file, a table per flavor (`[flavors.build]` with
-/// `cpus`, `memory` and `disk`); as text, `NAME=CPUS/MEMORY/DISK` items joined by commas.
-/// They add to, or replace by name, the built-in ones (see `Config::flavors`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Flavors(pub BTreeMap<String, Flavor>);
+/// One flavor as the file writes it: `[flavors.build]` with `cpus`, `memory` and `disk`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlavorSpec {
+    cpus: u32,
+    memory: String,
+    disk: String,
+}
 
-impl Flavors {
-    fn insert(&mut self, name: &str, cpus: u32, memory: &str, disk: &str) -> Result<(), String> {
-        let ok = !name.is_empty()
-            && name.len() <= 32
-            && name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+impl FlavorSpec {
+    fn check(self, name: &str) -> Result<Flavor, String> {
+        let ok = (1..=32).contains(&name.len())
+            && (name.chars()).all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if !ok {
             return Err(format!(
                 "flavor name `{name}`: lowercase letters, digits and `-`"
             ));
         }
-        if cpus == 0 {
+        if self.cpus == 0 {
             return Err(format!("flavor `{name}`: cpus must be at least 1"));
         }
-        let size = |what: &str, s: &str| {
-            Size::parse(s).map_err(|e| format!("flavor `{name}` {what}: {e}"))
-        };
-        let flavor = Flavor {
-            cpus,
-            memory_mib: size("memory", memory)?.mib(),
-            disk_bytes: size("disk", disk)?.bytes(),
-        };
-        self.0.insert(name.to_owned(), flavor);
-        Ok(())
-    }
-
-    /// One flavor as `basphere config` shows it.
-    pub fn describe(flavor: &Flavor) -> String {
-        flavor.show()
+        let size =
+            |what, s: &str| Size::parse(s).map_err(|e| format!("flavor `{name}` {what}: {e}"));
+        Ok(Flavor {
+            cpus: self.cpus,
+            memory_mib: size("memory", &self.memory)?.mib(),
+            disk_bytes: size("disk", &self.disk)?.bytes(),
+        })
     }
 }
+
+/// Size presets by name, beside (or in place of) the built-in ones (`Config::flavors`).
+/// As text, `NAME=CPUS/MEMORY/DISK` items joined by commas.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Flavors(pub BTreeMap<String, Flavor>);
 
 impl Value for Flavors {
     const KIND: &'static str = "flavors";
     fn parse(text: &str) -> Result<Self, String> {
-        let mut flavors = Flavors::default();
+        let mut flavors = BTreeMap::new();
         for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let bad = || format!("`{item}`: expected NAME=CPUS/MEMORY/DISK, e.g. build=8/16G/100G");
             let (name, spec) = item.split_once('=').ok_or_else(bad)?;
@@ -369,44 +336,34 @@ impl Value for Flavors {
             let [cpus, memory, disk] = parts[..] else {
                 return Err(bad());
             };
-            flavors.insert(name.trim(), u32::parse(cpus)?, memory, disk)?;
+            let (memory, disk) = (memory.to_owned(), disk.to_owned());
+            let spec = FlavorSpec {
+                cpus: u32::parse(cpus)?,
+                memory,
+                disk,
+            };
+            flavors.insert(name.trim().to_owned(), spec.check(name.trim())?);
         }
-        Ok(flavors)
+        Ok(Flavors(flavors))
     }
     fn show(&self) -> String {
-        let items: Vec<String> = self
-            .0
-            .iter()
-            .map(|(name, f)| {
-                let (memory, disk) = (Size::from_mib(f.memory_mib), Size::from_bytes(f.disk_bytes));
-                format!("{name}={}/{memory}/{disk}", f.cpus)
-            })
-            .collect();
-        items.join(",")
+        let item = |(name, f): (&String, &Flavor)| {
+            let (memory, disk) = (Size::from_mib(f.memory_mib), Size::from_bytes(f.disk_bytes));
+            format!("{name}={}/{memory}/{disk}", f.cpus)
+        };
+        self.0.iter().map(item).collect::<Vec<_>>().join(",")
     }
     fn from_toml(value: &toml::Value) -> Result<Self, String> {
         let table = value.as_table().ok_or("expected a table of flavors")?;
-        let mut flavors = Flavors::default();
-        for (name, spec) in table {
-            let field = |key: &str| {
-                spec.get(key)
-                    .ok_or_else(|| format!("flavors.{name}: `{key}` is missing"))
-            };
-            if let Some(extra) = spec.as_table().and_then(|t| {
-                t.keys()
-                    .find(|k| !["cpus", "memory", "disk"].contains(&k.as_str()))
-            }) {
-                return Err(format!("flavors.{name}: unknown key `{extra}`"));
-            }
-            let cpus =
-                u32::from_toml(field("cpus")?).map_err(|e| format!("flavors.{name}.cpus: {e}"))?;
-            let text = |key: &str| {
-                field(key)?
-                    .as_str()
-                    .ok_or_else(|| format!("flavors.{name}.{key}: expected a string"))
-            };
-            flavors.insert(name, cpus, text("memory")?, text("disk")?)?;
-        }
-        Ok(flavors)
+        let flavor = |(name, spec): (&String, &toml::Value)| {
+            let spec: FlavorSpec = (spec.clone().try_into())
+                .map_err(|e: toml::de::Error| format!("`{name}`: {}", e.message()))?;
+            Ok((name.clone(), spec.check(name)?))
+        };
+        table
+            .iter()
+            .map(flavor)
+            .collect::<Result<_, String>>()
+            .map(Flavors)
     }
 }

@@ -15,7 +15,6 @@ pub mod xml;
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::str::FromStr;
 
 use uuid::Uuid;
 use virt::connect::Connect;
@@ -115,21 +114,6 @@ pub enum VirtTypeSetting {
     Auto,
     Kvm,
     Qemu,
-}
-
-impl FromStr for VirtTypeSetting {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "auto" => Ok(VirtTypeSetting::Auto),
-            "kvm" => Ok(VirtTypeSetting::Kvm),
-            "qemu" => Ok(VirtTypeSetting::Qemu),
-            other => Err(format!(
-                "unknown virtualization type `{other}` (expected auto, kvm or qemu)"
-            )),
-        }
-    }
 }
 
 /// A domain's power state, reduced to what people need to see.
@@ -785,14 +769,6 @@ mod tests {
             serde_json::to_string(&PowerState::ShutOff).unwrap(),
             "\"shut_off\""
         );
-    }
-
-    #[test]
-    fn virt_type_setting_parses() {
-        assert_eq!("auto".parse(), Ok(VirtTypeSetting::Auto));
-        assert_eq!("kvm".parse(), Ok(VirtTypeSetting::Kvm));
-        assert_eq!("qemu".parse(), Ok(VirtTypeSetting::Qemu));
-        assert!("xen".parse::<VirtTypeSetting>().is_err());
     }
 
     #[test]

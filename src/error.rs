@@ -52,6 +52,25 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
+    /// basphere is installed or run in a way it cannot work with (its own path, say).
+    #[error("installation: {0}")]
+    Install(String),
+
+    /// A database row or a state file that basphere wrote no longer holds what it must.
+    #[error("corrupt state: {0}")]
+    Corrupt(String),
+
+    /// A form with wrong fields: a message per field, keyed by the field's name.
+    #[error("invalid fields: {}", .0.keys().copied().collect::<Vec<_>>().join(", "))]
+    Fields(std::collections::BTreeMap<&'static str, String>),
+
+    /// Too many requests; the text is for people.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: Option<std::time::Duration>,
+    },
+
     #[error(transparent)]
     Virt(#[from] VirtError),
 
@@ -71,6 +90,30 @@ pub enum Error {
 
     #[error("database: {0}")]
     Database(#[from] rusqlite::Error),
+
+    #[error("cannot open database `{}`: {source}", .path.display())]
+    DatabaseOpen {
+        path: std::path::PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    #[error("SSH key `{}`: {source}", .path.display())]
+    Key {
+        path: std::path::PathBuf,
+        #[source]
+        source: russh::keys::ssh_key::Error,
+    },
+
+    #[error("mail template: {0}")]
+    Template(#[from] minijinja::Error),
+
+    /// A background task panicked or was dropped.
+    #[error("a task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
 
     #[error("{context}: {source}")]
     Io {
@@ -132,12 +175,32 @@ impl Error {
             Error::PermissionDenied { .. } => exit::PERMISSION_DENIED,
             Error::QuotaExceeded { .. } => exit::QUOTA_EXCEEDED,
             Error::Virt(VirtError::Unavailable { .. }) => exit::UNAVAILABLE,
+            Error::Fields(_) => exit::USAGE,
             Error::Step { source, .. } => source.exit_code(),
-            Error::Config(_)
-            | Error::Virt(_)
-            | Error::Cancelled
-            | Error::Database(_)
-            | Error::Io { .. } => exit::FAILURE,
+            _ => exit::FAILURE,
+        }
+    }
+
+    /// The kind of error, as `--json` names it: stable words for scripts.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Invalid { .. } | Error::Fields(_) => "invalid",
+            Error::NotFound { .. } => "not_found",
+            Error::AlreadyExists { .. } => "already_exists",
+            Error::Conflict { .. } => "conflict",
+            Error::PermissionDenied { .. } => "permission_denied",
+            Error::QuotaExceeded { .. } => "quota_exceeded",
+            Error::Config(_) => "config",
+            Error::Install(_) => "install",
+            Error::Corrupt(_) => "corrupt",
+            Error::RateLimited { .. } => "rate_limited",
+            Error::Virt(VirtError::Unavailable { .. }) => "unavailable",
+            Error::Virt(_) => "libvirt",
+            Error::Step { source, .. } => source.kind(),
+            Error::Cancelled => "cancelled",
+            Error::Database(_) | Error::DatabaseOpen { .. } => "database",
+            Error::Key { .. } | Error::Template(_) | Error::Task(_) | Error::Json(_) => "internal",
+            Error::Io { .. } => "io",
         }
     }
 
@@ -153,12 +216,23 @@ impl Error {
                 Some("is libvirtd running? check `libvirt_uri` in `basphere config`".into())
             }
             Error::Step { source, .. } => source.help(),
+            Error::Corrupt(_) => Some(
+                "run `basphere admin reconcile --dry-run` to see what it would repair, then `basphere admin reconcile`".into(),
+            ),
             Error::Database(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::DatabaseBusy =>
             {
                 Some("another basphere command holds the database; try again".into())
             }
             _ => None,
+        }
+    }
+
+    /// The message and its hint on one line, for places that show one string.
+    pub fn with_help(&self) -> String {
+        match self.help() {
+            Some(help) => format!("{self} ({help})"),
+            None => self.to_string(),
         }
     }
 

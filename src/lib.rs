@@ -33,7 +33,11 @@ pub use output::{Io, Terminal};
 /// A parsed command line and the name of its command (`admin user list`), or the exit
 /// code of a usage error already written to `io`.
 fn parse(argv: Vec<OsString>, io: &mut Io) -> Result<(cli::Cli, String), i32> {
-    let color = io.terminal.is_some_and(|t| t.color);
+    let json = argv
+        .iter()
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--json");
+    let color = io.terminal.is_some_and(|t| t.color) && !json;
     let mut command = cli::command();
     if !color {
         command = command.color(clap::ColorChoice::Never);
@@ -52,6 +56,14 @@ fn parse(argv: Vec<OsString>, io: &mut Io) -> Result<(cli::Cli, String), i32> {
         <cli::Cli as clap::FromArgMatches>::from_arg_matches(&m).map(|cli| (cli, name))
     });
     parsed.map_err(|e| {
+        if json && e.use_stderr() {
+            let message = e.render().to_string();
+            let message = message.trim_end().trim_start_matches("error: ");
+            let value =
+                serde_json::json!({ "error": message, "kind": "invalid", "exit": e.exit_code() });
+            let _ = writeln!(io.stderr, "{value}");
+            return e.exit_code();
+        }
         let text = if color {
             e.render().ansi().to_string()
         } else {
@@ -74,12 +86,13 @@ fn run(
 ) -> i32 {
     let mut out = output::Output::new(io, cli.global.json);
     let result = config
-        .and_then(|config| cli::execute(&cli, name, caller, config, cancel.clone(), &mut out));
+        .and_then(|config| cli::execute(&cli, name, caller, config, cancel.clone(), &mut out))
+        .and_then(|report| out.report(report));
     match result {
         Ok(code) => code,
         Err(e) => {
             tracing::debug!(error = ?e, "command failed");
-            let _ = writeln!(io.stderr, "{}", error::Rendered(&e));
+            out.error(&e);
             e.exit_code()
         }
     }

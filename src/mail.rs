@@ -60,12 +60,7 @@ pub fn render(name: &str, ctx: minijinja::Value) -> Result<(String, String)> {
     let text = templates()
         .get_template(name)
         .and_then(|t| t.render(ctx))
-        .map_err(|e| {
-            Error::io(
-                format!("cannot render mail `{name}`"),
-                std::io::Error::other(e),
-            )
-        })?;
+        .map_err(Error::Template)?;
     let (first, body) = text.split_once('\n').unwrap_or((&text, ""));
     let subject = first
         .strip_prefix("Subject: ")

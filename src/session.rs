@@ -100,7 +100,11 @@ fn welcome(
         }
         Ok(vms) => {
             out.line("Your VMs:")?;
-            crate::cli::vm::list(out, &vms, false)?;
+            let views = crate::cli::vm::Vms {
+                views: vms,
+                with_owner: false,
+            };
+            out.report(views.report())?;
         }
         Err(e) => out.line(format!("Your VMs: cannot list them now ({e})"))?,
     }

@@ -116,6 +116,14 @@ macro_rules! string_newtype {
                 &self.0
             }
         }
+
+        /// As a command-line argument: a bad value is a usage error that states the rule.
+        impl clap::builder::ValueParserFactory for $name {
+            type Parser = fn(&str) -> std::result::Result<$name, String>;
+            fn value_parser() -> Self::Parser {
+                |s| s.parse().map_err(|e: Error| e.with_help())
+            }
+        }
     };
 }
 

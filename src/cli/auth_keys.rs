@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::context::{Allowed, Context};
 use crate::error::{Error, Result};
 use crate::ops::key;
-use crate::output::Output;
+use crate::output::{Output, Report};
 
 /// Print the authorized_keys line for a key offered to sshd (its AuthorizedKeysCommand)
 #[derive(Debug, clap::Args)]
@@ -43,11 +43,9 @@ fn open_read_only(config: &Config) -> Result<Connection> {
         &path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|e| {
-        Error::io(
-            format!("cannot open database `{}`", path.display()),
-            std::io::Error::other(e),
-        )
+    .map_err(|source| Error::DatabaseOpen {
+        path: path.to_owned(),
+        source,
     })?;
     conn.busy_timeout(Duration::from_secs(5))?;
     Ok(conn)
@@ -61,21 +59,24 @@ impl Run for Args {
         ALLOWED
     }
 
-    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<i32> {
+    fn speaks_json(&self) -> bool {
+        false
+    }
+
+    fn exec(&self, ctx: &Context, _out: &mut Output) -> Result<Report> {
         if self.login != ctx.config.service_user {
-            return Ok(0);
+            return Ok(Report::text(String::new()));
         }
         let conn = open_read_only(&ctx.config)?;
         let Some(auth) = key::authorize(&conn, &self.key_type, &self.key)? else {
-            return Ok(0);
+            return Ok(Report::text(String::new()));
         };
         let exe = match &self.exe {
             Some(exe) => exe.clone(),
             None => current_exe()?,
         };
         let line = key::authorized_keys_line(&auth, &exe)?;
-        out.line(line)?;
-        Ok(0)
+        Ok(Report::text(line))
     }
 }
 
@@ -85,5 +86,5 @@ pub fn current_exe() -> Result<String> {
         std::env::current_exe().map_err(|e| Error::io("cannot find the basphere executable", e))?;
     exe.to_str()
         .map(str::to_owned)
-        .ok_or_else(|| Error::Config(format!("`{}` is not UTF-8", exe.display())))
+        .ok_or_else(|| Error::Install(format!("`{}` is not UTF-8", exe.display())))
 }

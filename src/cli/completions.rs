@@ -3,7 +3,7 @@
 use crate::cli::Run;
 use crate::context::{Allowed, Context, Role};
 use crate::error::Result;
-use crate::output::Output;
+use crate::output::{Output, Report};
 
 /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
 #[derive(Debug, clap::Args)]
@@ -21,10 +21,13 @@ impl Run for Args {
         ALLOWED
     }
 
-    fn exec(&self, _ctx: &Context, out: &mut Output) -> Result<i32> {
+    fn speaks_json(&self) -> bool {
+        false
+    }
+
+    fn exec(&self, _ctx: &Context, _out: &mut Output) -> Result<Report> {
         let mut buf = Vec::new();
         clap_complete::generate(self.shell, &mut super::command(), "basphere", &mut buf);
-        out.line(String::from_utf8_lossy(&buf).trim_end())?;
-        Ok(0)
+        Ok(Report::text(String::from_utf8_lossy(&buf).into_owned()))
     }
 }

@@ -1,9 +1,10 @@
 //! `basphere config`: the settings in force and where each came from.
 
 use crate::cli::Run;
+use crate::config::Entry;
 use crate::context::{Allowed, Context};
 use crate::error::Result;
-use crate::output::Output;
+use crate::output::{Human, Output, Report};
 
 /// Show the configuration in force and where each value came from
 #[derive(Debug, clap::Args)]
@@ -20,16 +21,11 @@ impl Run for Args {
         ALLOWED
     }
 
-    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<i32> {
+    fn exec(&self, ctx: &Context, _out: &mut Output) -> Result<Report> {
         let entries = ctx.config.entries();
-        if out.json {
-            return out.json(&entries).map(|_| 0);
-        }
-        let rows = entries
-            .into_iter()
-            .map(|e| vec![e.key, e.value, e.source.to_string()])
-            .collect();
-        out.table(&["KEY", "VALUE", "SOURCE"], rows)?;
-        Ok(0)
+        let row = |e: &Entry| vec![e.key.clone(), e.value.clone(), e.source.to_string()];
+        let rows = entries.iter().map(row).collect();
+        let headers = vec!["KEY", "VALUE", "SOURCE"];
+        Ok(Report::new(&entries, Human::Table { headers, rows }))
     }
 }

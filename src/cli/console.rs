@@ -10,7 +10,7 @@ use crate::cli::Run;
 use crate::context::{Allowed, Context};
 use crate::error::{Error, Result};
 use crate::ops::vm;
-use crate::output::Output;
+use crate::output::{Output, Report};
 use crate::validate::VmName;
 use crate::virt::console::End;
 
@@ -28,7 +28,7 @@ SSH, ask for one with `ssh -t`. One session at a time uses a console: while anot
 )]
 pub struct Args {
     /// The VM, one of yours
-    pub name: String,
+    pub name: VmName,
     /// Take the console over from another session, which is disconnected
     #[arg(long)]
     pub force: bool,
@@ -42,15 +42,19 @@ impl Run for Args {
         ALLOWED
     }
 
-    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<i32> {
-        let name: VmName = self.name.parse()?;
+    fn speaks_json(&self) -> bool {
+        false
+    }
+
+    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<Report> {
+        let name = &self.name;
         // The dispatcher's promise: a terminal means this process's stdin and stdout are it.
         let stdin = std::io::stdin();
         let stdout = std::io::stdout();
         if out.terminal().is_none() || !stdin.is_terminal() || !stdout.is_terminal() {
             // Report a missing VM first, so the retry with a terminal is not in vain.
             vm::get_mine(ctx, name.as_str())?;
-            return Err(needs_terminal(ctx, &name));
+            return Err(needs_terminal(ctx, name));
         }
         let mut console = vm::console(ctx, name.as_str(), self.force)?;
         out.note(format!("Connected to VM {name} (press Ctrl-] to detach)"))?;
@@ -62,9 +66,9 @@ impl Run for Args {
         match end {
             End::Detached => {
                 out.note(format!("\nDetached from {name}"))?;
-                Ok(0)
+                Ok(Report::streamed(0))
             }
-            End::Hangup => Ok(0),
+            End::Hangup => Ok(Report::streamed(0)),
             End::Closed { reason } => {
                 tracing::debug!(vm = %name, reason, "console stream ended");
                 // The end of the stream comes with a stop; an error with a takeover.
@@ -75,12 +79,12 @@ impl Run for Args {
                 };
                 if console.stopped_within(settle, &ctx.cancel) {
                     out.note(format!("\nVM {name} stopped; console closed"))?;
-                    Ok(0)
+                    Ok(Report::streamed(0))
                 } else {
                     out.note(format!(
                         "\nThe console of {name} was closed; another session may have taken it over with `console --force`"
                     ))?;
-                    Ok(1)
+                    Ok(Report::streamed(1))
                 }
             }
         }

@@ -4,8 +4,8 @@ use crate::cli::Run;
 use crate::context::{Allowed, Context};
 use crate::error::Result;
 use crate::ops::vm::{self, CreateRequest};
-use crate::output::Output;
-use crate::validate::{self, Size};
+use crate::output::{Output, Report};
+use crate::validate::{self, ImageName, Size, VmName};
 
 /// Create a virtual machine
 #[derive(Debug, clap::Args)]
@@ -14,11 +14,11 @@ use crate::validate::{self, Size};
 )]
 pub struct Args {
     /// VM name: a lowercase letter, then lowercase letters, digits or `-` (at most 63)
-    pub name: String,
+    pub name: VmName,
 
     /// Base image (see `basphere images`)
     #[arg(long)]
-    pub image: Option<String>,
+    pub image: Option<ImageName>,
 
     /// Size preset (see `basphere config`); --cpus, --memory and --disk refine the default
     #[arg(long, conflicts_with_all = ["cpus", "memory", "disk"])]
@@ -49,10 +49,10 @@ impl Run for Args {
         ALLOWED
     }
 
-    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<i32> {
+    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<Report> {
         let req = CreateRequest {
-            name: Some(self.name.parse()?),
-            image: self.image.as_deref().map(str::parse).transpose()?,
+            name: Some(self.name.clone()),
+            image: self.image.clone(),
             flavor: self.flavor.clone(),
             cpus: self
                 .cpus
@@ -63,14 +63,7 @@ impl Run for Args {
             disk: self.disk.as_deref().map(str::parse::<Size>).transpose()?,
             start: !self.no_start,
         };
-        let spinner = out.spinner();
-        let created = vm::create(ctx, &req, &mut |step| spinner.set_message(step.to_owned()));
-        spinner.finish_and_clear();
-        let view = created?;
-        if out.json {
-            return out.json(&view).map(|_| 0);
-        }
-        super::vm::show_view(out, &view)?;
-        Ok(0)
+        let created = out.working("creating", |step| vm::create(ctx, &req, &mut |s| step(s)));
+        Ok(Report::of(&created?))
     }
 }

@@ -2,9 +2,10 @@
 
 use crate::cli::Run;
 use crate::context::{Allowed, Context};
+use crate::db::images::Image;
 use crate::error::Result;
 use crate::ops::image;
-use crate::output::Output;
+use crate::output::{Human, Output, Report};
 use crate::validate::Size;
 
 /// List the images you can create VMs from
@@ -19,26 +20,18 @@ impl Run for Args {
         ALLOWED
     }
 
-    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<i32> {
+    fn exec(&self, ctx: &Context, _out: &mut Output) -> Result<Report> {
         let images = image::list(ctx)?;
-        if out.json {
-            let public: Vec<_> = images
-                .iter()
-                .map(|i| serde_json::json!({ "name": i.name, "os_user": i.os_user, "virtual_size": i.virtual_size }))
-                .collect();
-            return out.json(&public).map(|_| 0);
-        }
-        let rows = images
+        let public: Vec<_> = images
             .iter()
-            .map(|i| {
-                vec![
-                    i.name.clone(),
-                    i.os_user.clone(),
-                    Size::from_bytes(i.virtual_size).to_string(),
-                ]
-            })
+            .map(|i| serde_json::json!({ "name": i.name, "os_user": i.os_user, "virtual_size": i.virtual_size }))
             .collect();
-        out.table(&["NAME", "LOGIN", "SIZE"], rows)?;
-        Ok(0)
+        let row = |i: &Image| {
+            let size = Size::from_bytes(i.virtual_size).to_string();
+            vec![i.name.clone(), i.os_user.clone(), size]
+        };
+        let rows = images.iter().map(row).collect();
+        let headers = vec!["NAME", "LOGIN", "SIZE"];
+        Ok(Report::new(&public, Human::Table { headers, rows }))
     }
 }

@@ -6,9 +6,10 @@ use clap::Subcommand;
 
 use crate::cli::Run;
 use crate::context::{Allowed, Context};
+use crate::db::users::Key;
 use crate::error::{Error, Result};
 use crate::ops::key;
-use crate::output::{timestamp, Output};
+use crate::output::{timestamp, Human, Output, Report};
 use crate::validate::PublicKey;
 
 /// Manage your SSH keys
@@ -90,55 +91,37 @@ impl Run for Args {
         ALLOWED
     }
 
-    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<i32> {
+    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<Report> {
         match &self.command {
             Command::List => {
                 let keys = key::list(ctx)?;
-                if out.json {
-                    out.json(&keys)?;
-                } else {
-                    let current = ctx.actor.fingerprint.as_deref();
-                    let rows = keys
-                        .iter()
-                        .map(|k| {
-                            let mark = if Some(k.fingerprint.as_str()) == current {
-                                " (this session)"
-                            } else {
-                                ""
-                            };
-                            vec![
-                                format!("{}{mark}", k.fingerprint),
-                                k.algorithm.clone(),
-                                k.comment.clone(),
-                                timestamp(k.created_at),
-                            ]
-                        })
-                        .collect();
-                    out.table(&["FINGERPRINT", "TYPE", "COMMENT", "ADDED"], rows)?;
-                }
+                let current = ctx.actor.fingerprint.as_deref();
+                let row = |k: &Key| {
+                    let this = Some(k.fingerprint.as_str()) == current;
+                    let mark = if this { " (this session)" } else { "" };
+                    vec![
+                        format!("{}{mark}", k.fingerprint),
+                        k.algorithm.clone(),
+                        k.comment.clone(),
+                        timestamp(k.created_at),
+                    ]
+                };
+                let rows = keys.iter().map(row).collect();
+                let headers = vec!["FINGERPRINT", "TYPE", "COMMENT", "ADDED"];
+                Ok(Report::new(&keys, Human::Table { headers, rows }))
             }
             Command::Add { key: words } => {
                 let public = read_key(words, out)?;
                 let added = key::add(ctx, &public)?;
-                if out.json {
-                    out.json(&added)?;
-                } else {
-                    out.line(format!(
-                        "added key {} ({})",
-                        added.fingerprint, added.algorithm
-                    ))?;
-                }
+                let line = format!("added key {} ({})", added.fingerprint, added.algorithm);
+                Ok(Report::done(&added, line))
             }
             Command::Remove { fingerprint } => {
                 let fingerprint = key::parse_fingerprint(fingerprint)?;
                 key::remove(ctx, &fingerprint)?;
-                if out.json {
-                    out.json(&serde_json::json!({ "removed": fingerprint }))?;
-                } else {
-                    out.line(format!("removed key {fingerprint}"))?;
-                }
+                let done = serde_json::json!({ "removed": fingerprint });
+                Ok(Report::done(&done, format!("removed key {fingerprint}")))
             }
         }
-        Ok(0)
     }
 }

@@ -6,7 +6,7 @@ use crate::cli::Run;
 use crate::context::{Allowed, Context};
 use crate::error::Result;
 use crate::mail::{self, Mailer};
-use crate::output::{timestamp, Output};
+use crate::output::{timestamp, Human, Output, Report};
 
 /// Deliver queued mail
 #[derive(Debug, clap::Args)]
@@ -36,35 +36,31 @@ impl Run for Args {
         ALLOWED
     }
 
-    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<i32> {
+    fn exec(&self, ctx: &Context, _out: &mut Output) -> Result<Report> {
         match &self.command {
             Command::Flush { now } => {
                 let mailer = Mailer::new(&ctx.config)?;
                 let report = mail::flush(ctx.db()?, &mailer, *now, None)?;
-                let code = if report.failed.is_empty() { 0 } else { 1 };
-                if out.json {
-                    out.json(&report)?;
-                    return Ok(code);
-                }
-                for s in &report.sent {
-                    out.line(format!("sent #{} to {}: {}", s.id, s.recipient, s.subject))?;
-                }
-                for f in &report.failed {
-                    out.line(format!(
-                        "failed #{} to {}: {} (next attempt {})",
-                        f.id,
-                        f.recipient,
-                        f.error,
-                        timestamp(f.next_attempt_at)
-                    ))?;
-                }
-                out.note(format!(
+                let sent = (report.sent.iter())
+                    .map(|s| format!("sent #{} to {}: {}", s.id, s.recipient, s.subject));
+                let failed = report.failed.iter().map(|f| {
+                    let next = timestamp(f.next_attempt_at);
+                    format!(
+                        "failed #{} to {}: {} (next attempt {next})",
+                        f.id, f.recipient, f.error
+                    )
+                });
+                let lines = sent.chain(failed).collect();
+                let note = format!(
                     "{} sent, {} failed, through the {}",
                     report.sent.len(),
                     report.failed.len(),
                     mailer.destination()
-                ))?;
-                Ok(code)
+                );
+                let code = i32::from(!report.failed.is_empty());
+                Ok(Report::new(&report, Human::Lines(lines))
+                    .note(note)
+                    .exit(code))
             }
         }
     }

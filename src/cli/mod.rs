@@ -27,7 +27,7 @@ use crate::cancel::Cancel;
 use crate::config::{Config, Overrides};
 use crate::context::{Allowed, Caller, Context, Role};
 use crate::error::{Error, Result};
-use crate::output::Output;
+use crate::output::{Output, Report};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -109,7 +109,15 @@ impl Global {
 pub trait Run {
     /// The roles that may run this command line.
     fn allowed(&self) -> Allowed;
-    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<i32>;
+
+    /// Whether `--json` applies: a command that streams a terminal or writes a format
+    /// for another program says no, and `--json` is refused before it runs.
+    fn speaks_json(&self) -> bool {
+        true
+    }
+
+    /// Runs the command; what it returns is written by `Output` in the caller's mode.
+    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<Report>;
 }
 
 #[derive(Debug, Subcommand)]
@@ -200,14 +208,17 @@ pub fn execute(
     config: Arc<Config>,
     cancel: Cancel,
     out: &mut Output,
-) -> Result<i32> {
+) -> Result<Report> {
     if caller.is_remote() && cli.global.names_local_state() {
         return Err(Error::denied(
             "--config, --data-dir, --libvirt-uri and --virt-type are for local administrators",
         ));
     }
-    let ctx = Context::new(config, caller, cli.global.act_as.as_deref(), cancel)?;
     let command = cli.command.run();
+    if cli.global.json && !command.speaks_json() {
+        return Err(Error::invalid(format!("`{name}` has no JSON output")));
+    }
+    let ctx = Context::new(config, caller, cli.global.act_as.as_deref(), cancel)?;
     let role = ctx.actor.role;
     if !command.allowed().permits(role) {
         return Err(refusal(name, command.allowed(), role, &ctx.config));

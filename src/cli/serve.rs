@@ -12,7 +12,7 @@ use crate::cli::Run;
 use crate::config::{Config, Live, Source};
 use crate::context::{Allowed, Caller, Context};
 use crate::error::{Error, Result};
-use crate::output::{Io, Output};
+use crate::output::{Io, Output, Report};
 
 const DEFAULT_WEB: &str = "127.0.0.1:8080";
 const DEFAULT_SSH: &str = "0.0.0.0:2222";
@@ -48,7 +48,11 @@ impl Run for Args {
         ALLOWED
     }
 
-    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<i32> {
+    fn speaks_json(&self) -> bool {
+        false
+    }
+
+    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<Report> {
         // The front doors open their own connections to the database this makes sure of.
         ctx.db()?;
         // Today's behaviour stands when no front door is named: the web form alone.
@@ -69,8 +73,7 @@ impl Run for Args {
             .build()
             .map_err(|e| Error::io("cannot start the async runtime", e))?;
         runtime.block_on(serve(self, web, ssh_key, ctx, out))?;
-        out.note("stopped")?;
-        Ok(0)
+        Ok(Report::streamed(0).note("stopped"))
     }
 }
 
@@ -140,7 +143,7 @@ async fn serve(
         match result {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),
-            Err(e) => return Err(Error::io("a server task failed", std::io::Error::other(e))),
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())

@@ -7,7 +7,7 @@ use crate::cli::Run;
 use crate::context::Caller;
 use crate::context::{Allowed, Context};
 use crate::error::Result;
-use crate::output::Output;
+use crate::output::{Output, Report};
 use crate::session;
 
 /// Run a tenant's SSH command (the forced command OpenSSH runs for their key)
@@ -30,19 +30,23 @@ impl Run for Args {
         ALLOWED
     }
 
-    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<i32> {
+    fn speaks_json(&self) -> bool {
+        false
+    }
+
+    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<Report> {
         let user: crate::validate::UserId = self.user.parse()?;
         let tenant = Caller::Ssh {
             user: user.to_string(),
             fingerprint: self.key.clone(),
         };
         let line = std::env::var("SSH_ORIGINAL_COMMAND").ok();
-        Ok(session::run(
+        Ok(Report::streamed(session::run(
             &ctx.config,
             &tenant,
             line.as_deref(),
             out.io(),
             &ctx.cancel,
-        ))
+        )))
     }
 }

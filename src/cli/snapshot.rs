@@ -6,9 +6,9 @@ use crate::cli::Run;
 use crate::context::{Allowed, Context};
 use crate::db::snapshots::Snapshot;
 use crate::error::Result;
-use crate::ops::snapshot::{self, CreateRequest, PruneRequest, Scope};
-use crate::output::{timestamp, Output};
-use crate::validate::{self, SnapshotName, Span};
+use crate::ops::snapshot::{self, CreateRequest, PruneOutcome, PruneRequest, Scope};
+use crate::output::{timestamp, Human, Output, Render, Report};
+use crate::validate::{self, SnapshotName, Span, UserId, VmName};
 
 /// Protect VMs with snapshots and roll them back
 #[derive(Debug, clap::Args)]
@@ -24,9 +24,9 @@ pub enum Command {
         after_help = "Examples:\n  basphere snapshot create web1 pre-upgrade --expire 7d\n  basphere snapshot create web1"
     )]
     Create {
-        vm: String,
+        vm: VmName,
         /// Snapshot name [default: the time, e.g. 20261121-101500]
-        name: Option<String>,
+        name: Option<SnapshotName>,
         /// Delete it after this long: 90m, 12h, 7d, 4w [default: your policy]
         #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
         expire: Option<String>,
@@ -36,18 +36,18 @@ pub enum Command {
     },
     /// List your snapshots, of one VM or all
     #[command(visible_alias = "ls")]
-    List { vm: Option<String> },
+    List { vm: Option<VmName> },
     /// Return a VM to a snapshot: running if it was taken running
     Restore {
-        vm: String,
-        name: String,
+        vm: VmName,
+        name: SnapshotName,
         /// Do not ask for confirmation
         #[arg(long, short)]
         yes: bool,
     },
     /// Delete a snapshot
     #[command(visible_alias = "rm")]
-    Delete { vm: String, name: String },
+    Delete { vm: VmName, name: SnapshotName },
     /// Delete expired snapshots, then those beyond the keep-last policy (for cron)
     #[command(
         after_help = "Examples:\n  basphere snapshot prune --all            # cron, as root or the service account\n  basphere snapshot prune --dry-run        # your own snapshots, change nothing"
@@ -58,7 +58,7 @@ pub enum Command {
         all: bool,
         /// One user's snapshots (administrators and the service account)
         #[arg(long)]
-        user: Option<String>,
+        user: Option<UserId>,
         /// Also delete snapshots older than this
         #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
         older_than: Option<String>,
@@ -75,17 +75,54 @@ fn expires(s: &Snapshot) -> String {
     s.expires_at.map_or_else(|| "never".to_owned(), timestamp)
 }
 
-fn show(out: &mut Output, s: &Snapshot) -> Result<()> {
-    if out.json {
-        return out.json(s);
+impl Render for Snapshot {
+    fn human(&self) -> Human {
+        Human::Fields(vec![
+            ("snapshot", self.name.clone()),
+            ("vm", self.vm.clone()),
+            ("created", timestamp(self.created_at)),
+            ("expires", expires(self)),
+            ("description", self.description.clone()),
+        ])
     }
-    out.fields(&[
-        ("snapshot", s.name.clone()),
-        ("vm", s.vm.clone()),
-        ("created", timestamp(s.created_at)),
-        ("expires", expires(s)),
-        ("description", s.description.clone()),
-    ])
+}
+
+impl Render for Vec<Snapshot> {
+    fn human(&self) -> Human {
+        let row = |s: &Snapshot| {
+            let (created, description) = (timestamp(s.created_at), s.description.clone());
+            vec![
+                s.vm.clone(),
+                s.name.clone(),
+                created,
+                expires(s),
+                description,
+            ]
+        };
+        Human::Table {
+            headers: vec!["VM", "SNAPSHOT", "CREATED", "EXPIRES", "DESCRIPTION"],
+            rows: self.iter().map(row).collect(),
+        }
+    }
+}
+
+impl Render for Vec<PruneOutcome> {
+    fn human(&self) -> Human {
+        let row = |o: &PruneOutcome| {
+            vec![
+                o.owner.clone(),
+                o.vm.clone(),
+                o.snapshot.clone(),
+                o.action.to_owned(),
+                o.reason.clone(),
+                o.result.clone(),
+            ]
+        };
+        Human::Table {
+            headers: vec!["OWNER", "VM", "SNAPSHOT", "ACTION", "REASON", "RESULT"],
+            rows: self.iter().map(row).collect(),
+        }
+    }
 }
 
 fn span(s: &Option<String>) -> Result<Option<Span>> {
@@ -105,7 +142,7 @@ impl Run for Args {
         }
     }
 
-    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<i32> {
+    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<Report> {
         match &self.command {
             Command::Create {
                 vm,
@@ -114,60 +151,41 @@ impl Run for Args {
                 description,
             } => {
                 let req = CreateRequest {
-                    vm,
-                    name: name
-                        .as_deref()
-                        .map(str::parse::<SnapshotName>)
-                        .transpose()?,
+                    vm: vm.as_str(),
+                    name: name.clone(),
                     expire: span(expire)?,
                     description: validate::description(description.as_deref().unwrap_or(""))?,
                 };
-                let spinner = out.spinner();
-                spinner.set_message(format!("snapshotting {vm}"));
-                let created = snapshot::create(ctx, &req);
-                spinner.finish_and_clear();
-                show(out, &created?)?;
+                let created = out.working(&format!("snapshotting {vm}"), |_| {
+                    snapshot::create(ctx, &req)
+                });
+                Ok(Report::of(&created?))
             }
             Command::List { vm } => {
-                let snaps = snapshot::list(ctx, vm.as_deref())?;
-                if out.json {
-                    out.json(&snaps)?;
-                } else {
-                    let rows = snaps
-                        .iter()
-                        .map(|s| {
-                            vec![
-                                s.vm.clone(),
-                                s.name.clone(),
-                                timestamp(s.created_at),
-                                expires(s),
-                                s.description.clone(),
-                            ]
-                        })
-                        .collect();
-                    out.table(
-                        &["VM", "SNAPSHOT", "CREATED", "EXPIRES", "DESCRIPTION"],
-                        rows,
-                    )?;
-                }
+                let snaps = snapshot::list(ctx, vm.as_ref().map(VmName::as_str))?;
+                Ok(Report::of(&snaps))
             }
             Command::Restore { vm, name, yes } => {
+                let (vm, name) = (vm.as_str(), name.as_str());
                 snapshot::get(ctx, vm, name)?;
                 let prompt = format!("return `{vm}` to snapshot `{name}`, losing everything since");
                 if !out.confirm(&prompt, *yes)? {
-                    out.note("nothing restored")?;
-                    return Ok(1);
+                    return Ok(Report::declined("nothing restored"));
                 }
-                let spinner = out.spinner();
-                spinner.set_message(format!("restoring {vm}"));
-                let restored = snapshot::restore(ctx, vm, name);
-                spinner.finish_and_clear();
+                let restored = out.working(&format!("restoring {vm}"), |_| {
+                    snapshot::restore(ctx, vm, name)
+                });
                 restored?;
-                out.line(format!("restored {vm} to {name}"))?;
+                let done = serde_json::json!({ "vm": vm, "restored": name });
+                Ok(Report::done(&done, format!("restored {vm} to {name}")))
             }
             Command::Delete { vm, name } => {
-                snapshot::delete(ctx, vm, name)?;
-                out.line(format!("deleted snapshot {name} of {vm}"))?;
+                snapshot::delete(ctx, vm.as_str(), name.as_str())?;
+                let done = serde_json::json!({ "vm": vm, "deleted": name });
+                Ok(Report::done(
+                    &done,
+                    format!("deleted snapshot {name} of {vm}"),
+                ))
             }
             Command::Prune {
                 all,
@@ -178,7 +196,7 @@ impl Run for Args {
             } => {
                 let scope = match (all, user) {
                     (true, _) => Scope::All,
-                    (false, Some(u)) => Scope::User(u.clone()),
+                    (false, Some(u)) => Scope::User(u.to_string()),
                     (false, None) => Scope::Mine,
                 };
                 let keep_last = keep_last
@@ -193,30 +211,8 @@ impl Run for Args {
                 };
                 let outcomes = snapshot::prune(ctx, &req)?;
                 let failed = outcomes.iter().any(|o| o.result.starts_with("failed"));
-                if out.json {
-                    out.json(&outcomes)?;
-                } else {
-                    let rows = outcomes
-                        .iter()
-                        .map(|o| {
-                            vec![
-                                o.owner.clone(),
-                                o.vm.clone(),
-                                o.snapshot.clone(),
-                                o.action.to_owned(),
-                                o.reason.clone(),
-                                o.result.clone(),
-                            ]
-                        })
-                        .collect();
-                    out.table(
-                        &["OWNER", "VM", "SNAPSHOT", "ACTION", "REASON", "RESULT"],
-                        rows,
-                    )?;
-                }
-                return Ok(if failed { 1 } else { 0 });
+                Ok(Report::of(&outcomes).exit(failed as i32))
             }
         }
-        Ok(0)
     }
 }

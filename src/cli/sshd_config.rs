@@ -3,7 +3,7 @@
 use crate::cli::Run;
 use crate::context::{Allowed, Context};
 use crate::error::{Error, Result};
-use crate::output::Output;
+use crate::output::{Output, Report};
 
 /// Print the sshd_config lines for serving tenants through OpenSSH
 #[derive(Debug, clap::Args)]
@@ -41,15 +41,18 @@ impl Run for Args {
         ALLOWED
     }
 
-    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<i32> {
+    fn speaks_json(&self) -> bool {
+        false
+    }
+
+    fn exec(&self, ctx: &Context, _out: &mut Output) -> Result<Report> {
         let exe = super::auth_keys::current_exe()?;
         if !crate::ops::key::plain_path(&exe) {
-            return Err(Error::Config(format!(
+            return Err(Error::Install(format!(
                 "sshd cannot run `{exe}` as given; install basphere as /usr/local/bin/basphere"
             )));
         }
         let user = crate::validate::os_user(&ctx.config.service_user)?;
-        out.line(snippet(&exe, &user).trim_end())?;
-        Ok(0)
+        Ok(Report::text(snippet(&exe, &user)))
     }
 }

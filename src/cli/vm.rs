@@ -7,9 +7,10 @@ use clap::Subcommand;
 use crate::cli::Run;
 use crate::context::{Allowed, Context};
 use crate::error::Result;
-use crate::ops::vm::{self, Power, View};
-use crate::output::{timestamp, Output};
-use crate::validate::Size;
+use crate::ops::vm::{self, Power, View, VmState};
+use crate::output::{timestamp, Human, Output, Render, Report};
+use crate::validate::{Size, VmName};
+use crate::virt::PowerState;
 
 /// Manage your virtual machines
 #[derive(Debug, clap::Args)]
@@ -24,12 +25,12 @@ pub enum Command {
     #[command(visible_alias = "ls")]
     List,
     /// Show one VM
-    Show { name: String },
+    Show { name: VmName },
     /// Start a stopped VM
-    Start { name: String },
+    Start { name: VmName },
     /// Shut a VM down (ACPI), or power it off with --force
     Stop {
-        name: String,
+        name: VmName,
         /// Power off at once, like pulling the plug
         #[arg(long)]
         force: bool,
@@ -38,76 +39,73 @@ pub enum Command {
         timeout: u64,
     },
     /// Reboot a running VM
-    Reboot { name: String },
+    Reboot { name: VmName },
     /// Delete a VM with its disk; frees its quota and address
     #[command(visible_alias = "rm")]
     Delete {
-        name: String,
+        name: VmName,
         /// Do not ask for confirmation
         #[arg(long, short)]
         yes: bool,
     },
 }
 
-pub fn rows(views: &[View], with_owner: bool) -> (Vec<&'static str>, Vec<Vec<String>>) {
-    let mut headers = vec!["NAME", "STATE", "IP", "CPUS", "MEMORY", "DISK", "IMAGE"];
-    if with_owner {
-        headers.insert(0, "OWNER");
-    }
-    let rows = views
-        .iter()
-        .map(|v| {
+/// VMs as a table; administrators see whose each one is.
+#[derive(serde::Serialize)]
+#[serde(transparent)]
+pub struct Vms {
+    pub views: Vec<View>,
+    #[serde(skip)]
+    pub with_owner: bool,
+}
+
+impl Render for Vms {
+    fn human(&self) -> Human {
+        let mut headers = vec!["NAME", "STATE", "IP", "CPUS", "MEMORY", "DISK", "IMAGE"];
+        if self.with_owner {
+            headers.insert(0, "OWNER");
+        }
+        let row = |v: &View| {
             let mut row = vec![
                 v.name.clone(),
-                v.state.clone(),
+                v.state.to_string(),
                 v.ip.clone(),
                 v.cpus.to_string(),
                 Size::from_mib(v.memory_mib).to_string(),
                 Size::from_bytes(v.disk_bytes).to_string(),
                 v.image.clone(),
             ];
-            if with_owner {
+            if self.with_owner {
                 row.insert(0, v.owner.clone());
             }
             row
-        })
-        .collect();
-    (headers, rows)
+        };
+        let rows = self.views.iter().map(row).collect();
+        Human::Table { headers, rows }
+    }
 }
 
-pub fn list(out: &mut Output, views: &[View], with_owner: bool) -> Result<()> {
-    if out.json {
-        return out.json(views);
+impl Vms {
+    pub fn report(self) -> Report {
+        Report::of(&self).hint("no VMs yet; create one with `basphere create-vm NAME`")
     }
-    if views.is_empty() && out.terminal().is_some() {
-        return out.note("no VMs yet; create one with `basphere create-vm NAME`");
-    }
-    let (headers, rows) = rows(views, with_owner);
-    out.table(&headers, rows)
 }
 
-pub fn show_view(out: &mut Output, v: &View) -> Result<()> {
-    out.fields(&[
-        ("name", v.name.clone()),
-        ("owner", v.owner.clone()),
-        ("state", v.state.clone()),
-        ("ip", v.ip.clone()),
-        ("cpus", v.cpus.to_string()),
-        ("memory", Size::from_mib(v.memory_mib).to_string()),
-        ("disk", Size::from_bytes(v.disk_bytes).to_string()),
-        ("image", v.image.clone()),
-        ("created", timestamp(v.created_at)),
-        ("ssh", v.ssh.clone()),
-    ])
-}
-
-fn one(out: &mut Output, v: &View) -> Result<i32> {
-    if out.json {
-        out.json(v)?;
-    } else {
-        show_view(out, v)?;
+impl Render for View {
+    fn human(&self) -> Human {
+        Human::Fields(vec![
+            ("name", self.name.clone()),
+            ("owner", self.owner.clone()),
+            ("state", self.state.to_string()),
+            ("ip", self.ip.clone()),
+            ("cpus", self.cpus.to_string()),
+            ("memory", Size::from_mib(self.memory_mib).to_string()),
+            ("disk", Size::from_bytes(self.disk_bytes).to_string()),
+            ("image", self.image.clone()),
+            ("created", timestamp(self.created_at)),
+            ("ssh", self.ssh.clone()),
+        ])
     }
-    Ok(0)
 }
 
 /// Tenants, and administrators acting for one.
@@ -118,11 +116,19 @@ impl Run for Args {
         ALLOWED
     }
 
-    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<i32> {
+    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<Report> {
+        let power = |name: &VmName, op| Ok(Report::of(&vm::power(ctx, name.as_str(), op)?));
         match &self.command {
-            Command::List => list(out, &vm::list_mine(ctx)?, false).map(|_| 0),
-            Command::Show { name } => one(out, &vm::show(ctx, name)?),
-            Command::Start { name } => one(out, &vm::power(ctx, name, Power::Start)?),
+            Command::List => {
+                let views = vm::list_mine(ctx)?;
+                Ok(Vms {
+                    views,
+                    with_owner: false,
+                }
+                .report())
+            }
+            Command::Show { name } => Ok(Report::of(&vm::show(ctx, name.as_str())?)),
+            Command::Start { name } => power(name, Power::Start),
             Command::Stop {
                 name,
                 force,
@@ -132,31 +138,22 @@ impl Run for Args {
                     force: *force,
                     timeout: Duration::from_secs(*timeout),
                 };
-                let spinner = out.spinner();
-                spinner.set_message(format!("stopping {name}"));
-                let result = vm::power(ctx, name, op);
-                spinner.finish_and_clear();
-                one(out, &result?)
+                out.working(&format!("stopping {name}"), |_| power(name, op))
             }
-            Command::Reboot { name } => one(out, &vm::power(ctx, name, Power::Reboot)?),
+            Command::Reboot { name } => power(name, Power::Reboot),
             Command::Delete { name, yes } => {
-                let v = vm::get_mine(ctx, name)?;
-                let prompt = if v.state == "running" {
+                let v = vm::get_mine(ctx, name.as_str())?;
+                let prompt = if v.state == VmState::Power(PowerState::Running) {
                     format!("VM `{name}` is running; power it off and delete it with its disk")
                 } else {
                     format!("delete VM `{name}` and its disk")
                 };
                 if !out.confirm(&prompt, *yes)? {
-                    out.note("nothing deleted")?;
-                    return Ok(1);
+                    return Ok(Report::declined("nothing deleted"));
                 }
-                vm::delete(ctx, name)?;
-                if out.json {
-                    out.json(&serde_json::json!({ "deleted": name }))?;
-                } else {
-                    out.line(format!("deleted {name}"))?;
-                }
-                Ok(0)
+                vm::delete(ctx, name.as_str())?;
+                let done = serde_json::json!({ "deleted": name });
+                Ok(Report::done(&done, format!("deleted {name}")))
             }
         }
     }

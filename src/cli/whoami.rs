@@ -4,7 +4,7 @@ use crate::cli::Run;
 use crate::context::{Allowed, Context};
 use crate::error::Result;
 use crate::ops::user;
-use crate::output::Output;
+use crate::output::{Human, Output, Report};
 
 /// Show who you are: user, role and keys
 #[derive(Debug, clap::Args)]
@@ -18,24 +18,21 @@ impl Run for Args {
         ALLOWED
     }
 
-    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<i32> {
+    fn exec(&self, ctx: &Context, _out: &mut Output) -> Result<Report> {
         let me = user::me(ctx)?;
         let role = if ctx.actor.role.is_admin() {
             "admin"
         } else {
             "user"
         };
-        if out.json {
-            let value = serde_json::json!({
-                "actor": ctx.actor.name,
-                "via": ctx.actor.via,
-                "role": role,
-                "user": me.as_ref().map(|(u, _)| &u.id),
-                "email": me.as_ref().map(|(u, _)| &u.email),
-                "keys": me.as_ref().map(|(_, k)| k.iter().map(|k| &k.fingerprint).collect::<Vec<_>>()),
-            });
-            return out.json(&value).map(|_| 0);
-        }
+        let value = serde_json::json!({
+            "actor": ctx.actor.name,
+            "via": ctx.actor.via,
+            "role": role,
+            "user": me.as_ref().map(|(u, _)| &u.id),
+            "email": me.as_ref().map(|(u, _)| &u.email),
+            "keys": me.as_ref().map(|(_, k)| k.iter().map(|k| &k.fingerprint).collect::<Vec<_>>()),
+        });
         let mut fields = vec![
             ("actor", ctx.actor.name.clone()),
             ("via", ctx.actor.via.to_owned()),
@@ -51,7 +48,6 @@ impl Run for Args {
             }
             None => fields.push(("user", "(none: use --as USER to act for a user)".into())),
         }
-        out.fields(&fields)?;
-        Ok(0)
+        Ok(Report::new(&value, Human::Fields(fields)))
     }
 }

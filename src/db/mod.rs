@@ -29,11 +29,9 @@ const MIGRATIONS: &[&str] = &[
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn open(path: &Path) -> Result<Connection> {
-    let conn = Connection::open(path).map_err(|e| {
-        Error::io(
-            format!("cannot open database `{}`", path.display()),
-            std::io::Error::other(e),
-        )
+    let conn = Connection::open(path).map_err(|source| Error::DatabaseOpen {
+        path: path.to_owned(),
+        source,
     })?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;

@@ -186,7 +186,7 @@ pub fn plain_path(path: &str) -> bool {
 /// `EXE shell --user ID --key FINGERPRINT`.
 pub fn authorized_keys_line(auth: &Authorized, exe: &str) -> Result<String> {
     if !plain_path(exe) {
-        return Err(Error::Config(format!(
+        return Err(Error::Install(format!(
             "the basphere executable `{}` needs an absolute path of letters, digits and `/._+-` to be used as sshd's forced command",
             crate::validate::quoted(exe)
         )));

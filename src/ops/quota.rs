@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::validate::Size;
 
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct Report {
+pub struct Standing {
     pub user: String,
     pub limits: Limits,
     pub usage: Usage,
@@ -76,11 +76,11 @@ pub fn check(limits: &Limits, usage: &Usage, req: &Request) -> Result<()> {
     Ok(())
 }
 
-pub fn show(ctx: &Context, user: &str) -> Result<Report> {
+pub fn show(ctx: &Context, user: &str) -> Result<Standing> {
     if !db::users::exists(ctx.db()?, user)? {
         return Err(Error::not_found("user", user));
     }
-    Ok(Report {
+    Ok(Standing {
         user: user.to_owned(),
         limits: limits_for(ctx.db()?, &ctx.config, user)?,
         usage: db::vms::usage(ctx.db()?, user)?,
@@ -89,7 +89,7 @@ pub fn show(ctx: &Context, user: &str) -> Result<Report> {
 }
 
 /// Changes some of a user's limits; the others keep their current value.
-pub fn set(ctx: &Context, user: &str, change: &db::quotas::Overrides) -> Result<Report> {
+pub fn set(ctx: &Context, user: &str, change: &db::quotas::Overrides) -> Result<Standing> {
     let outcome = db::immediate(ctx.db()?, |tx| {
         if !db::users::exists(tx, user)? {
             return Err(Error::not_found("user", user));

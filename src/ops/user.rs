@@ -21,7 +21,7 @@ pub struct Detail {
     #[serde(flatten)]
     pub user: User,
     pub keys: Vec<Key>,
-    pub quota: quota::Report,
+    pub quota: quota::Standing,
     pub vms: Vec<Vm>,
 }
 

@@ -40,7 +40,7 @@ pub struct CreateRequest {
 pub struct View {
     pub name: String,
     pub owner: String,
-    pub state: String,
+    pub state: VmState,
     pub ip: String,
     pub cpus: u32,
     pub memory_mib: u64,
@@ -54,12 +54,37 @@ pub struct View {
     pub created_at: i64,
 }
 
-fn state_label(vm: &Vm, power: Option<PowerState>) -> String {
-    match (vm.state, power) {
-        (State::Creating, _) => "creating".into(),
-        (State::Deleting, _) => "deleting".into(),
-        (State::Ready, Some(p)) => p.to_string(),
-        (State::Ready, None) => "missing".into(),
+/// What a VM is doing: its record's state, and libvirt's power state once it is ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmState {
+    Creating,
+    Deleting,
+    /// Ready in the database, but libvirt has no such domain.
+    Missing,
+    #[serde(untagged)]
+    Power(PowerState),
+}
+
+impl VmState {
+    fn of(vm: &Vm, power: Option<PowerState>) -> VmState {
+        match (vm.state, power) {
+            (State::Creating, _) => VmState::Creating,
+            (State::Deleting, _) => VmState::Deleting,
+            (State::Ready, Some(p)) => VmState::Power(p),
+            (State::Ready, None) => VmState::Missing,
+        }
+    }
+}
+
+impl std::fmt::Display for VmState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VmState::Creating => f.write_str("creating"),
+            VmState::Deleting => f.write_str("deleting"),
+            VmState::Missing => f.write_str("missing"),
+            VmState::Power(p) => p.fmt(f),
+        }
     }
 }
 
@@ -83,7 +108,7 @@ fn view(
         .cloned()
         .unwrap_or_else(|| "root".into());
     View {
-        state: state_label(&vm, power),
+        state: VmState::of(&vm, power),
         ssh: ssh_line(ctx, &os_user, &vm.ip),
         name: vm.name,
         owner: vm.owner,
@@ -108,8 +133,12 @@ fn os_users(ctx: &Context) -> Result<HashMap<String, String>> {
 }
 
 pub(crate) fn uuid_of(vm: &Vm) -> Result<Uuid> {
-    Uuid::parse_str(&vm.id)
-        .map_err(|_| Error::Config(format!("corrupt VM id `{}` in the database", vm.id)))
+    Uuid::parse_str(&vm.id).map_err(|_| {
+        Error::Corrupt(format!(
+            "VM `{}` has the id `{}`, not a UUID",
+            vm.name, vm.id
+        ))
+    })
 }
 
 /// The VM `name` of the tenant; someone else's VM is indistinguishable from a missing one.
@@ -130,9 +159,12 @@ pub(crate) fn reservations(net: &Network) -> Result<Vec<DhcpHost>> {
 }
 
 fn subnet_base(net: &Network) -> Result<Ipv4Addr> {
-    net.subnet
-        .parse()
-        .map_err(|_| Error::Config(format!("corrupt subnet `{}` in the database", net.subnet)))
+    net.subnet.parse().map_err(|_| {
+        Error::Corrupt(format!(
+            "network {} has the subnet `{}`",
+            net.idx, net.subnet
+        ))
+    })
 }
 
 /// The libvirt network of a tenant. Every VM address is reserved for its MAC in the
@@ -407,10 +439,7 @@ fn allocate_network(ctx: &Context, tx: &rusqlite::Transaction, owner: &str) -> R
 fn free_ip(tx: &rusqlite::Transaction, net: &Network) -> Result<Ipv4Addr> {
     let used: std::collections::HashSet<String> =
         db::vms::ips_in_network(tx, net.idx)?.into_iter().collect();
-    let base: Ipv4Addr = net
-        .subnet
-        .parse()
-        .map_err(|_| Error::Config(format!("corrupt subnet `{}`", net.subnet)))?;
+    let base = subnet_base(net)?;
     (FIRST_VM_HOST..=LAST_VM_HOST)
         .map(|n| Ipv4Addr::from(u32::from(base) + n))
         .find(|ip| !used.contains(&ip.to_string()))

@@ -94,11 +94,9 @@ pub fn host_key_path(data_dir: &Path) -> PathBuf {
 /// on first start so clients see the same key after every restart.
 pub fn host_key(data_dir: &Path) -> Result<PrivateKey> {
     let path = host_key_path(data_dir);
-    let bad = |e: russh::keys::ssh_key::Error| {
-        Error::io(
-            format!("cannot use the host key `{}`", path.display()),
-            std::io::Error::other(e),
-        )
+    let bad = |source| Error::Key {
+        path: path.clone(),
+        source,
     };
     match fs::read_to_string(&path) {
         Ok(text) => return PrivateKey::from_openssh(text).map_err(bad),

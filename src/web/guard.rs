@@ -32,7 +32,7 @@ impl Csrf {
         match std::fs::read(&path) {
             Ok(bytes) if bytes.len() == 32 => secret.copy_from_slice(&bytes),
             Ok(_) => {
-                return Err(Error::Config(format!(
+                return Err(Error::Corrupt(format!(
                     "`{}` is damaged; delete it and restart (open forms will need a reload)",
                     path.display()
                 )))

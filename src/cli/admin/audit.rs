@@ -1,9 +1,10 @@
 //! `basphere admin audit`: the audit log.
 
 use crate::context::Context;
+use crate::db::audit::Entry;
 use crate::error::Result;
 use crate::ops::audit;
-use crate::output::{timestamp, Output};
+use crate::output::{timestamp, Human, Output, Report};
 
 /// Show who changed what, newest last
 #[derive(Debug, clap::Args)]
@@ -17,33 +18,24 @@ pub struct Args {
     pub limit: u32,
 }
 
-pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
+pub fn exec(args: &Args, ctx: &Context, _out: &mut Output) -> Result<Report> {
     let entries = audit::recent(ctx, args.user.as_deref(), args.limit)?;
-    if out.json {
-        out.json(&entries)?;
-        return Ok(0);
-    }
-    let rows = entries
-        .iter()
-        .map(|e| {
-            let result = if e.detail.is_empty() {
-                e.result.clone()
-            } else {
-                format!("{}: {}", e.result, e.detail.lines().next().unwrap_or(""))
-            };
-            vec![
-                timestamp(e.at),
-                e.actor.clone(),
-                e.via.clone(),
-                e.action.clone(),
-                e.target.clone(),
-                result,
-            ]
-        })
-        .collect();
-    out.table(
-        &["TIME", "ACTOR", "VIA", "ACTION", "TARGET", "RESULT"],
-        rows,
-    )?;
-    Ok(0)
+    let row = |e: &Entry| {
+        let result = match e.detail.lines().next() {
+            Some(first) => format!("{}: {first}", e.result),
+            None => e.result.clone(),
+        };
+        let (actor, via) = (e.actor.clone(), e.via.clone());
+        vec![
+            timestamp(e.at),
+            actor,
+            via,
+            e.action.clone(),
+            e.target.clone(),
+            result,
+        ]
+    };
+    let rows = entries.iter().map(row).collect();
+    let headers = vec!["TIME", "ACTOR", "VIA", "ACTION", "TARGET", "RESULT"];
+    Ok(Report::new(&entries, Human::Table { headers, rows }))
 }

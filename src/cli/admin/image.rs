@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use clap::Subcommand;
 
 use crate::context::Context;
+use crate::db::images::Image;
 use crate::error::Result;
 use crate::ops::image;
-use crate::output::{timestamp, Output};
+use crate::output::{timestamp, Human, Output, Report};
 use crate::validate::{ImageName, Size};
 
 /// Register and remove base images
@@ -25,7 +26,7 @@ pub enum Command {
     )]
     Add {
         /// Image name, e.g. debian-12
-        name: String,
+        name: ImageName,
         /// The image file (qcow2 or raw, with cloud-init)
         file: PathBuf,
         /// The login user cloud-init creates in this image [default: guessed from the name]
@@ -37,57 +38,44 @@ pub enum Command {
     List,
     /// Remove an image no VM uses
     #[command(visible_alias = "rm")]
-    Remove { name: String },
+    Remove { name: ImageName },
 }
 
-pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
+pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<Report> {
     match &args.command {
         Command::Add {
             name,
             file,
             os_user,
         } => {
-            let name: ImageName = name.parse()?;
-            let spinner = out.spinner();
-            spinner.set_message(format!("copying {}", file.display()));
-            let added = image::add(ctx, &name, file, os_user.as_deref());
-            spinner.finish_and_clear();
+            let copying = format!("copying {}", file.display());
+            let added = out.working(&copying, |_| {
+                image::add(ctx, name, file, os_user.as_deref())
+            });
             let img = added?;
-            if out.json {
-                out.json(&img)?;
-            } else {
-                out.line(format!(
-                    "added image {} ({}, login {})",
-                    img.name,
-                    Size::from_bytes(img.virtual_size),
-                    img.os_user
-                ))?;
-            }
+            let size = Size::from_bytes(img.virtual_size);
+            let line = format!("added image {} ({size}, login {})", img.name, img.os_user);
+            Ok(Report::done(&img, line))
         }
         Command::List => {
             let images = image::list(ctx)?;
-            if out.json {
-                out.json(&images)?;
-            } else {
-                let rows = images
-                    .iter()
-                    .map(|i| {
-                        vec![
-                            i.name.clone(),
-                            i.os_user.clone(),
-                            Size::from_bytes(i.virtual_size).to_string(),
-                            timestamp(i.created_at),
-                            i.path.clone(),
-                        ]
-                    })
-                    .collect();
-                out.table(&["NAME", "LOGIN", "SIZE", "ADDED", "PATH"], rows)?;
-            }
+            let row = |i: &Image| {
+                vec![
+                    i.name.clone(),
+                    i.os_user.clone(),
+                    Size::from_bytes(i.virtual_size).to_string(),
+                    timestamp(i.created_at),
+                    i.path.clone(),
+                ]
+            };
+            let rows = images.iter().map(row).collect();
+            let headers = vec!["NAME", "LOGIN", "SIZE", "ADDED", "PATH"];
+            Ok(Report::new(&images, Human::Table { headers, rows }))
         }
         Command::Remove { name } => {
-            image::remove(ctx, name)?;
-            out.line(format!("removed image {name}"))?;
+            image::remove(ctx, name.as_str())?;
+            let done = serde_json::json!({ "removed": name });
+            Ok(Report::done(&done, format!("removed image {name}")))
         }
     }
-    Ok(0)
 }

@@ -2,8 +2,9 @@
 
 use crate::context::Context;
 use crate::db;
+use crate::db::mail::Mail;
 use crate::error::Result;
-use crate::output::{timestamp, Output};
+use crate::output::{timestamp, Human, Output, Report};
 
 /// List the mail outbox: what waits to be sent, with the last error
 #[derive(Debug, clap::Args)]
@@ -14,48 +15,35 @@ pub struct Args {
     pub all: bool,
 }
 
-pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
+pub fn exec(args: &Args, ctx: &Context, _out: &mut Output) -> Result<Report> {
     let mails = db::mail::list(ctx.db()?, args.all)?;
-    if out.json {
-        out.json(&mails)?;
-        return Ok(0);
-    }
-    if mails.is_empty() {
-        out.note(if args.all {
-            "the outbox is empty"
-        } else {
-            "no mail waits to be sent (see sent mail with --all)"
-        })?;
-        return Ok(0);
-    }
-    let rows = mails
-        .iter()
-        .map(|m| {
-            vec![
-                m.id.to_string(),
-                m.recipient.clone(),
-                m.subject.clone(),
-                timestamp(m.created_at),
-                m.attempts.to_string(),
-                match m.sent_at {
-                    Some(t) => format!("sent {}", timestamp(t)),
-                    None => format!("next {}", timestamp(m.next_attempt_at)),
-                },
-                m.last_error.clone().unwrap_or_default(),
-            ]
-        })
-        .collect();
-    out.table(
-        &[
-            "ID",
-            "TO",
-            "SUBJECT",
-            "QUEUED",
-            "ATTEMPTS",
-            "STATE",
-            "LAST ERROR",
-        ],
-        rows,
-    )?;
-    Ok(0)
+    let row = |m: &Mail| {
+        vec![
+            m.id.to_string(),
+            m.recipient.clone(),
+            m.subject.clone(),
+            timestamp(m.created_at),
+            m.attempts.to_string(),
+            match m.sent_at {
+                Some(t) => format!("sent {}", timestamp(t)),
+                None => format!("next {}", timestamp(m.next_attempt_at)),
+            },
+            m.last_error.clone().unwrap_or_default(),
+        ]
+    };
+    let rows = mails.iter().map(row).collect();
+    let headers = vec![
+        "ID",
+        "TO",
+        "SUBJECT",
+        "QUEUED",
+        "ATTEMPTS",
+        "STATE",
+        "LAST ERROR",
+    ];
+    let hint = match args.all {
+        true => "the outbox is empty",
+        false => "no mail waits to be sent (see sent mail with --all)",
+    };
+    Ok(Report::new(&mails, Human::Table { headers, rows }).hint(hint))
 }

@@ -16,7 +16,7 @@ use clap::Subcommand;
 use crate::cli::Run;
 use crate::context::{Allowed, Context};
 use crate::error::Result;
-use crate::output::Output;
+use crate::output::{Output, Report};
 
 /// Administer users, images, quotas and the host
 #[derive(Debug, clap::Args)]
@@ -47,7 +47,7 @@ impl Run for Args {
         ALLOWED
     }
 
-    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<i32> {
+    fn exec(&self, ctx: &Context, out: &mut Output) -> Result<Report> {
         match &self.command {
             Command::User(a) => user::exec(a, ctx, out),
             Command::Image(a) => image::exec(a, ctx, out),

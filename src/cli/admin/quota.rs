@@ -6,8 +6,8 @@ use crate::context::Context;
 use crate::db::quotas::Overrides;
 use crate::error::{Error, Result};
 use crate::ops::quota;
-use crate::output::Output;
-use crate::validate::{self, Size};
+use crate::output::{Output, Report};
+use crate::validate::{self, Size, UserId};
 
 /// Show and change users' quotas
 #[derive(Debug, clap::Args)]
@@ -21,7 +21,7 @@ pub enum Command {
     /// Change some of a user's limits; the others stay as they are
     #[command(after_help = "Example:\n  basphere admin quota set alice --cpus 8 --memory 16G")]
     Set {
-        user: String,
+        user: UserId,
         #[arg(long, allow_hyphen_values = true)]
         cpus: Option<String>,
         #[arg(long, allow_hyphen_values = true)]
@@ -40,10 +40,10 @@ pub enum Command {
         snapshot_keep_last: Option<String>,
     },
     /// Show a user's limits and usage
-    Show { user: String },
+    Show { user: UserId },
 }
 
-pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
+pub fn exec(args: &Args, ctx: &Context, _out: &mut Output) -> Result<Report> {
     match &args.command {
         Command::Set {
             user,
@@ -91,12 +91,8 @@ pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
                     "give at least one of --cpus, --memory, --disk, --vms, --snapshots, --snapshot-expire, --snapshot-keep-last",
                 ));
             }
-            let report = quota::set(ctx, user, &change)?;
-            crate::cli::quota::render(out, &report)?;
+            Ok(Report::of(&quota::set(ctx, user.as_str(), &change)?))
         }
-        Command::Show { user } => {
-            crate::cli::quota::render(out, &quota::show(ctx, user)?)?;
-        }
+        Command::Show { user } => Ok(Report::of(&quota::show(ctx, user.as_str())?)),
     }
-    Ok(0)
 }

@@ -3,7 +3,7 @@
 use crate::context::Context;
 use crate::error::Result;
 use crate::ops::reconcile;
-use crate::output::Output;
+use crate::output::{Human, Output, Report};
 
 /// Find and repair what a crash left behind: interrupted creates and deletes, orphan
 /// domains, disks, seeds, networks and DHCP reservations
@@ -14,22 +14,21 @@ pub struct Args {
     pub dry_run: bool,
 }
 
-pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
+pub fn exec(args: &Args, ctx: &Context, _out: &mut Output) -> Result<Report> {
     let outcomes = reconcile::reconcile(ctx, args.dry_run)?;
-    if out.json {
-        out.json(&outcomes)?;
-    } else if outcomes.is_empty() {
-        out.line("nothing to repair: the database and libvirt agree")?;
-    } else {
-        let rows = outcomes
-            .iter()
-            .map(|o| {
-                let (what, target) = o.repair.describe();
-                vec![what, target, o.result.clone()]
-            })
-            .collect();
-        out.table(&["REPAIR", "TARGET", "RESULT"], rows)?;
-    }
     let failed = outcomes.iter().any(|o| o.result.starts_with("failed"));
-    Ok(if failed { 1 } else { 0 })
+    let human = if outcomes.is_empty() {
+        Human::Lines(vec![
+            "nothing to repair: the database and libvirt agree".into()
+        ])
+    } else {
+        let row = |o: &reconcile::Outcome| {
+            let (what, target) = o.repair.describe();
+            vec![what, target, o.result.clone()]
+        };
+        let rows = outcomes.iter().map(row).collect();
+        let headers = vec!["REPAIR", "TARGET", "RESULT"];
+        Human::Table { headers, rows }
+    };
+    Ok(Report::new(&outcomes, human).exit(failed as i32))
 }

@@ -3,7 +3,8 @@
 use crate::context::Context;
 use crate::error::Result;
 use crate::ops::signup;
-use crate::output::Output;
+use crate::output::{Human, Output, Report};
+use crate::validate::UserId;
 
 /// Decline an account request and mail the reason to the applicant
 #[derive(Debug, clap::Args)]
@@ -12,22 +13,16 @@ use crate::output::Output;
 )]
 pub struct Args {
     /// The user id the request asks for
-    pub id: String,
+    pub id: UserId,
 
     /// Why, in words for the applicant (sent to them)
     #[arg(long, value_name = "TEXT")]
     pub reason: String,
 }
 
-pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
-    let rejected = signup::reject(ctx, &args.id, &args.reason)?;
-    if out.json {
-        out.json(&rejected)?;
-        return Ok(0);
-    }
-    out.line(format!("rejected {}", rejected.user_id))?;
-    for d in &rejected.mail {
-        out.line(format!("rejection {d}"))?;
-    }
-    Ok(0)
+pub fn exec(args: &Args, ctx: &Context, _out: &mut Output) -> Result<Report> {
+    let rejected = signup::reject(ctx, args.id.as_str(), &args.reason)?;
+    let mut lines = vec![format!("rejected {}", rejected.user_id)];
+    lines.extend(rejected.mail.iter().map(|d| format!("rejection {d}")));
+    Ok(Report::new(&rejected, Human::Lines(lines)))
 }

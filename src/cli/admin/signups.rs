@@ -5,7 +5,8 @@ use clap::Subcommand;
 use crate::context::Context;
 use crate::error::Result;
 use crate::ops::signup;
-use crate::output::{timestamp, Output};
+use crate::ops::signup::Listed;
+use crate::output::{timestamp, Human, Output, Report};
 use crate::validate::Span;
 
 /// List account requests from the web form, or prune stale ones
@@ -51,66 +52,48 @@ fn short(text: &str, n: usize) -> String {
     }
 }
 
-pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
-    match &args.command {
-        Some(Command::Prune { older_than }) => {
-            let removed = signup::prune(ctx, *older_than)?;
-            if out.json {
-                out.json(&removed)?;
-            } else if removed.is_empty() {
-                out.line(format!("no unconfirmed request is older than {older_than}"))?;
-            } else {
-                out.line(format!(
-                    "removed {} unconfirmed request(s): {}",
-                    removed.len(),
-                    removed.join(", ")
-                ))?;
-            }
-        }
-        None => {
-            let list = signup::list(ctx, args.all)?;
-            if out.json {
-                out.json(&list)?;
-                return Ok(0);
-            }
-            if list.is_empty() {
-                out.note(if args.all {
-                    "no account requests"
-                } else {
-                    "no pending account requests (see all with --all)"
-                })?;
-                return Ok(0);
-            }
-            // Everything below came from a stranger's form; `out.table` neutralises
-            // control characters and escapes in every cell.
-            let rows = list
-                .iter()
-                .map(|l| {
-                    let s = &l.signup;
-                    let state = if l.expired {
-                        "link expired".to_owned()
-                    } else {
-                        s.state.as_str().replace('_', " ")
-                    };
-                    vec![
-                        s.user_id.clone(),
-                        s.email.clone(),
-                        format!("{} {}", s.fingerprint, s.algorithm),
-                        short(&s.reason, 60),
-                        age(s.created_at),
-                        if l.email_confirmed { "yes" } else { "no" }.to_owned(),
-                        state,
-                    ]
-                })
-                .collect();
-            out.table(
-                &["ID", "EMAIL", "KEY", "REASON", "AGE", "CONFIRMED", "STATE"],
-                rows,
-            )?;
-            if let Some(oldest) = list.iter().map(|l| l.signup.created_at).min() {
-                out.note(format!("oldest request: {}", timestamp(oldest)))?;
-            }
-        }
+pub fn exec(args: &Args, ctx: &Context, _out: &mut Output) -> Result<Report> {
+    if let Some(Command::Prune { older_than }) = &args.command {
+        let removed = signup::prune(ctx, *older_than)?;
+        let line = match removed.as_slice() {
+            [] => format!("no unconfirmed request is older than {older_than}"),
+            ids => format!(
+                "removed {} unconfirmed request(s): {}",
+                ids.len(),
+                ids.join(", ")
+            ),
+        };
+        return Ok(Report::done(&removed, line));
     }
-    Ok(0)
+    let list = signup::list(ctx, args.all)?;
+    // Everything below came from a stranger's form; the table neutralises control
+    // characters and escapes in every cell.
+    let row = |l: &Listed| {
+        let s = &l.signup;
+        let state = if l.expired {
+            "link expired".to_owned()
+        } else {
+            s.state.as_str().replace('_', " ")
+        };
+        vec![
+            s.user_id.clone(),
+            s.email.clone(),
+            format!("{} {}", s.fingerprint, s.algorithm),
+            short(&s.reason, 60),
+            age(s.created_at),
+            if l.email_confirmed { "yes" } else { "no" }.to_owned(),
+            state,
+        ]
+    };
+    let rows = list.iter().map(row).collect();
+    let headers = vec!["ID", "EMAIL", "KEY", "REASON", "AGE", "CONFIRMED", "STATE"];
+    let hint = match args.all {
+        true => "no account requests",
+        false => "no pending account requests (see all with --all)",
+    };
+    let mut report = Report::new(&list, Human::Table { headers, rows }).hint(hint);
+    if let Some(oldest) = list.iter().map(|l| l.signup.created_at).min() {
+        report = report.note(format!("oldest request: {}", timestamp(oldest)));
+    }
+    Ok(report)
 }

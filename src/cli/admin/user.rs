@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use clap::Subcommand;
 
 use crate::context::Context;
+use crate::db::users::User;
 use crate::error::{Error, Result};
 use crate::ops::user;
-use crate::output::{timestamp, Output};
+use crate::ops::user::Summary;
+use crate::output::{timestamp, Human, Output, Render, Report};
 use crate::validate::{self, PublicKey, UserId};
 
 /// Register and manage users
@@ -25,7 +27,7 @@ pub enum Command {
     )]
     Add {
         /// User id: 3 to 32 characters, a lowercase letter, then lowercase letters, digits or `-`
-        id: String,
+        id: UserId,
         #[arg(long)]
         email: String,
         /// SSH public key, e.g. "ssh-ed25519 AAAA... alice@laptop"
@@ -47,15 +49,15 @@ pub enum Command {
     #[command(visible_alias = "ls")]
     List,
     /// Show a user with keys, quota and VMs
-    Show { id: String },
+    Show { id: UserId },
     /// Refuse a user's logins, keeping everything they own
-    Disable { id: String },
+    Disable { id: UserId },
     /// Let a disabled user log in again
-    Enable { id: String },
+    Enable { id: UserId },
     /// Remove a user who owns no VMs, with their keys and network
     #[command(visible_alias = "rm")]
     Remove {
-        id: String,
+        id: UserId,
         /// Do not ask for confirmation
         #[arg(long, short)]
         yes: bool,
@@ -108,7 +110,7 @@ fn read_keys(
 
 use std::io::Read;
 
-pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
+pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<Report> {
     match &args.command {
         Command::Add {
             id,
@@ -117,104 +119,78 @@ pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<i32> {
             key_file,
             admin,
         } => {
-            let id: UserId = id.parse()?;
             let email = validate::email(email)?;
             let keys = read_keys(key.as_deref(), key_file.as_ref(), out)?;
-            let user = user::add(ctx, &id, &email, &keys, *admin)?;
-            if out.json {
-                out.json(&user)?;
-            } else {
-                out.line(format!("added user {} with {} key(s)", user.id, keys.len()))?;
-            }
+            let user = user::add(ctx, id, &email, &keys, *admin)?;
+            let line = format!("added user {} with {} key(s)", user.id, keys.len());
+            Ok(Report::done(&user, line))
         }
         Command::List => {
             let users = user::list(ctx)?;
-            if out.json {
-                out.json(&users)?;
-            } else {
-                let rows = users
-                    .iter()
-                    .map(|s| {
-                        vec![
-                            s.user.id.clone(),
-                            s.user.email.clone(),
-                            s.user.role.as_str().to_owned(),
-                            if s.user.disabled {
-                                "disabled"
-                            } else {
-                                "active"
-                            }
-                            .to_owned(),
-                            s.keys.to_string(),
-                            s.vms.to_string(),
-                        ]
-                    })
-                    .collect();
-                out.table(&["ID", "EMAIL", "ROLE", "STATE", "KEYS", "VMS"], rows)?;
-            }
+            let row = |s: &Summary| {
+                vec![
+                    s.user.id.clone(),
+                    s.user.email.clone(),
+                    s.user.role.as_str().to_owned(),
+                    state(&s.user).to_owned(),
+                    s.keys.to_string(),
+                    s.vms.to_string(),
+                ]
+            };
+            let rows = users.iter().map(row).collect();
+            let headers = vec!["ID", "EMAIL", "ROLE", "STATE", "KEYS", "VMS"];
+            Ok(Report::new(&users, Human::Table { headers, rows }))
         }
         Command::Show { id } => {
-            let d = user::show(ctx, id)?;
-            if out.json {
-                out.json(&d)?;
-            } else {
-                let mut fields = vec![
-                    ("id", d.user.id.clone()),
-                    ("email", d.user.email.clone()),
-                    ("role", d.user.role.as_str().to_owned()),
-                    (
-                        "state",
-                        if d.user.disabled {
-                            "disabled"
-                        } else {
-                            "active"
-                        }
-                        .to_owned(),
-                    ),
-                    ("created", timestamp(d.user.created_at)),
-                ];
-                for k in &d.keys {
-                    fields.push((
-                        "key",
-                        format!("{} {} {}", k.fingerprint, k.algorithm, k.comment)
-                            .trim_end()
-                            .to_owned(),
-                    ));
-                }
-                let names: Vec<&str> = d.vms.iter().map(|v| v.name.as_str()).collect();
-                fields.push((
-                    "vms",
-                    if names.is_empty() {
-                        "(none)".into()
-                    } else {
-                        names.join(", ")
-                    },
-                ));
-                out.fields(&fields)?;
-                out.line("")?;
-                crate::cli::quota::render(out, &d.quota)?;
+            let d = user::show(ctx, id.as_str())?;
+            let mut fields = vec![
+                ("id", d.user.id.clone()),
+                ("email", d.user.email.clone()),
+                ("role", d.user.role.as_str().to_owned()),
+                ("state", state(&d.user).to_owned()),
+                ("created", timestamp(d.user.created_at)),
+            ];
+            for k in &d.keys {
+                let key = format!("{} {} {}", k.fingerprint, k.algorithm, k.comment);
+                fields.push(("key", key.trim_end().to_owned()));
             }
+            let names: Vec<&str> = d.vms.iter().map(|v| v.name.as_str()).collect();
+            let vms = if names.is_empty() {
+                "(none)".into()
+            } else {
+                names.join(", ")
+            };
+            fields.push(("vms", vms));
+            let human = Human::Parts(vec![Human::Fields(fields), d.quota.human()]);
+            Ok(Report::new(&d, human))
         }
         Command::Disable { id } => {
-            user::set_disabled(ctx, id, true)?;
-            out.line(format!("disabled {id}"))?;
+            user::set_disabled(ctx, id.as_str(), true)?;
+            let done = serde_json::json!({ "user": id, "disabled": true });
+            Ok(Report::done(&done, format!("disabled {id}")))
         }
         Command::Enable { id } => {
-            user::set_disabled(ctx, id, false)?;
-            out.line(format!("enabled {id}"))?;
+            user::set_disabled(ctx, id.as_str(), false)?;
+            let done = serde_json::json!({ "user": id, "disabled": false });
+            Ok(Report::done(&done, format!("enabled {id}")))
         }
         Command::Remove { id, yes } => {
-            user::show(ctx, id)?;
-            if !out.confirm(
-                &format!("remove user `{id}` with their keys and network"),
-                *yes,
-            )? {
-                out.note("nothing removed")?;
-                return Ok(1);
+            user::show(ctx, id.as_str())?;
+            let prompt = format!("remove user `{id}` with their keys and network");
+            if !out.confirm(&prompt, *yes)? {
+                return Ok(Report::declined("nothing removed"));
             }
-            user::remove(ctx, id)?;
-            out.line(format!("removed {id}"))?;
+            user::remove(ctx, id.as_str())?;
+            let done = serde_json::json!({ "removed": id });
+            Ok(Report::done(&done, format!("removed {id}")))
         }
     }
-    Ok(0)
+}
+
+fn state(user: &User) -> &'static str {
+    if user.disabled {
+        "disabled"
+    } else {
+        "active"
+    }
 }

@@ -14,6 +14,7 @@ pub mod mail;
 pub mod man;
 pub mod ops;
 pub mod output;
+pub mod secret;
 pub mod session;
 pub mod ssh;
 pub mod validate;

@@ -612,9 +612,9 @@ fn admins_reject_force_and_prune_with_mail_in_the_spool() {
     bsp.run(&["admin", "approve", "ivan", "--yes"])
         .code(CONFLICT)
         .stderr_has("already rejected");
-    bsp.run(&["admin", "approve", "nobody", "--yes"])
+    bsp.run(&["admin", "approve", "nosuch", "--yes"])
         .code(NOT_FOUND)
-        .stderr_has("signup `nobody` not found");
+        .stderr_has("signup `nosuch` not found");
     bsp.run(&["admin", "approve", "judy"])
         .code(USAGE)
         .stderr_has("--yes");

@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::value::{Duration, Flavors, NetworkPool, Secret, SmtpSecurity, Value};
+use super::value::{Duration, Flavors, NetworkPool, SmtpSecurity, Value};
 use super::Source;
+use crate::secret::Secret;
 use crate::validate::Size;
 use crate::virt::VirtTypeSetting;
 

@@ -12,8 +12,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
+pub use crate::secret::Secret;
 pub use keys::{Config, Row, ROWS};
-pub use value::{Duration, Flavor, Flavors, NetworkPool, Secret, SmtpSecurity, Value};
+pub use value::{Duration, Flavor, Flavors, NetworkPool, SmtpSecurity, Value};
 
 use crate::error::{Error, Result};
 use keys::Raw;

@@ -8,6 +8,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
+use crate::secret::Secret;
 use crate::validate::{Size, Span};
 use crate::virt::VirtTypeSetting;
 
@@ -184,29 +185,14 @@ impl Value for Duration {
     }
 }
 
-/// A password or token: shown by `basphere config` only as `(set)`, never logged.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(..)")
-    }
-}
-
+/// A password: shown by `basphere config` only as `(set)`, never logged.
 impl Value for Secret {
     const KIND: &'static str = "secret";
     fn parse(text: &str) -> Result<Self, String> {
-        Ok(Secret(text.to_owned()))
+        Ok(Secret::new(text.to_owned()))
     }
     fn show(&self) -> String {
-        self.0.clone()
+        self.expose().clone()
     }
     fn display(&self) -> String {
         "(set)".to_owned()

@@ -18,6 +18,7 @@ use crate::db::signups::{NewSignup, Signup, State};
 use crate::error::{Error, Result};
 use crate::mail::{self, Delivery};
 use crate::output::sanitize;
+use crate::secret::Secret;
 use crate::validate::{self, PublicKey, Span, UserId};
 
 pub const MAX_REASON_CHARS: usize = 1000;
@@ -34,9 +35,10 @@ pub struct Form {
     pub reason: String,
 }
 
-/// A message per wrong field, keyed by the field's name in the form.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct FieldErrors(pub BTreeMap<&'static str, String>);
+/// A message per wrong field, keyed by the field's name in the form; the first for a
+/// field stands. It becomes `Error::Fields`.
+#[derive(Clone, Debug, Default)]
+struct FieldErrors(BTreeMap<&'static str, String>);
 
 impl FieldErrors {
     fn add(&mut self, field: &'static str, e: &Error) {
@@ -57,23 +59,8 @@ impl FieldErrors {
         self.0.entry(field).or_insert_with(|| text.to_owned());
     }
 
-    pub fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.0.is_empty()
-    }
-}
-
-/// Why a request was not stored.
-#[derive(Debug)]
-pub enum Refused {
-    Fields(FieldErrors),
-    /// Too many requests for this email address; the text is for people.
-    RateLimited(String),
-    Failed(Error),
-}
-
-impl From<Error> for Refused {
-    fn from(e: Error) -> Self {
-        Refused::Failed(e)
     }
 }
 
@@ -85,11 +72,7 @@ struct Checked {
 }
 
 /// The form's fields with the rules that need no database, then those that do.
-fn check(
-    conn: &Connection,
-    form: &Form,
-    now: i64,
-) -> Result<std::result::Result<Checked, FieldErrors>> {
+fn check(conn: &Connection, form: &Form, now: i64) -> Result<Checked> {
     let mut errors = FieldErrors::default();
     let id = match form.user_id.trim().parse::<UserId>() {
         Ok(id) => Some(id),
@@ -160,13 +143,13 @@ fn check(
         }
     }
     match (id, email, key) {
-        (Some(id), Some(email), Some(key)) if errors.is_empty() => Ok(Ok(Checked {
+        (Some(id), Some(email), Some(key)) if errors.is_empty() => Ok(Checked {
             id,
             email,
             key,
             reason: reason.to_owned(),
-        })),
-        _ => Ok(Err(errors)),
+        }),
+        _ => Err(Error::Fields(errors.0)),
     }
 }
 
@@ -183,13 +166,13 @@ pub fn human_span(secs: i64) -> String {
 }
 
 /// A random token for a link, and the hash the database keeps instead of it.
-fn new_token() -> (String, String) {
+fn new_token() -> (Secret, String) {
     // 128 random bits: unguessable, and short enough to keep a link on one mail line.
     let mut bytes = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     let token = hex(&bytes);
     let hash = token_hash(&token);
-    (token, hash)
+    (Secret::new(token), hash)
 }
 
 pub fn token_hash(token: &str) -> String {
@@ -216,7 +199,7 @@ fn link(config: &Config, path: &str) -> String {
 #[derive(Clone, Debug)]
 pub struct Created {
     pub signup: Signup,
-    pub status_token: String,
+    pub status_token: Secret,
     pub mail_id: i64,
 }
 
@@ -227,25 +210,35 @@ pub fn create(
     config: &Config,
     form: &Form,
     remote_addr: &str,
-) -> std::result::Result<Created, Refused> {
+) -> Result<Created> {
     // Most refused forms are typos or junk: find that out with plain reads, so they never
     // take the write lock; a form that passes is checked again inside the transaction.
-    match check(conn, form, crate::hooks::now()) {
-        Ok(Ok(_)) => {}
-        Ok(Err(errors)) => return Err(Refused::Fields(errors)),
-        Err(e) => return Err(Refused::Failed(e)),
-    }
-    let outcome = db::immediate(conn, |tx| {
-        let now = crate::hooks::now();
-        let c = match check(tx, form, now)? {
-            Ok(c) => c,
-            Err(errors) => return Ok(Err(Refused::Fields(errors))),
+    let result =
+        check(conn, form, crate::hooks::now()).and_then(|_| store(conn, config, form, remote_addr));
+    let target = validate::quoted(form.user_id.trim());
+    // Only stored requests and failures are worth an audit line; typos are not.
+    if !matches!(result, Err(Error::Fields(_))) {
+        let audited = match &result {
+            Ok(_) => Ok(()),
+            Err(e) => Err(Error::invalid(e.report())),
         };
+        web_audit(conn, "signup.create", &target, remote_addr, &audited);
+    }
+    result
+}
+
+fn store(conn: &Connection, config: &Config, form: &Form, remote_addr: &str) -> Result<Created> {
+    db::immediate(conn, |tx| {
+        let now = crate::hooks::now();
+        let c = check(tx, form, now)?;
         let limit = config.signup_per_email_per_day;
         if db::signups::count_for_email_since(tx, &c.email, now - 86_400)? >= u64::from(limit) {
-            return Ok(Err(Refused::RateLimited(format!(
-                "There were already {limit} requests for this email address today. Please try again tomorrow."
-            ))));
+            return Err(Error::RateLimited {
+                message: format!(
+                    "There were already {limit} requests for this email address today. Please try again tomorrow."
+                ),
+                retry_after: None,
+            });
         }
         let (token, hash) = new_token();
         let (status_token, status_hash) = new_token();
@@ -274,38 +267,19 @@ pub fn create(
                 host => &config.public_host(),
                 fingerprint => &c.key.fingerprint,
                 lifetime => human_span(lifetime),
-                verify_url => link(config, &format!("/verify/{token}")),
-                status_url => link(config, &format!("/status/{status_token}")),
+                verify_url => link(config, &format!("/verify/{}", token.expose())),
+                status_url => link(config, &format!("/status/{}", status_token.expose())),
             },
         )?;
         let mail_id = mail::enqueue(tx, &c.email, &subject, &body)?;
         let signup = db::signups::by_status(tx, &status_hash)?.expect("inserted above");
         debug_assert_eq!(signup.id, id);
-        Ok(Ok(Created {
+        Ok(Created {
             signup,
             status_token,
             mail_id,
-        }))
-    });
-    let result = match outcome {
-        Ok(inner) => inner,
-        Err(e) => Err(Refused::Failed(e)),
-    };
-    let target = validate::quoted(form.user_id.trim());
-    let audited: Result<()> = match &result {
-        Ok(_) => Ok(()),
-        Err(Refused::Fields(f)) => Err(Error::invalid(format!(
-            "refused fields: {}",
-            f.0.keys().copied().collect::<Vec<_>>().join(", ")
-        ))),
-        Err(Refused::RateLimited(_)) => Err(Error::invalid("per-email limit reached")),
-        Err(Refused::Failed(e)) => Err(Error::invalid(e.report())),
-    };
-    // Only stored requests and failures are worth an audit line; typos are not.
-    if !matches!(result, Err(Refused::Fields(_))) {
-        web_audit(conn, "signup.create", &target, remote_addr, &audited);
-    }
-    result
+        })
+    })
 }
 
 /// Audit entries for what anonymous visitors did, recorded as actor `web`.

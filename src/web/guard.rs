@@ -12,6 +12,7 @@ use sha2::Sha256;
 
 use crate::error::{Error, Result};
 use crate::ops::signup::hex;
+use crate::secret::Secret;
 
 pub const CSRF_COOKIE: &str = "bsp_csrf";
 
@@ -19,7 +20,7 @@ pub const CSRF_COOKIE: &str = "bsp_csrf";
 /// that nonce under a server secret. A page on another site can make the browser send the
 /// cookie, but cannot read it, and cannot compute the field without the secret.
 pub struct Csrf {
-    secret: [u8; 32],
+    secret: Secret<[u8; 32]>,
 }
 
 impl Csrf {
@@ -50,11 +51,13 @@ impl Csrf {
             }
             Err(e) => return Err(Error::io(format!("cannot read `{}`", path.display()), e)),
         }
-        Ok(Csrf { secret })
+        Ok(Csrf {
+            secret: Secret::new(secret),
+        })
     }
 
     fn mac(&self) -> Hmac<Sha256> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("any key length");
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.secret.expose()).expect("any key length");
         mac.update(b"basphere csrf v1:");
         mac
     }

@@ -6,6 +6,7 @@
 pub mod guard;
 pub mod pages;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,7 +25,7 @@ use crate::config::{Config, Live};
 use crate::db;
 use crate::error::{Error, Result};
 use crate::mail::{self, Mailer};
-use crate::ops::signup::{self, FieldErrors, Form, Refused, Verified};
+use crate::ops::signup::{self, Form, Verified};
 use guard::{Csrf, Limiter, CSRF_COOKIE};
 
 /// The largest form body accepted; a key is at most 16 KiB and a reason 1000 characters.
@@ -66,21 +67,65 @@ impl AppState {
     /// Runs `f` with the database on a blocking thread.
     async fn with_db<T: Send + 'static>(
         self: &Arc<Self>,
-        f: impl FnOnce(&Connection, &Config) -> T + Send + 'static,
-    ) -> Option<T> {
+        f: impl FnOnce(&Connection, &Config) -> Result<T> + Send + 'static,
+    ) -> Result<T, Failure> {
         let state = self.clone();
         let joined = tokio::task::spawn_blocking(move || {
             let conn = state.db.lock().unwrap_or_else(|e| e.into_inner());
             f(&conn, &state.config.get())
         })
         .await;
-        match joined {
-            Ok(v) => Some(v),
-            Err(e) => {
-                tracing::error!(error = %e, "database task failed");
-                None
+        joined
+            .map_err(Error::from)
+            .and_then(|r| r)
+            .map_err(|e| self.failure(e))
+    }
+
+    fn failure(&self, error: Error) -> Failure {
+        let status = match &error {
+            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::Invalid { .. } => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Failure {
+            config: self.config.get(),
+            error,
+            status,
+        }
+    }
+}
+
+/// A request that failed, answered as a page: every handler's errors render here.
+struct Failure {
+    config: Arc<Config>,
+    error: Error,
+    status: StatusCode,
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let (title, text, back) = match (self.status, &self.error) {
+            (StatusCode::TOO_MANY_REQUESTS, e) => ("Too many requests", e.to_string(), false),
+            (StatusCode::PAYLOAD_TOO_LARGE, e) => ("Too large", e.to_string(), true),
+            (StatusCode::BAD_REQUEST, e) => ("Bad request", e.to_string(), true),
+            (_, e) => {
+                tracing::error!(error = %e.report(), "request failed");
+                let text = "Something went wrong on our side. Please try again in a few minutes.";
+                ("Something went wrong", text.to_owned(), true)
+            }
+        };
+        let page = pages::message(&self.config, title, &text, back);
+        let mut res = html(self.status, page);
+        if let Error::RateLimited {
+            retry_after: Some(wait),
+            ..
+        } = &self.error
+        {
+            if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+                res.headers_mut().insert(header::RETRY_AFTER, v);
             }
         }
+        res
     }
 }
 
@@ -181,7 +226,7 @@ fn form_response(
     headers: &HeaderMap,
     status: StatusCode,
     form: &Form,
-    errors: &FieldErrors,
+    errors: &BTreeMap<&'static str, String>,
     message: Option<&str>,
 ) -> Response {
     let (nonce, set_cookie) = nonce(state, headers);
@@ -205,7 +250,7 @@ async fn form_page(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Re
         &headers,
         StatusCode::OK,
         &Form::default(),
-        &FieldErrors::default(),
+        &BTreeMap::new(),
         None,
     )
 }
@@ -224,199 +269,144 @@ async fn submit(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
-) -> Response {
+) -> Result<Response, Failure> {
+    let unreadable = || state.failure(Error::invalid("The form could not be read."));
     let body = match body {
         Ok(b) => b,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return message(
-                &state,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Too large",
-                &format!(
-                    "The form was larger than {} KiB. An SSH public key is one line of a few hundred characters; paste only the `.pub` file.",
-                    MAX_BODY / 1024
-                ),
-                true,
-            )
+            let text = format!(
+                "The form was larger than {} KiB. An SSH public key is one line of a few hundred characters; paste only the `.pub` file.",
+                MAX_BODY / 1024
+            );
+            let mut failure = state.failure(Error::invalid(text));
+            failure.status = StatusCode::PAYLOAD_TOO_LARGE;
+            return Err(failure);
         }
-        Err(_) => {
-            return message(
-                &state,
-                StatusCode::BAD_REQUEST,
-                "Bad request",
-                "The form could not be read.",
-                true,
-            )
-        }
+        Err(_) => return Err(unreadable()),
     };
-    let Ok(posted) = serde_urlencoded::from_bytes::<Posted>(&body) else {
-        return message(
-            &state,
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            "The form could not be read.",
-            true,
-        );
-    };
+    let posted = serde_urlencoded::from_bytes::<Posted>(&body).map_err(|_| unreadable())?;
     let ip = peer.ip().to_string();
     if let Err(wait) = state.per_ip.hit(&ip) {
         let minutes = wait.as_secs().div_ceil(60).max(1);
-        let mut res = message(
-            &state,
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many requests",
-            &format!(
-                "Too many account requests came from your address in the last hour. Please try again in {minutes} minute{}.",
-                if minutes == 1 { "" } else { "s" }
-            ),
-            false,
+        let message = format!(
+            "Too many account requests came from your address in the last hour. Please try again in {minutes} minute{}.",
+            if minutes == 1 { "" } else { "s" }
         );
-        if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
-            res.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return res;
+        let retry_after = Some(wait);
+        return Err(state.failure(Error::RateLimited {
+            message,
+            retry_after,
+        }));
     }
     let csrf_ok = guard::cookie(&headers, CSRF_COOKIE)
         .is_some_and(|nonce| state.csrf.check(nonce, &posted.csrf));
     if !csrf_ok {
-        return form_response(
+        return Ok(form_response(
             &state,
             &headers,
             StatusCode::FORBIDDEN,
             &posted.form,
-            &FieldErrors::default(),
+            &BTreeMap::new(),
             Some("This form expired or your browser did not send its cookie. Check what you typed and send it again."),
-        );
+        ));
     }
     if !posted.website.is_empty() {
         // A bot filled the hidden field: answer as if it worked, store nothing.
         tracing::info!(%ip, "honeypot field filled; request dropped");
-        return message(
+        return Ok(message(
             &state,
             StatusCode::OK,
             "Check your mail",
             "We sent you a mail with a link to confirm your address.",
             false,
-        );
+        ));
     }
     let form = posted.form.clone();
-    let peer_text = ip.clone();
     let created = state
-        .with_db(move |conn, config| signup::create(conn, config, &form, &peer_text))
-        .await;
+        .with_db(move |conn, config| Ok(signup::create(conn, config, &form, &ip)))
+        .await?;
     match created {
-        Some(Ok(c)) => {
+        Ok(c) => {
             state.mail_wakeup.notify_one();
-            Redirect::to(&format!("/status/{}", c.status_token)).into_response()
+            Ok(Redirect::to(&format!("/status/{}", c.status_token.expose())).into_response())
         }
-        Some(Err(Refused::Fields(errors))) => form_response(
+        Err(Error::Fields(errors)) => Ok(form_response(
             &state,
             &headers,
             StatusCode::BAD_REQUEST,
             &posted.form,
             &errors,
             Some("Please correct the fields marked below."),
-        ),
-        Some(Err(Refused::RateLimited(text))) => message(
-            &state,
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many requests",
-            &text,
-            false,
-        ),
-        Some(Err(Refused::Failed(e))) => {
-            tracing::error!(error = %e.report(), "signup failed");
-            internal_error(&state)
-        }
-        None => internal_error(&state),
+        )),
+        Err(e) => Err(state.failure(e)),
     }
-}
-
-fn internal_error(state: &AppState) -> Response {
-    message(
-        state,
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "Something went wrong",
-        "Something went wrong on our side. Please try again in a few minutes.",
-        true,
-    )
 }
 
 async fn verify(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(token): Path<String>,
-) -> Response {
+) -> Result<Response, Failure> {
     let ip = peer.ip().to_string();
     let outcome = state
         .with_db(move |conn, config| signup::verify(conn, config, &token, &ip))
         .await;
-    match outcome {
-        Some(Ok(Verified::Confirmed(s))) => {
+    Ok(match outcome? {
+        Verified::Confirmed(s) => {
             state.mail_wakeup.notify_one();
             html(StatusCode::OK, pages::status(&state.config.get(), &s, true))
         }
-        Some(Ok(Verified::AlreadyDone)) => message(
+        Verified::AlreadyDone => message(
             &state,
             StatusCode::OK,
             "Already confirmed",
             "This link was already used. The status link in the same mail shows where your request stands.",
             false,
         ),
-        Some(Ok(Verified::Expired)) => message(
+        Verified::Expired => message(
             &state,
             StatusCode::GONE,
             "Link expired",
             "This confirmation link has expired. Please ask for the account again.",
             true,
         ),
-        Some(Ok(Verified::Unknown)) => message(
+        Verified::Unknown => message(
             &state,
             StatusCode::NOT_FOUND,
             "Unknown link",
             "This confirmation link is not valid. Check that the whole link was copied.",
             true,
         ),
-        Some(Err(e)) => {
-            tracing::error!(error = %e.report(), "verify failed");
-            internal_error(&state)
-        }
-        None => internal_error(&state),
-    }
+    })
 }
 
-async fn status(State(state): State<Arc<AppState>>, Path(token): Path<String>) -> Response {
+async fn status(
+    State(state): State<Arc<AppState>>,
+    Path(token): Path<String>,
+) -> Result<Response, Failure> {
     let found = state
         .with_db(move |conn, _| signup::status(conn, &token))
         .await;
-    match found {
-        Some(Ok(Some(s))) => html(
+    Ok(match found? {
+        Some(s) => html(
             StatusCode::OK,
             pages::status(&state.config.get(), &s, false),
         ),
-        Some(Ok(None)) => message(
+        None => message(
             &state,
             StatusCode::NOT_FOUND,
             "Unknown request",
             "No account request has this address. Check that the whole link was copied.",
             true,
         ),
-        Some(Err(e)) => {
-            tracing::error!(error = %e.report(), "status failed");
-            internal_error(&state)
-        }
-        None => internal_error(&state),
-    }
+    })
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     let ok = state
-        .with_db(|conn, _| {
-            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
-                .is_ok()
-        })
+        .with_db(|conn, _| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
         .await
-        .unwrap_or(false);
+        .is_ok();
     if ok {
         (StatusCode::OK, "ok\n").into_response()
     } else {

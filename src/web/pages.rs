@@ -7,7 +7,9 @@ use minijinja::{context, AutoEscape, Environment, UndefinedBehavior};
 
 use crate::config::Config;
 use crate::db::signups::Signup;
-use crate::ops::signup::{FieldErrors, Form, MAX_REASON_CHARS};
+use std::collections::BTreeMap;
+
+use crate::ops::signup::{Form, MAX_REASON_CHARS};
 use crate::output::timestamp;
 
 pub const STYLE: &str = include_str!("../../templates/web/style.css");
@@ -60,7 +62,7 @@ pub fn form(
     config: &Config,
     form: &Form,
     csrf: &str,
-    errors: &FieldErrors,
+    errors: &BTreeMap<&'static str, String>,
     message: Option<&str>,
 ) -> String {
     page(
@@ -74,7 +76,7 @@ pub fn form(
                 public_key => &form.public_key,
                 reason => &form.reason,
             },
-            errors => &errors.0,
+            errors => errors,
             csrf => csrf,
             message => message,
             max_reason => MAX_REASON_CHARS,

@@ -564,3 +564,213 @@ fn as_and_local_state_flags() {
     expect("unknown", &ssh("zed"), &["whoami"], true);
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
+
+/// Commands that cannot speak JSON: they stream a terminal or a session, or write a
+/// format another program reads. `--json` is refused before they run.
+const NO_JSON: &[&str] = &[
+    "console",
+    "serve",
+    "shell",
+    "auth-keys",
+    "completions",
+    "sshd-config",
+];
+
+/// Every other command, as root (with `--as alice` for a tenant's), in an order in
+/// which each one succeeds on the fixture. Placeholders as in `ROWS`.
+#[rustfmt::skip]
+const JSON: &[(&str, &[&str])] = &[
+    ("create-vm",           &["--as", "alice", "create-vm", "web2", "--memory", "128M", "--disk", "1G", "--no-start"]),
+    ("vm list",             &["--as", "alice", "vm", "list"]),
+    ("vm show",             &["--as", "alice", "vm", "show", "web1"]),
+    ("vm start",            &["--as", "alice", "vm", "start", "web2"]),
+    ("vm reboot",           &["--as", "alice", "vm", "reboot", "web1"]),
+    ("vm stop",             &["--as", "alice", "vm", "stop", "tmp1", "--force"]),
+    ("vm delete",           &["--as", "alice", "vm", "delete", "tmp1", "--yes"]),
+    ("snapshot create",     &["--as", "alice", "snapshot", "create", "web1", "snap2"]),
+    ("snapshot list",       &["--as", "alice", "snapshot", "list"]),
+    ("snapshot restore",    &["--as", "alice", "snapshot", "restore", "web1", "snap1", "--yes"]),
+    ("snapshot delete",     &["--as", "alice", "snapshot", "delete", "web1", "snap2"]),
+    ("snapshot prune",      &["snapshot", "prune", "--all", "--dry-run"]),
+    ("images",              &["--as", "alice", "images"]),
+    ("quota",               &["--as", "alice", "quota"]),
+    ("key add",             &["--as", "alice", "key", "add", "@KEY"]),
+    ("key list",            &["--as", "alice", "key", "list"]),
+    ("key remove",          &["--as", "alice", "key", "remove", "@FP"]),
+    ("whoami",              &["--as", "alice", "whoami"]),
+    ("admin user add",      &["admin", "user", "add", "erin", "--email", "erin@example.com", "--key", "@KEY"]),
+    ("admin user list",     &["admin", "user", "list"]),
+    ("admin user show",     &["admin", "user", "show", "alice"]),
+    ("admin user disable",  &["admin", "user", "disable", "dave"]),
+    ("admin user enable",   &["admin", "user", "enable", "dave"]),
+    ("admin user remove",   &["admin", "user", "remove", "dave", "--yes"]),
+    ("admin image add",     &["admin", "image", "add", "spare", "@FILE", "--os-user", "debian"]),
+    ("admin image list",    &["admin", "image", "list"]),
+    ("admin image remove",  &["admin", "image", "remove", "spare"]),
+    ("admin quota set",     &["admin", "quota", "set", "alice", "--snapshots", "40"]),
+    ("admin quota show",    &["admin", "quota", "show", "alice"]),
+    ("admin vms",           &["admin", "vms"]),
+    ("admin reconcile",     &["admin", "reconcile", "--dry-run"]),
+    ("admin audit",         &["admin", "audit", "--limit", "3"]),
+    ("admin signups",       &["admin", "signups"]),
+    ("admin approve",       &["admin", "approve", "frank", "--yes", "--force"]),
+    ("admin reject",        &["admin", "reject", "gina", "--reason", "no"]),
+    ("admin signups prune", &["admin", "signups", "prune", "--older-than", "4w"]),
+    ("admin mail",          &["admin", "mail", "--all"]),
+    ("mail flush",          &["mail", "flush"]),
+    ("config",              &["config"]),
+];
+
+/// The key paths of a JSON document, `[]` for the items of an array: its schema, less
+/// the values.
+fn key_paths(value: &serde_json::Value, path: &str, out: &mut std::collections::BTreeSet<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                let p = format!("{path}.{k}");
+                out.insert(p.clone());
+                key_paths(v, &p, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                key_paths(item, &format!("{path}[]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every command speaks JSON by construction: each runs to exit 0 with `--json` on a
+/// fixture with users, VMs, snapshots and signups, its stdout is one JSON document, and
+/// the keys of all of them are one snapshot, so a change of schema shows in review.
+#[test]
+fn every_command_speaks_json() {
+    let _keep = Hypervisor::open("test:///default").expect("libvirt test driver");
+    let install = Install::new(9);
+    // Two account requests, one to approve and one to reject.
+    let conn = basphere::db::open(&install.config.db_path()).unwrap();
+    for user in ["frank", "gina"] {
+        let (key, _) = keygen(install.dir.path(), user);
+        let form = basphere::ops::signup::Form {
+            user_id: user.into(),
+            email: format!("{user}@example.com"),
+            public_key: key,
+            reason: "testing".into(),
+        };
+        basphere::ops::signup::create(&conn, &install.config, &form, "127.0.0.1").unwrap();
+    }
+    drop(conn);
+
+    let commands = runnable_commands();
+    let listed: Vec<&str> = JSON
+        .iter()
+        .map(|(n, _)| *n)
+        .chain(NO_JSON.iter().copied())
+        .collect();
+    let unlisted: Vec<_> = commands
+        .iter()
+        .filter(|c| !listed.contains(&c.as_str()))
+        .collect();
+    assert!(
+        unlisted.is_empty(),
+        "commands in neither JSON nor NO_JSON: {unlisted:?}"
+    );
+
+    let mut schema = String::new();
+    let mut bad = Vec::new();
+    for (name, row) in JSON {
+        // Global flags go first: `key add` takes every word after the key as part of it.
+        let mut argv = vec!["--json".to_owned()];
+        argv.extend(install.argv(row));
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let ran = run(&install.config, &ROOT, &argv);
+        let parsed = serde_json::from_str::<serde_json::Value>(&ran.stdout);
+        match (ran.code, parsed) {
+            (0, Ok(value)) => {
+                let mut keys = std::collections::BTreeSet::new();
+                key_paths(&value, "", &mut keys);
+                let kind = match &value {
+                    serde_json::Value::Array(_) => "array",
+                    serde_json::Value::Object(_) => "object",
+                    _ => "value",
+                };
+                schema.push_str(&format!("{name} ({kind})\n"));
+                for k in keys {
+                    schema.push_str(&format!("  {k}\n"));
+                }
+            }
+            (code, parsed) => bad.push(format!(
+                "`{}`: exit {code}, JSON {:?}\n  stdout: {}\n  stderr: {}",
+                argv.join(" "),
+                parsed.err(),
+                ran.stdout,
+                ran.stderr
+            )),
+        }
+    }
+    for name in NO_JSON {
+        let (_, _, row) = ROWS.iter().find(|(n, _, _)| n == name).unwrap();
+        let mut argv = vec!["--json".to_owned()];
+        argv.extend(install.argv(row));
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let ran = run(&install.config, &ROOT, &argv);
+        if ran.code != 2 || !ran.stderr.contains("no JSON output") {
+            bad.push(format!(
+                "`{name} --json`: exit {}, stderr {}",
+                ran.code, ran.stderr
+            ));
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    insta::assert_snapshot!("json_keys", schema);
+}
+
+/// With `--json`, an error is one object on stderr that says what kind it is.
+#[test]
+fn errors_in_json_are_one_object() {
+    let _keep = Hypervisor::open("test:///default").expect("libvirt test driver");
+    let install = Install::new(10);
+    for (argv, kind, exit) in [
+        (
+            &["--as", "alice", "vm", "show", "ghost", "--json"][..],
+            "not_found",
+            3,
+        ),
+        (
+            &["--as", "alice", "vm", "show", "Bad_Name", "--json"][..],
+            "invalid",
+            2,
+        ),
+        (
+            &[
+                "--as", "alice", "snapshot", "delete", "web1", "a..b", "--json",
+            ][..],
+            "invalid",
+            2,
+        ),
+        (
+            &["--as", "alice", "vm", "frobnicate", "--json"][..],
+            "invalid",
+            2,
+        ),
+        (&["--as", "zed", "quota", "--json"][..], "not_found", 3),
+    ] {
+        let ran = run(&install.config, &ROOT, argv);
+        assert_eq!(ran.code, exit, "{argv:?}: {}", ran.stderr);
+        assert!(ran.stdout.is_empty(), "{argv:?}: {}", ran.stdout);
+        let error: serde_json::Value =
+            serde_json::from_str(ran.stderr.trim()).unwrap_or_else(|e| {
+                panic!(
+                    "{argv:?}: stderr is not one JSON object ({e}): {}",
+                    ran.stderr
+                )
+            });
+        assert_eq!(error["kind"], kind, "{argv:?}: {error}");
+        assert_eq!(error["exit"], exit, "{argv:?}: {error}");
+        assert!(
+            error["error"].as_str().is_some_and(|m| !m.is_empty()),
+            "{error}"
+        );
+    }
+}

@@ -764,3 +764,83 @@ fn chromium_fills_the_form_and_follows_the_mailed_link() {
     assert!(artifacts.join("signup-form.png").metadata().unwrap().len() > 1000);
     eprintln!("screenshots in {}", artifacts.display());
 }
+
+/// Secrets never reach a log or a listing: a whole signup, at debug log level, with an
+/// SMTP password set; then the logs of the server and of every command, and `basphere
+/// config`, are searched for the password, both link tokens and the web form's key.
+#[test]
+fn secrets_stay_out_of_debug_logs_and_config() {
+    let mut bsp = Bsp::new();
+    let password = "pw-5f3e2d1c0b9a";
+    bsp.set_env("BASPHERE_SMTP_PASSWORD", password);
+    bsp.set_env("BASPHERE_SMTP_USERNAME", "relay-user");
+    bsp.set_env("BASPHERE_LOG", "debug");
+    let server_log = bsp.dir.path().join("serve.log");
+    let server = Server::start_logging_to(&mut bsp, &server_log);
+    let key = public_key(&bsp, "olga");
+    let mut http = Http::new();
+    let reply = http.signup(
+        &server,
+        &fields("olga", "olga@example.com", &key, "secret hygiene"),
+    );
+    assert_eq!(reply.status, 303, "{}", reply.body);
+    let status_path = reply.header("location").unwrap().to_owned();
+    let status_token = status_path.trim_start_matches("/status/").to_owned();
+    let started = std::time::Instant::now();
+    let mail = loop {
+        if let Some(mail) = spooled(&bsp).into_iter().next() {
+            break mail;
+        }
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "no confirmation mail in the spool"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let verify = link(&mail, "/verify/");
+    let verify_token = verify.rsplit('/').next().unwrap().to_owned();
+    assert_eq!(http.get(&verify).status, 200);
+    assert_eq!(http.get(&server.url(&status_path)).status, 200);
+    let mut logs = String::new();
+    for argv in [
+        &["admin", "approve", "olga", "--yes"][..],
+        &["admin", "signups", "--all"],
+        &["mail", "flush"],
+        &["admin", "audit"],
+    ] {
+        let run = bsp.run(argv);
+        logs.push_str(&run.stdout);
+        logs.push_str(&run.stderr);
+    }
+    let config = bsp.run(&["config"]).success();
+    let config_json = bsp.run(&["config", "--json"]).success();
+    drop(server);
+    let served = std::fs::read_to_string(&server_log).unwrap();
+    assert!(
+        served.contains("DEBUG"),
+        "no debug log from serve:\n{served}"
+    );
+    logs.push_str(&served);
+
+    let web_key = std::fs::read(bsp.data_dir().join("web-secret")).unwrap();
+    let web_hex: String = web_key.iter().map(|b| format!("{b:02x}")).collect();
+    let web_debug = format!("{web_key:?}");
+    for (what, secret) in [
+        ("SMTP password", password),
+        ("confirmation token", verify_token.as_str()),
+        ("status token", status_token.as_str()),
+        ("web key (hex)", web_hex.as_str()),
+        ("web key (bytes)", web_debug.trim_matches(['[', ']'])),
+    ] {
+        assert!(secret.len() >= 12, "{what}: `{secret}`");
+        assert!(!logs.contains(secret), "the {what} is in the logs:\n{logs}");
+        assert!(
+            !config.stdout.contains(secret),
+            "the {what} is in `basphere config`"
+        );
+        assert!(
+            !config_json.stdout.contains(secret),
+            "the {what} is in `config --json`"
+        );
+    }
+}

@@ -145,7 +145,22 @@ pub fn router(state: Arc<AppState>) -> Router {
                 res
             },
         ))
+        .layer(axum::middleware::from_fn(access_log))
         .with_state(state)
+}
+
+/// One debug line per request, naming the route, never the path: paths carry tokens.
+async fn access_log(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("(no route)".to_owned(), |p| p.as_str().to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    tracing::debug!(%method, route, status, elapsed = ?started.elapsed(), "web request");
+    response
 }
 
 /// Serves until `shutdown` completes, with the mail worker running beside it.

@@ -257,11 +257,23 @@ impl Server {
         Server::spawn(bsp, &format!("127.0.0.1:{port}"))
     }
 
+    /// Starts like `start`, its log (stderr) written to `log`.
+    pub fn start_logging_to(bsp: &mut Bsp, log: &Path) -> Server {
+        let port = free_port();
+        bsp.set_env("BASPHERE_PUBLIC_URL", &format!("http://127.0.0.1:{port}"));
+        let file = std::fs::File::create(log).unwrap();
+        Server::spawn_with(bsp, &format!("127.0.0.1:{port}"), file.into())
+    }
+
     fn spawn(bsp: &Bsp, addr: &str) -> Server {
+        Server::spawn_with(bsp, addr, Stdio::inherit())
+    }
+
+    fn spawn_with(bsp: &Bsp, addr: &str, stderr: Stdio) -> Server {
         let mut child = bsp
             .command(&["serve", "--web", addr])
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let mut first = String::new();

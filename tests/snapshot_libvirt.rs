@@ -155,7 +155,7 @@ fn snapshots_of_running_and_stopped_vms() {
     .success();
     assert_eq!(
         bsp.json(&["--as", "alice", "vm", "show", "db"])["state"],
-        "shut off"
+        "shut_off"
     );
 
     bsp.run(&["--as", "alice", "snapshot", "delete", "web", "pre-upgrade"])

@@ -139,7 +139,7 @@ fn vm_lifecycle() {
         "256M",
     ]);
     assert_eq!(again["ip"], ip);
-    assert_eq!(again["state"], "shut off");
+    assert_eq!(again["state"], "shut_off");
     bsp.run(&["--as", "alice", "vm", "delete", "web2", "--yes"])
         .success();
 

@@ -34,8 +34,9 @@ pub enum Command {
         /// Power off at once, like pulling the plug
         #[arg(long)]
         force: bool,
-        /// Seconds to wait for the guest to shut down
-        #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+        /// Seconds to wait for the guest to shut down, at most a day
+        #[arg(long, default_value_t = 60, value_name = "SECONDS",
+              value_parser = clap::value_parser!(u64).range(1..=86_400))]
         timeout: u64,
     },
     /// Reboot a running VM

@@ -667,9 +667,10 @@ fn power_inner(ctx: &Context, owner: &str, name: &str, op: Power) -> Result<View
             timeout,
         } => {
             hv.shutdown(id)?;
-            let deadline = Instant::now() + timeout;
+            // The command line bounds the timeout; a deadline past the clock's end is none.
+            let deadline = Instant::now().checked_add(timeout);
             while hv.power_state(id)? != Some(PowerState::ShutOff) {
-                if Instant::now() >= deadline {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
                     return Err(Error::conflict(
                         format!(
                             "VM `{name}` did not shut down within {}s",

@@ -10,6 +10,7 @@ use russh::{Channel, ChannelOpenFailure};
 
 use super::limits::Slot;
 use super::Shared;
+use crate::validate::quoted;
 
 /// How long forwarding waits for a VM's SSH port to answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,7 +45,7 @@ pub async fn run(
     let target = match target {
         Ok(Ok(target)) => target,
         Ok(Err(e)) => {
-            tracing::warn!(%peer, user, host, port, reason = %e, "ssh forwarding refused");
+            tracing::warn!(%peer, user, host = %quoted(&host), port, reason = %e, "ssh forwarding refused");
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
@@ -71,7 +72,7 @@ pub async fn run(
             return;
         }
     };
-    tracing::info!(%peer, user, host, %target, "ssh forwarding");
+    tracing::info!(%peer, user, host = %quoted(&host), %target, "ssh forwarding");
     reply.accept().await;
     let mut channel = channel.into_stream();
     let _ = tokio::io::copy_bidirectional(&mut channel, &mut stream).await;

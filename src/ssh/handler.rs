@@ -134,7 +134,7 @@ impl russh::server::Handler for Handler {
     ) -> Result<Auth, Self::Error> {
         // Any key may go on to prove itself, but only for the service account.
         if user != self.shared.config().service_user {
-            tracing::info!(peer = %self.peer, login = user, "ssh login name refused");
+            tracing::info!(peer = %self.peer, login = %crate::validate::quoted(user), "ssh login name refused");
             return Ok(Auth::reject());
         }
         Ok(Auth::Accept)

@@ -15,6 +15,9 @@ use crate::error::Result;
 use crate::ops::key::Login;
 use crate::output::Io;
 
+/// The exit status of a command that failed by a bug (sysexits' EX_SOFTWARE).
+const INTERNAL_ERROR: i32 = 70;
+
 /// What the client sends a running session.
 #[derive(Debug)]
 pub enum Input {
@@ -98,7 +101,16 @@ pub fn spawn(shared: Arc<Shared>, job: Job) {
                 stderr: &mut stderr,
                 terminal: None,
             };
-            run(&shared, &identity, line.as_deref(), &mut io, &cancel)
+            // A panic is a bug, but the client still gets an exit status and a closed
+            // channel instead of waiting forever.
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run(&shared, &identity, line.as_deref(), &mut io, &cancel)
+            }));
+            ran.unwrap_or_else(|_| {
+                tracing::error!(line = %crate::validate::quoted(line.as_deref().unwrap_or("")), "a command panicked");
+                let _ = writeln!(io.stderr, "basphere: internal error; it is logged on the server");
+                INTERNAL_ERROR
+            })
         };
         let _ = stdout.flush();
         let _ = stderr.flush();

@@ -14,7 +14,7 @@ pub struct Args {
     pub user: Option<String>,
 
     /// How many entries
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub limit: u32,
 }
 

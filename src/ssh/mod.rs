@@ -134,6 +134,34 @@ pub fn fingerprint(key: &PrivateKey) -> String {
     key.public_key().fingerprint(HashAlg::Sha256).to_string()
 }
 
+/// What the server offers, strongest first, as an auditor expects of a new server
+/// (ssh-audit, Mozilla's modern OpenSSH guidance): elliptic-curve and hybrid
+/// post-quantum key exchange only, ed25519 host keys, AEAD or CTR ciphers and
+/// encrypt-then-MAC MACs only. OpenSSH 8.x and 9.x clients all speak these.
+fn algorithms() -> russh::Preferred {
+    use russh::{cipher, kex, mac};
+    russh::Preferred {
+        kex: std::borrow::Cow::Borrowed(&[
+            kex::MLKEM768X25519_SHA256,
+            kex::CURVE25519,
+            kex::CURVE25519_PRE_RFC_8731,
+            kex::EXTENSION_SUPPORT_AS_SERVER,
+            kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
+        ]),
+        key: std::borrow::Cow::Borrowed(&[russh::keys::Algorithm::Ed25519]),
+        cipher: std::borrow::Cow::Borrowed(&[
+            cipher::CHACHA20_POLY1305,
+            cipher::AES_256_GCM,
+            cipher::AES_128_GCM,
+            cipher::AES_256_CTR,
+            cipher::AES_192_CTR,
+            cipher::AES_128_CTR,
+        ]),
+        mac: std::borrow::Cow::Borrowed(&[mac::HMAC_SHA512_ETM, mac::HMAC_SHA256_ETM]),
+        ..russh::Preferred::DEFAULT
+    }
+}
+
 /// Serves SSH on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -153,6 +181,7 @@ pub async fn serve(
         max_auth_attempts: limits.ssh_max_auth_attempts as usize,
         inactivity_timeout: limits.ssh_idle_timeout.secs().map(Duration::from_secs),
         nodelay: true,
+        preferred: algorithms(),
         ..Default::default()
     });
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);

@@ -164,6 +164,11 @@ const AT_START: &[&str] = &[
     "ssh.connections_per_minute",
     "ssh.max_sessions",
     "ssh.idle_timeout",
+    "ssh.max_connections",
+    "ssh.max_startups",
+    "ssh.per_source_max_startups",
+    "ssh.login_grace_time",
+    "ssh.max_channels",
     "signup.per_ip_per_hour",
 ];
 

@@ -125,5 +125,10 @@ keys! {
     ssh_max_auth_attempts "ssh.max_auth_attempts": u32 = "6", "Failed authentication attempts before a connection is dropped.";
     ssh_connections_per_minute "ssh.connections_per_minute": u32 = "60", "New connections accepted from one address per minute.";
     ssh_max_sessions "ssh.max_sessions": u32 = "10", "Commands, shells and forwards one user may have running at once.";
+    ssh_max_connections "ssh.max_connections": u32 = "1000", "Connections open at once (also kept below the open-file limit).";
+    ssh_max_startups "ssh.max_startups": u32 = "64", "Connections not yet authenticated at once (OpenSSH's MaxStartups).";
+    ssh_per_source_max_startups "ssh.per_source_max_startups": u32 = "8", "Of those, from one address or IPv6 /64 (PerSourceMaxStartups).";
+    ssh_login_grace_time "ssh.login_grace_time": Duration = "30s", "A connection not authenticated within this is closed (LoginGraceTime).";
+    ssh_max_channels "ssh.max_channels": u32 = "16", "Session channels one connection may open at once.";
     ssh_idle_timeout "ssh.idle_timeout": Duration = "30m", "A connection with no traffic for this long is closed.";
 }

@@ -196,6 +196,13 @@ impl Config {
                 self.ssh_connections_per_minute,
             ),
             ("ssh.max_sessions", self.ssh_max_sessions),
+            ("ssh.max_connections", self.ssh_max_connections),
+            ("ssh.max_startups", self.ssh_max_startups),
+            (
+                "ssh.per_source_max_startups",
+                self.ssh_per_source_max_startups,
+            ),
+            ("ssh.max_channels", self.ssh_max_channels),
         ];
         let prefix = &self.name_prefix;
         let url = self.public_url();
@@ -210,6 +217,8 @@ impl Config {
             "libvirt_uri is empty".into()
         } else if let Some((key, _)) = counts.iter().find(|(_, n)| *n == 0) {
             format!("{key} must be at least 1")
+        } else if !matches!(self.ssh_login_grace_time.secs(), Some(s) if s > 0) {
+            "ssh.login_grace_time must be a positive duration, not `never`".into()
         } else if !matches!(self.signup_token_lifetime.secs(), Some(s) if s > 0) {
             "signup.token_lifetime must be a positive duration, not `never`".into()
         } else if !((1..=8).contains(&prefix.len())

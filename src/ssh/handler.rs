@@ -2,14 +2,16 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use russh::keys::HashAlg;
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use super::forward;
+use super::limits::Admitted;
 use super::pty::{self, Job, Terminal};
 use super::session::{self, Identity, Input};
 use super::Shared;
@@ -24,6 +26,14 @@ pub struct Handler {
     peer: SocketAddr,
     identity: Option<Identity>,
     channels: HashMap<ChannelId, ChannelState>,
+    /// Session channels opened so far; an unknown key gets one.
+    opened: usize,
+    /// This connection's place in the admission counts.
+    admitted: Admitted,
+    /// Set once a key is verified, so the login deadline passes.
+    authenticated: Arc<AtomicBool>,
+    /// Ends the connection at once, socket and all.
+    hangup: Arc<Notify>,
 }
 
 /// A session channel: its terminal, if asked for, and the input and cancel handle of
@@ -45,12 +55,22 @@ impl Drop for ChannelState {
 }
 
 impl Handler {
-    pub fn new(shared: Arc<Shared>, peer: SocketAddr) -> Handler {
+    pub fn new(
+        shared: Arc<Shared>,
+        peer: SocketAddr,
+        admitted: Admitted,
+        authenticated: Arc<AtomicBool>,
+        hangup: Arc<Notify>,
+    ) -> Handler {
         Handler {
             shared,
             peer,
             identity: None,
             channels: HashMap::new(),
+            opened: 0,
+            admitted,
+            authenticated,
+            hangup,
         }
     }
 
@@ -72,22 +92,29 @@ impl Handler {
         let cancel = self.shared.cancel.child();
         state.cancel = Some(cancel.clone());
         let ssh = session.handle();
+        let (user, fingerprint) = match identity {
+            Identity::Known { user, fingerprint } => (user, fingerprint),
+            Identity::Unknown { fingerprint } => {
+                // Only the signup screen, sent without a thread; then the connection ends.
+                session::greet(
+                    self.shared.clone(),
+                    ssh,
+                    channel,
+                    fingerprint,
+                    self.hangup.clone(),
+                );
+                return;
+            }
+        };
         let mut job = session::Job {
-            identity,
+            user: user.clone(),
+            fingerprint: fingerprint.clone(),
             line,
             ssh,
             channel,
             stdin: rx,
             slot: None,
             cancel,
-        };
-        let (user, fingerprint) = match &job.identity {
-            Identity::Known { user, fingerprint } => (user.clone(), fingerprint.clone()),
-            Identity::Unknown { .. } => {
-                // Only the signup screen runs; it needs no terminal and no slot.
-                session::spawn(self.shared.clone(), job);
-                return;
-            }
         };
         let Some(slot) = self.shared.sessions.open(&user) else {
             let max = self.shared.sessions.max();
@@ -176,6 +203,11 @@ impl russh::server::Handler for Handler {
             }
         };
         tracing::info!(peer = %self.peer, identity = ?identity, "ssh authenticated");
+        // An unknown key stays a startup: it only sees the signup screen, then goes.
+        if matches!(identity, Identity::Known { .. }) {
+            self.admitted.authenticated();
+        }
+        self.authenticated.store(true, Ordering::SeqCst);
         self.identity = Some(identity);
         Ok(Auth::Accept)
     }
@@ -186,6 +218,17 @@ impl russh::server::Handler for Handler {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        let known = matches!(self.identity, Some(Identity::Known { .. }));
+        let full = match known {
+            true => self.channels.len() >= self.shared.max_channels,
+            false => self.opened >= 1,
+        };
+        if full {
+            tracing::warn!(peer = %self.peer, known, "ssh channel refused: too many on this connection");
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        }
+        self.opened += 1;
         // The channel object is dropped: data arrives through `data` below, and an
         // unread channel would fill its buffer and stall the connection.
         self.channels.insert(channel.id(), ChannelState::default());

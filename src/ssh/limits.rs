@@ -41,6 +41,116 @@ impl ConnectionRate {
     }
 }
 
+/// The source a limit counts: the address, or for IPv6 its /64, which one host or
+/// one customer of a provider usually holds whole.
+pub fn source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+        IpAddr::V6(v6) => IpAddr::V4(v6.to_ipv4_mapped().expect("checked above")),
+        v4 => v4,
+    }
+}
+
+/// Connections that are open, and those not yet authenticated, overall and per
+/// source (OpenSSH's `MaxStartups` and `PerSourceMaxStartups`).
+pub struct Admission {
+    max_connections: usize,
+    max_startups: usize,
+    per_source: usize,
+    counts: Arc<Mutex<Counts>>,
+}
+
+#[derive(Default)]
+struct Counts {
+    open: usize,
+    startups: usize,
+    by_source: HashMap<IpAddr, usize>,
+}
+
+/// Why a connection was turned away at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Full {
+    Connections,
+    Startups,
+    Source,
+}
+
+/// An open connection; it counts as a startup until `authenticated`.
+pub struct Admitted {
+    source: IpAddr,
+    startup: bool,
+    counts: Arc<Mutex<Counts>>,
+}
+
+impl Admission {
+    pub fn new(max_connections: u32, max_startups: u32, per_source: u32) -> Admission {
+        Admission {
+            max_connections: max_connections as usize,
+            max_startups: max_startups as usize,
+            per_source: per_source as usize,
+            counts: Arc::default(),
+        }
+    }
+
+    pub fn admit(&self, ip: IpAddr) -> Result<Admitted, Full> {
+        let source = source(ip);
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if counts.open >= self.max_connections {
+            return Err(Full::Connections);
+        }
+        if counts.startups >= self.max_startups {
+            return Err(Full::Startups);
+        }
+        let from_source = counts.by_source.get(&source).copied().unwrap_or(0);
+        if from_source >= self.per_source {
+            return Err(Full::Source);
+        }
+        counts.open += 1;
+        counts.startups += 1;
+        counts.by_source.insert(source, from_source + 1);
+        Ok(Admitted {
+            source,
+            startup: true,
+            counts: self.counts.clone(),
+        })
+    }
+}
+
+impl Admitted {
+    /// The connection authenticated: it no longer counts against the startup limits.
+    pub fn authenticated(&mut self) {
+        if std::mem::take(&mut self.startup) {
+            let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+            counts.end_startup(self.source);
+        }
+    }
+}
+
+impl Counts {
+    fn end_startup(&mut self, source: IpAddr) {
+        self.startups -= 1;
+        if let Some(n) = self.by_source.get_mut(&source) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_source.remove(&source);
+            }
+        }
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.open -= 1;
+        if self.startup {
+            counts.end_startup(self.source);
+        }
+    }
+}
+
 /// Sessions (commands, shells and forwarded connections) running per user.
 #[derive(Clone)]
 pub struct Sessions {
@@ -110,6 +220,27 @@ mod tests {
         // A refused connection does not count: after the first has aged out, one more.
         assert!(rate.admit(a, t0 + Duration::from_secs(60)));
         assert!(!rate.admit(a, t0 + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn startups_are_capped_overall_and_per_source_until_authenticated() {
+        let admission = Admission::new(4, 3, 2);
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        let a2: IpAddr = "2001:db8::ffff:2".parse().unwrap();
+        let b: IpAddr = "192.0.2.7".parse().unwrap();
+        let mut first = admission.admit(a).unwrap();
+        let _second = admission.admit(a2).unwrap();
+        // The same /64: the third startup from it is refused.
+        assert_eq!(admission.admit(a).err(), Some(Full::Source));
+        let _third = admission.admit(b).unwrap();
+        assert_eq!(admission.admit(b).err(), Some(Full::Startups));
+        // Authenticated connections leave the startup counts, not the open count.
+        first.authenticated();
+        let fourth = admission.admit(b).unwrap();
+        assert_eq!(admission.admit(b).err(), Some(Full::Connections));
+        drop(fourth);
+        assert!(admission.admit(b).is_ok());
+        assert_eq!(source("::ffff:192.0.2.7".parse().unwrap()), b);
     }
 
     #[test]

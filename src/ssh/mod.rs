@@ -13,6 +13,7 @@ mod session;
 use std::fs;
 use std::future::Future;
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -59,6 +60,9 @@ pub struct Shared {
     db: Mutex<rusqlite::Connection>,
     sessions: limits::Sessions,
     rate: limits::ConnectionRate,
+    admission: limits::Admission,
+    /// Session channels one connection may have open.
+    max_channels: usize,
     /// Cancels every command of the server; each command has a child of it.
     cancel: Cancel,
 }
@@ -73,6 +77,12 @@ impl Shared {
             db: Mutex::new(db),
             sessions: limits::Sessions::new(now.ssh_max_sessions),
             rate: limits::ConnectionRate::new(now.ssh_connections_per_minute),
+            admission: limits::Admission::new(
+                connection_limit(now.ssh_max_connections),
+                now.ssh_max_startups,
+                now.ssh_per_source_max_startups,
+            ),
+            max_channels: now.ssh_max_channels as usize,
             config,
             runner,
             cancel,
@@ -83,6 +93,29 @@ impl Shared {
     pub fn config(&self) -> Arc<Config> {
         self.config.get()
     }
+}
+
+/// `max`, or fewer if the open-file limit would not hold that many: each connection
+/// takes a descriptor, a forward or a terminal one more, and the database and the web
+/// server need some. The soft limit is raised to the hard one first, as a server should.
+fn connection_limit(max: u32) -> u32 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return max;
+    };
+    let soft = match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => hard,
+        Err(_) => soft,
+    };
+    let room = u32::try_from(soft.saturating_sub(128) / 2).unwrap_or(u32::MAX);
+    if room < max {
+        tracing::warn!(
+            max,
+            room,
+            "ssh.max_connections lowered to fit the open-file limit"
+        );
+    }
+    max.min(room).max(1)
 }
 
 /// Where the host key lives.
@@ -204,25 +237,72 @@ pub async fn serve(
             drop(socket);
             continue;
         }
+        let admitted = match shared.admission.admit(peer.ip()) {
+            Ok(admitted) => admitted,
+            Err(full) => {
+                tracing::warn!(%peer, ?full, "ssh connection refused: too many connections");
+                drop(socket);
+                continue;
+            }
+        };
         let _ = socket.set_nodelay(true);
+        // russh runs the session on a task of its own; shutting this descriptor's socket
+        // down is how the server ends a connection whatever state it is in.
+        let Ok(kill) = std::os::fd::AsFd::as_fd(&socket).try_clone_to_owned() else {
+            continue;
+        };
         let socket = QuickAck::new(socket);
-        let handler = handler::Handler::new(shared.clone(), peer);
+        let authenticated = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hangup = Arc::new(tokio::sync::Notify::new());
+        let handler = handler::Handler::new(
+            shared.clone(),
+            peer,
+            admitted,
+            authenticated.clone(),
+            hangup.clone(),
+        );
         let config = config.clone();
         let mut stop = stop_tx.subscribe();
+        let grace = Duration::from_secs(limits.ssh_login_grace_time.secs().unwrap_or(30));
+        let deadline_at = tokio::time::Instant::now() + grace;
         tokio::spawn(async move {
-            let session = match russh::server::run_stream(config, socket, handler).await {
-                Ok(session) => session,
-                Err(error) => {
+            let setup = tokio::time::timeout_at(
+                deadline_at,
+                russh::server::run_stream(config, socket, handler),
+            );
+            let session = match setup.await {
+                Ok(Ok(session)) => session,
+                Ok(Err(error)) => {
                     tracing::debug!(%peer, %error, "ssh connection setup failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "ssh connection closed: no key exchange in time");
                     return;
                 }
             };
             let handle = session.handle();
+            // Authentication has a deadline, like OpenSSH's LoginGraceTime. Dropping the
+            // session closes the socket at once, whatever state the peer left it in.
+            let grace_over = async {
+                tokio::time::sleep_until(deadline_at).await;
+                if authenticated.load(std::sync::atomic::Ordering::SeqCst) {
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
                 result = session => {
                     if let Err(error) = result {
                         tracing::debug!(%peer, %error, "ssh connection ended with an error");
                     }
+                }
+                () = grace_over => {
+                    tracing::info!(%peer, "ssh connection closed: not authenticated in time");
+                    let _ = nix::sys::socket::shutdown(kill.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+                }
+                () = hangup.notified() => {
+                    tracing::debug!(%peer, "ssh connection closed by the server");
+                    let _ = nix::sys::socket::shutdown(kill.as_raw_fd(), nix::sys::socket::Shutdown::Both);
                 }
                 _ = stop.recv() => {
                     let _ = handle

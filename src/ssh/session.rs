@@ -51,7 +51,8 @@ pub fn lookup(shared: &Shared, fingerprint: &str, blob: &str) -> Result<Login> {
 
 /// What one session channel runs, and its handles.
 pub struct Job {
-    pub identity: Identity,
+    pub user: String,
+    pub fingerprint: String,
     pub line: Option<String>,
     pub ssh: russh::server::Handle,
     pub channel: ChannelId,
@@ -65,7 +66,8 @@ pub struct Job {
 /// status, EOF and close, in that order.
 pub fn spawn(shared: Arc<Shared>, job: Job) {
     let Job {
-        identity,
+        user,
+        fingerprint,
         line,
         ssh,
         channel,
@@ -104,7 +106,14 @@ pub fn spawn(shared: Arc<Shared>, job: Job) {
             // A panic is a bug, but the client still gets an exit status and a closed
             // channel instead of waiting forever.
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run(&shared, &identity, line.as_deref(), &mut io, &cancel)
+                run(
+                    &shared,
+                    &user,
+                    &fingerprint,
+                    line.as_deref(),
+                    &mut io,
+                    &cancel,
+                )
             }));
             ran.unwrap_or_else(|_| {
                 tracing::error!(line = %crate::validate::quoted(line.as_deref().unwrap_or("")), "a command panicked");
@@ -137,29 +146,65 @@ pub async fn refuse(ssh: russh::server::Handle, channel: ChannelId, message: Str
 /// The session proper: blocking, with plain streams, on the configuration in force.
 fn run(
     shared: &Shared,
-    identity: &Identity,
+    user: &str,
+    fingerprint: &str,
     line: Option<&str>,
     io: &mut Io,
     cancel: &Cancel,
 ) -> i32 {
-    let config = shared.config();
-    match identity {
-        Identity::Unknown { fingerprint } => {
-            unknown_key(shared, &config.public_url(), fingerprint, io)
+    let tenant = Caller::Ssh {
+        user: user.to_owned(),
+        fingerprint: Some(fingerprint.to_owned()),
+    };
+    shared
+        .runner
+        .run(&shared.config(), &tenant, line, io, cancel)
+}
+
+/// How long the screen of an unknown key may take to reach its client.
+const GREETING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The one channel of an unregistered key: its screen is sent without a thread of its
+/// own, within `GREETING_TIMEOUT` whatever the client's window, then the connection
+/// closes. Exit status 1.
+pub fn greet(
+    shared: Arc<Shared>,
+    ssh: russh::server::Handle,
+    channel: ChannelId,
+    fingerprint: String,
+    hangup: Arc<tokio::sync::Notify>,
+) {
+    tokio::spawn(async move {
+        let url = shared.config().public_url();
+        let lookup = {
+            let (shared, fingerprint) = (shared.clone(), fingerprint.clone());
+            tokio::task::spawn_blocking(move || unknown_key(&shared, &url, &fingerprint))
+        };
+        let sent = tokio::time::timeout(GREETING_TIMEOUT, async {
+            let screen = lookup.await.unwrap_or_default();
+            let _ = ssh.extended_data(channel, 1, screen.into_bytes()).await;
+            let _ = ssh.exit_status_request(channel, 1).await;
+            let _ = ssh.eof(channel).await;
+            let _ = ssh.close(channel).await;
+        });
+        match sent.await {
+            // A client closes the connection when its channel closes; one that does
+            // not is closed a moment later, after it had time to read its exit status.
+            Ok(()) => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
+            Err(_) => {
+                tracing::info!(%fingerprint, "ssh: an unknown key's client took no screen; closed")
+            }
         }
-        Identity::Known { user, fingerprint } => {
-            let tenant = Caller::Ssh {
-                user: user.clone(),
-                fingerprint: Some(fingerprint.clone()),
-            };
-            shared.runner.run(&config, &tenant, line, io, cancel)
-        }
-    }
+        let reason = "this key is not registered".to_owned();
+        let bye = ssh.disconnect(russh::Disconnect::ByApplication, reason, String::new());
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(200), bye).await;
+        hangup.notify_one();
+    });
 }
 
 /// The one screen an unregistered key gets: its fingerprint, any signup waiting for it,
-/// and where to sign up. Exit status 1.
-fn unknown_key(shared: &Shared, url: &str, fingerprint: &str, io: &mut Io) -> i32 {
+/// and where to sign up.
+fn unknown_key(shared: &Shared, url: &str, fingerprint: &str) -> String {
     let pending = {
         let db = shared.db.lock().unwrap_or_else(|e| e.into_inner());
         db::signups::open_for_key(&db, fingerprint, crate::hooks::now())
@@ -176,11 +221,9 @@ fn unknown_key(shared: &Shared, url: &str, fingerprint: &str, io: &mut Io) -> i3
             "cannot tell whether a signup with this key is pending".to_owned()
         }
     };
-    let _ = write!(
-        io.stderr,
+    format!(
         "basphere: this key is not registered\n\n  key:     {fingerprint}\n  signup:  {signup}\n\nSign up at {url}\nIf you registered another key, connect with it: ssh -o IdentitiesOnly=yes -i PATH ...\n"
-    );
-    1
+    )
 }
 
 /// Writes one stream of a channel: stdout as data, stderr as extended data 1.

@@ -348,12 +348,16 @@ fn sshd_config_snippet_names_this_binary_and_the_service_account() {
     let lines: Vec<&str> = run
         .stdout
         .lines()
-        .filter(|l| !l.starts_with('#'))
         .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
         .collect();
     assert_eq!(
         lines,
         [
+            "MaxStartups 10:30:100",
+            "PerSourceMaxStartups 4",
+            "PerSourceNetBlockSize 32:64",
+            "LoginGraceTime 30",
             "Match User basphere",
             "AuthorizedKeysFile none",
             &format!("AuthorizedKeysCommand {BIN} auth-keys %u %t %k"),
@@ -366,6 +370,8 @@ fn sshd_config_snippet_names_this_binary_and_the_service_account() {
             "AllowTcpForwarding local",
             "PermitTunnel no",
             "GatewayPorts no",
+            "ChannelTimeout session=30m direct-tcpip=30m",
+            "UnusedConnectionTimeout 5m",
         ]
     );
     assert!(!bsp.data_dir().exists());

@@ -17,6 +17,12 @@ pub fn snippet(exe: &str, service_user: &str) -> String {
     format!(
         "# basphere: tenants sign in as `{service_user}`, identified by their key.
 # Keep this block at the end of sshd_config: a Match block lasts until the next Match.
+# Connections that have not authenticated: at most 10 before sshd starts dropping
+# them at random, 100 in all, 4 from one address (IPv6: one /64), 30 s to log in.
+MaxStartups 10:30:100
+PerSourceMaxStartups 4
+PerSourceNetBlockSize 32:64
+LoginGraceTime 30
 Match User {service_user}
     AuthorizedKeysFile none
     AuthorizedKeysCommand {exe} auth-keys %u %t %k
@@ -29,6 +35,9 @@ Match User {service_user}
     AllowTcpForwarding local
     PermitTunnel no
     GatewayPorts no
+    # Idle forwards and sessions end, and so do connections left with no channel.
+    ChannelTimeout session=30m direct-tcpip=30m
+    UnusedConnectionTimeout 5m
 "
     )
 }

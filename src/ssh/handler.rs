@@ -116,15 +116,13 @@ impl Handler {
             slot: None,
             cancel,
         };
-        let Some(slot) = self.shared.sessions.open(&user) else {
-            let max = self.shared.sessions.max();
-            tracing::warn!(peer = %self.peer, user, max, "ssh session refused: too many sessions");
-            tokio::spawn(session::refuse(
-                job.ssh,
-                channel,
-                format!("too many sessions: {user} has {max} running, the limit"),
-            ));
-            return;
+        let slot = match self.shared.sessions.open(&user) {
+            Ok(slot) => slot,
+            Err(busy) => {
+                tracing::warn!(peer = %self.peer, user, ?busy, "ssh session refused: too many sessions");
+                tokio::spawn(session::refuse(job.ssh, channel, busy.to_string()));
+                return;
+            }
         };
         match state.terminal.clone() {
             Some(terminal) => {
@@ -259,14 +257,8 @@ impl russh::server::Handler for Handler {
                 .await;
             return Ok(());
         };
-        let Some(slot) = self.shared.sessions.open(&user) else {
-            tracing::warn!(
-                %peer,
-                user,
-                host,
-                port,
-                "ssh forwarding refused: too many sessions"
-            );
+        let Ok(slot) = self.shared.sessions.open(&user) else {
+            tracing::warn!(%peer, user, port, "ssh forwarding refused: too many sessions");
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
         };

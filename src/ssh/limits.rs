@@ -152,39 +152,69 @@ impl Drop for Admitted {
 }
 
 /// Sessions (commands, shells and forwarded connections) running per user.
+/// Sessions (commands, shells and forwarded connections) running, per user and in all.
 #[derive(Clone)]
 pub struct Sessions {
     max: usize,
-    running: Arc<Mutex<HashMap<String, usize>>>,
+    max_total: usize,
+    running: Arc<Mutex<Running>>,
 }
 
-/// One running session; the count drops when it does.
+#[derive(Default)]
+struct Running {
+    total: usize,
+    by_user: HashMap<String, usize>,
+}
+
+/// One running session; the counts drop when it does.
 pub struct Slot {
     user: String,
-    running: Arc<Mutex<HashMap<String, usize>>>,
+    running: Arc<Mutex<Running>>,
+}
+
+/// Why a session may not start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Busy {
+    /// The user has `max` running.
+    User(usize),
+    /// The server has `max_total` running.
+    Server(usize),
+}
+
+impl std::fmt::Display for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Busy::User(max) => write!(f, "too many sessions: you have {max} running, the limit"),
+            Busy::Server(max) => write!(
+                f,
+                "the server runs {max} sessions, its limit; try again soon"
+            ),
+        }
+    }
 }
 
 impl Sessions {
-    pub fn new(max: u32) -> Sessions {
+    pub fn new(max: u32, max_total: u32) -> Sessions {
         Sessions {
             max: max as usize,
+            max_total: max_total as usize,
             running: Arc::default(),
         }
     }
 
-    pub fn max(&self) -> usize {
-        self.max
-    }
-
-    /// A slot for one more session of `user`, unless they have `max` running.
-    pub fn open(&self, user: &str) -> Option<Slot> {
+    /// A slot for one more session of `user`, within both limits.
+    pub fn open(&self, user: &str) -> Result<Slot, Busy> {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        let count = running.entry(user.to_owned()).or_default();
+        if running.total >= self.max_total {
+            return Err(Busy::Server(self.max_total));
+        }
+        let count = running.by_user.entry(user.to_owned()).or_default();
         if *count >= self.max {
-            return None;
+            return Err(Busy::User(self.max));
         }
         *count += 1;
-        Some(Slot {
+        running.total += 1;
+        Ok(Slot {
             user: user.to_owned(),
             running: self.running.clone(),
         })
@@ -194,10 +224,11 @@ impl Sessions {
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = running.get_mut(&self.user) {
+        running.total -= 1;
+        if let Some(count) = running.by_user.get_mut(&self.user) {
             *count -= 1;
             if *count == 0 {
-                running.remove(&self.user);
+                running.by_user.remove(&self.user);
             }
         }
     }
@@ -245,12 +276,13 @@ mod tests {
 
     #[test]
     fn sessions_per_user_are_given_back() {
-        let sessions = Sessions::new(2);
+        let sessions = Sessions::new(2, 3);
         let one = sessions.open("alice").unwrap();
         let _two = sessions.open("alice").unwrap();
-        assert!(sessions.open("alice").is_none());
-        assert!(sessions.open("bob").is_some());
+        assert_eq!(sessions.open("alice").err(), Some(Busy::User(2)));
+        let _three = sessions.open("bob").unwrap();
+        assert_eq!(sessions.open("carol").err(), Some(Busy::Server(3)));
         drop(one);
-        assert!(sessions.open("alice").is_some());
+        assert!(sessions.open("alice").is_ok());
     }
 }

@@ -63,6 +63,8 @@ pub struct Shared {
     admission: limits::Admission,
     /// Session channels one connection may have open.
     max_channels: usize,
+    /// How long a command may wait for its client to take output.
+    write_timeout: Duration,
     /// Cancels every command of the server; each command has a child of it.
     cancel: Cancel,
 }
@@ -75,7 +77,10 @@ impl Shared {
         let db = crate::db::open(&now.db_path())?;
         Ok(Shared {
             db: Mutex::new(db),
-            sessions: limits::Sessions::new(now.ssh_max_sessions),
+            sessions: limits::Sessions::new(now.ssh_max_sessions, now.ssh_max_sessions_total),
+            write_timeout: Duration::from_secs(
+                now.ssh_write_timeout.secs().unwrap_or(365 * 86_400),
+            ),
             rate: limits::ConnectionRate::new(now.ssh_connections_per_minute),
             admission: limits::Admission::new(
                 connection_limit(now.ssh_max_connections),

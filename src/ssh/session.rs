@@ -76,19 +76,22 @@ pub fn spawn(shared: Arc<Shared>, job: Job) {
         cancel,
     } = job;
     let rt = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
-        let mut stdout = LineWriter::new(ChannelWriter {
+    let (refuse_ssh, refuse_rt) = (ssh.clone(), rt.clone());
+    // A thread of its own, never one of the runtime's blocking pool: key lookups and
+    // web handlers there never wait behind tenant commands. The session limits bound
+    // how many there are.
+    let thread = std::thread::Builder::new().name("basphere-session".into());
+    let started = thread.spawn(move || {
+        let writer = |ext| ChannelWriter {
             rt: rt.clone(),
             ssh: ssh.clone(),
             channel,
-            ext: None,
-        });
-        let mut stderr = LineWriter::new(ChannelWriter {
-            rt: rt.clone(),
-            ssh: ssh.clone(),
-            channel,
-            ext: Some(1),
-        });
+            ext,
+            timeout: shared.write_timeout,
+            cancel: cancel.clone(),
+        };
+        let mut stdout = LineWriter::new(writer(None));
+        let mut stderr = LineWriter::new(writer(Some(1)));
         let mut stdin = ChannelReader {
             rt: rt.clone(),
             rx: Some(stdin),
@@ -131,6 +134,11 @@ pub fn spawn(shared: Arc<Shared>, job: Job) {
             let _ = ssh.close(channel).await;
         });
     });
+    if let Err(e) = started {
+        tracing::error!(error = %e, "cannot start a session thread");
+        let message = "the server cannot start a session now; try again soon".to_owned();
+        refuse_rt.spawn(refuse(refuse_ssh, channel, message));
+    }
 }
 
 /// Ends a session that may not run: `message` on stderr, exit status 1.
@@ -226,28 +234,44 @@ fn unknown_key(shared: &Shared, url: &str, fingerprint: &str) -> String {
     )
 }
 
+/// Output is sent in pieces of at most this much, so that waiting for the client's
+/// window is measured per piece: no progress for the write timeout, not a slow client.
+const WRITE_PIECE: usize = 16 * 1024;
+
 /// Writes one stream of a channel: stdout as data, stderr as extended data 1.
 struct ChannelWriter {
     rt: tokio::runtime::Handle,
     ssh: russh::server::Handle,
     channel: ChannelId,
     ext: Option<u32>,
+    /// The longest wait for the client to take a piece; then the command is cancelled.
+    timeout: std::time::Duration,
+    cancel: Cancel,
 }
 
 impl Write for ChannelWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let data = buf.to_vec();
+        let piece = buf[..buf.len().min(WRITE_PIECE)].to_vec();
+        let n = piece.len();
         // Waiting here is flow control: the session takes data as the window allows.
-        let sent = match self.ext {
-            None => self.rt.block_on(self.ssh.data(self.channel, data)),
-            Some(ext) => self
-                .rt
-                .block_on(self.ssh.extended_data(self.channel, ext, data)),
+        let send = async {
+            match self.ext {
+                None => self.ssh.data(self.channel, piece).await,
+                Some(ext) => self.ssh.extended_data(self.channel, ext, piece).await,
+            }
         };
-        sent.map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the SSH channel is closed")
-        })?;
-        Ok(buf.len())
+        match self.rt.block_on(tokio::time::timeout(self.timeout, send)) {
+            Ok(Ok(())) => Ok(n),
+            Ok(Err(_)) => Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the SSH channel is closed",
+            )),
+            Err(_) => {
+                tracing::info!(timeout = ?self.timeout, "ssh command cancelled: its client took no output");
+                self.cancel.cancel();
+                Err(std::io::ErrorKind::TimedOut.into())
+            }
+        }
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

@@ -82,6 +82,8 @@ pub fn spawn(shared: Arc<Shared>, job: Job) {
     // how many there are.
     let thread = std::thread::Builder::new().name("basphere-session".into());
     let started = thread.spawn(move || {
+        // The streams wait with the runtime's timers.
+        let _runtime = rt.enter();
         let writer = |ext| ChannelWriter {
             rt: rt.clone(),
             ssh: ssh.clone(),
@@ -120,7 +122,9 @@ pub fn spawn(shared: Arc<Shared>, job: Job) {
             }));
             ran.unwrap_or_else(|_| {
                 tracing::error!(line = %crate::validate::quoted(line.as_deref().unwrap_or("")), "a command panicked");
-                let _ = writeln!(io.stderr, "basphere: internal error; it is logged on the server");
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    writeln!(io.stderr, "basphere: internal error; it is logged on the server")
+                }));
                 INTERNAL_ERROR
             })
         };

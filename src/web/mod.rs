@@ -145,6 +145,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 res
             },
         ))
+        .layer(axum::middleware::from_fn(deadline))
         .layer(axum::middleware::from_fn(access_log))
         .with_state(state)
 }
@@ -163,20 +164,69 @@ async fn access_log(request: axum::extract::Request, next: axum::middleware::Nex
     response
 }
 
-/// Serves until `shutdown` completes, with the mail worker running beside it.
+/// Connections the web server keeps open at once; more wait in the kernel's queue.
+const MAX_CONNECTIONS: usize = 256;
+/// A client gets this long to send a request's headers...
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// ...and this long for the whole request, body included, and its answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves until `shutdown` completes, with the mail worker running beside it. Each
+/// connection is HTTP/1.1 with a deadline for its headers and one for each request, and
+/// at most `MAX_CONNECTIONS` are open: a client that trickles bytes holds nothing long.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
     let worker = tokio::spawn(mail_worker(state.clone()));
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| Error::io("the web server stopped", e));
+    let app = router(state);
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = open.clone().acquire_owned() => permit.expect("never closed"),
+        };
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot accept a web connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let service = app.clone().layer(axum::Extension(ConnectInfo(peer)));
+        let service = hyper_util::service::TowerToHyperService::new(service);
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT);
+        let connection = http.serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "web connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    // Requests in flight finish, within their own deadline.
+    let _ = tokio::time::timeout(REQUEST_TIMEOUT, graceful.shutdown()).await;
     worker.abort();
-    served
+    Ok(())
+}
+
+/// Every request, its body read included, has `REQUEST_TIMEOUT` to be answered.
+async fn deadline(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (StatusCode::REQUEST_TIMEOUT, "request timeout\n").into_response(),
+    }
 }
 
 /// Sends what the outbox holds: at start, when a handler queued mail, and every 30 s.

@@ -1,8 +1,6 @@
 //! Snapshots of the text people see: every `--help`, and the usage errors.
 
-mod common;
-
-use common::Bsp;
+use crate::fixtures::bin::Bsp;
 
 fn paths(cmd: &clap::Command, prefix: Vec<String>, all: &mut Vec<Vec<String>>) {
     all.push(prefix.clone());
@@ -25,7 +23,9 @@ fn every_help_text() {
         let run = bsp.run(&args).success();
         text.push_str(&format!("$ basphere {}\n{}\n", args.join(" "), run.stdout));
     }
-    insta::assert_snapshot!("help", text);
+    insta::with_settings!({ prepend_module_to_snapshot => false }, {
+        insta::assert_snapshot!("help__help", text);
+    });
 }
 
 #[test]
@@ -66,5 +66,7 @@ fn usage_errors() {
             run.stderr
         ));
     }
-    insta::assert_snapshot!("usage_errors", text);
+    insta::with_settings!({ prepend_module_to_snapshot => false }, {
+        insta::assert_snapshot!("help__usage_errors", text);
+    });
 }

@@ -1,21 +1,22 @@
 //! Attacks on the embedded SSH server by a stranger: each runs for real against `serve`,
 //! and meanwhile a registered user's OpenSSH login must go on working within 2 s.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::server::SshServer;
-use common::Bsp;
+use crate::fixtures::bin::Bsp;
+use crate::fixtures::ssh::SshServer;
 
 /// Debian's Python, which has paramiko (python3-paramiko).
 const PYTHON: &str = "/usr/bin/python3";
 
 fn script(name: &str) -> String {
-    format!("{}/tests/attacks/{name}", env!("CARGO_MANIFEST_DIR"))
+    format!(
+        "{}/tests/it/fixtures/attacks/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
 }
 
 /// A registered user logs in and runs a command within 2 s.

@@ -1,9 +1,7 @@
 //! The command line through the real binary: users, images, quotas, permissions,
 //! configuration, and bad input that must be refused without changing anything.
 
-mod common;
-
-use common::{keygen, Bsp};
+use crate::fixtures::bin::{keygen, Bsp};
 
 const NOT_FOUND: i32 = 3;
 const DENIED: i32 = 4;
@@ -372,7 +370,7 @@ fn local_strangers_are_refused() {
             "--reuid=65534",
             "--regid=65534",
             "--clear-groups",
-            common::BIN,
+            crate::fixtures::bin::BIN,
             "vm",
             "list",
         ])
@@ -489,7 +487,7 @@ fn on_terminal(bsp: &Bsp, args: &str, input: &str) -> (i32, String) {
     let mut child = std::process::Command::new("script")
         .args([
             "-qec",
-            &format!("stty cols 100; {} {args}", common::BIN),
+            &format!("stty cols 100; {} {args}", crate::fixtures::bin::BIN),
             "/dev/null",
         ])
         .env_clear()

@@ -2,11 +2,9 @@
 //! stopped VMs, restore, delete, expiry and keep-last with a controlled clock, prunes
 //! that run together or are killed, isolation, bad input, and reconcile.
 
-mod common;
-
 use std::process::Command;
 
-use common::{virsh, Bsp, Cleanup};
+use crate::fixtures::bin::{require_libvirt, virsh, Bsp, Cleanup};
 
 const NOT_FOUND: i32 = 3;
 const DENIED: i32 = 4;
@@ -77,7 +75,9 @@ fn create_vm(bsp: &Bsp, owner: &str, name: &str, start: bool) {
 
 #[test]
 fn snapshots_of_running_and_stopped_vms() {
-    let uri = require_libvirt!();
+    let Some(uri) = require_libvirt() else {
+        return;
+    };
     let (mut bsp, _c) = setup(&uri, &["alice"]);
     create_vm(&bsp, "alice", "web", true);
     create_vm(&bsp, "alice", "db", false);
@@ -203,7 +203,9 @@ fn snapshots_of_running_and_stopped_vms() {
 
 #[test]
 fn prune_deletes_by_expiry_then_keep_last_across_users() {
-    let uri = require_libvirt!();
+    let Some(uri) = require_libvirt() else {
+        return;
+    };
     let (mut bsp, _c) = setup(&uri, &["alice", "bob"]);
     create_vm(&bsp, "alice", "a1", false);
     create_vm(&bsp, "alice", "a2", false);
@@ -313,7 +315,9 @@ fn prune_deletes_by_expiry_then_keep_last_across_users() {
 
 #[test]
 fn concurrent_and_killed_prunes_leave_no_trace() {
-    let uri = require_libvirt!();
+    let Some(uri) = require_libvirt() else {
+        return;
+    };
     let (mut bsp, _c) = setup(&uri, &["alice"]);
     create_vm(&bsp, "alice", "vm", false);
     bsp.run(&[
@@ -417,7 +421,7 @@ fn concurrent_and_killed_prunes_leave_no_trace() {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .envs(bsp.env.iter().map(|(k, v)| (k, v)))
-        .env("BASPHERE", common::BIN)
+        .env("BASPHERE", crate::fixtures::bin::BIN)
         .output()
         .unwrap();
     assert!(
@@ -430,7 +434,7 @@ fn concurrent_and_killed_prunes_leave_no_trace() {
 }
 
 /// Runs a command line as tenant `user` through the forced command, as sshd would.
-fn as_tenant(bsp: &mut Bsp, user: &str, line: &str) -> common::Run {
+fn as_tenant(bsp: &mut Bsp, user: &str, line: &str) -> crate::fixtures::bin::Run {
     bsp.set_env("SSH_ORIGINAL_COMMAND", line);
     let run = bsp.run(&["shell", "--user", user]);
     bsp.set_env("SSH_ORIGINAL_COMMAND", "");
@@ -439,7 +443,9 @@ fn as_tenant(bsp: &mut Bsp, user: &str, line: &str) -> common::Run {
 
 #[test]
 fn users_cannot_touch_each_others_snapshots() {
-    let uri = require_libvirt!();
+    let Some(uri) = require_libvirt() else {
+        return;
+    };
     let (mut bsp, _c) = setup(&uri, &["alice", "bob"]);
     create_vm(&bsp, "alice", "web", false);
     as_tenant(&mut bsp, "alice", "snapshot create web mine").success();
@@ -465,7 +471,9 @@ fn users_cannot_touch_each_others_snapshots() {
 
 #[test]
 fn bad_snapshot_input_is_refused_and_changes_nothing() {
-    let uri = require_libvirt!();
+    let Some(uri) = require_libvirt() else {
+        return;
+    };
     let (bsp, _c) = setup(&uri, &["alice"]);
     create_vm(&bsp, "alice", "web", false);
     bsp.run(&["--as", "alice", "snapshot", "create", "web", "good"])
@@ -533,7 +541,9 @@ fn bad_snapshot_input_is_refused_and_changes_nothing() {
 
 #[test]
 fn reconcile_keeps_snapshot_rows_in_step_with_libvirt() {
-    let uri = require_libvirt!();
+    let Some(uri) = require_libvirt() else {
+        return;
+    };
     let (bsp, _c) = setup(&uri, &["alice"]);
     create_vm(&bsp, "alice", "web", false);
     bsp.run(&["--as", "alice", "snapshot", "create", "web", "kept"])

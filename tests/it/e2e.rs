@@ -3,14 +3,11 @@
 //! printed, and reaches its login prompt on the serial console with `console`.
 //! Guest traffic stays in the test run's own network namespace.
 
-mod common;
-mod pty;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::server::{terminal_ssh, SshServer, Tmux};
-use common::Bsp;
+use crate::fixtures::bin::{require_libvirt, Bsp};
+use crate::fixtures::ssh::{terminal_ssh, SshServer, Tmux};
 
 /// Under emulation the guest reaches SSH in about a minute; allow for a loaded machine.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
@@ -23,7 +20,7 @@ fn ssh_in_netns(
 ) -> std::process::Output {
     Command::new("ip")
         .args(["netns", "exec", netns, "ssh", "-o", "ConnectTimeout=5"])
-        .args(common::server::client_options(key, 22))
+        .args(crate::fixtures::ssh::client_options(key, 22))
         .arg(target)
         .arg(command)
         .output()
@@ -32,7 +29,9 @@ fn ssh_in_netns(
 
 #[test]
 fn a_user_logs_into_their_new_vm() {
-    let uri = require_libvirt!();
+    let Some(uri) = require_libvirt() else {
+        return;
+    };
     let (Ok(image), Ok(netns)) = (
         std::env::var("BASPHERE_TEST_IMAGE"),
         std::env::var("BASPHERE_TEST_NETNS"),
@@ -114,7 +113,8 @@ fn a_user_logs_into_their_new_vm() {
 
     // The serial console on a pseudo-terminal: a login prompt, and Ctrl-] detaches.
     let started = Instant::now();
-    let mut console = pty::Session::start(&bsp, &["--as", "alice", "console", "e2e-web"]);
+    let mut console =
+        crate::fixtures::terminal::Session::start(&bsp, &["--as", "alice", "console", "e2e-web"]);
     let connected = console.expect("Connected to VM e2e-web", Duration::from_secs(20));
     let deadline = Instant::now() + Duration::from_secs(10);
     while console

@@ -1,13 +1,10 @@
 //! Registration through the real pieces: `basphere serve` answering a real HTTP client and
 //! headless Chromium, a real SMTP server (aiosmtpd), and the admin commands in a terminal.
 
-mod common;
-mod support;
-
 use std::path::Path;
 
-use common::{keygen, Bsp};
-use support::{link, Http, Server, Smtp};
+use crate::fixtures::bin::{keygen, Bsp};
+use crate::fixtures::web::{link, require_aiosmtpd, Http, Server, Smtp};
 
 const USAGE: i32 = 2;
 const NOT_FOUND: i32 = 3;
@@ -60,7 +57,9 @@ fn spooled(bsp: &Bsp) -> Vec<String> {
 
 #[test]
 fn a_stranger_signs_up_confirms_is_approved_and_logs_in() {
-    require_aiosmtpd!();
+    if !require_aiosmtpd() {
+        return;
+    }
     let mut bsp = Bsp::new();
     let smtp = Smtp::start(bsp.dir.path());
     smtp.configure(&mut bsp);
@@ -213,7 +212,9 @@ fn a_stranger_signs_up_confirms_is_approved_and_logs_in() {
 
 #[test]
 fn an_smtp_outage_delays_mail_but_loses_none() {
-    require_aiosmtpd!();
+    if !require_aiosmtpd() {
+        return;
+    }
     let mut bsp = Bsp::new();
     let mut smtp = Smtp::start(bsp.dir.path());
     smtp.configure(&mut bsp);
@@ -233,7 +234,7 @@ fn an_smtp_outage_delays_mail_but_loses_none() {
     assert_eq!(signup_count(&bsp), 1);
 
     // The worker in `serve` tried, failed, and kept the error.
-    let queued = support::eventually(20, "a failed attempt in the outbox", || {
+    let queued = crate::fixtures::web::eventually(20, "a failed attempt in the outbox", || {
         let outbox = bsp.json(&["admin", "mail"]);
         (outbox[0]["attempts"].as_i64() >= Some(1)).then_some(outbox)
     });
@@ -715,8 +716,10 @@ fn config_shows_mail_settings_but_never_the_password() {
 
 #[test]
 fn chromium_fills_the_form_and_follows_the_mailed_link() {
-    require_aiosmtpd!();
-    if let Some(why) = support::chromium_missing() {
+    if !require_aiosmtpd() {
+        return;
+    }
+    if let Some(why) = crate::fixtures::web::chromium_missing() {
         eprintln!("skipped: {why}");
         return;
     }
@@ -725,7 +728,7 @@ fn chromium_fills_the_form_and_follows_the_mailed_link() {
     smtp.configure(&mut bsp);
     let server = Server::start(&mut bsp);
     let key = public_key(&bsp, "liam");
-    let browser = support::Browser::start();
+    let browser = crate::fixtures::web::Browser::start();
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifacts");
 
     browser.goto(&server.url("/"));

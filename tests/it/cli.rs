@@ -1,7 +1,8 @@
 //! The command line through the real binary: users, images, quotas, permissions,
 //! configuration, and bad input that must be refused without changing anything.
 
-use crate::fixtures::bin::{keygen, Bsp};
+use crate::fixtures::bin::{keygen, Bsp, BIN};
+use crate::fixtures::terminal::Terminal;
 
 const NOT_FOUND: i32 = 3;
 const DENIED: i32 = 4;
@@ -370,7 +371,7 @@ fn local_strangers_are_refused() {
             "--reuid=65534",
             "--regid=65534",
             "--clear-groups",
-            crate::fixtures::bin::BIN,
+            BIN,
             "vm",
             "list",
         ])
@@ -481,51 +482,37 @@ fn completions_and_version() {
     bsp.run(&["--version"]).success().stdout_has("basphere ");
 }
 
-/// Runs a command line on a pseudo-terminal (util-linux `script`), typing `input`.
-fn on_terminal(bsp: &Bsp, args: &str, input: &str) -> (i32, String) {
-    use std::io::Write;
-    let mut child = std::process::Command::new("script")
-        .args([
-            "-qec",
-            &format!("stty cols 100; {} {args}", crate::fixtures::bin::BIN),
-            "/dev/null",
-        ])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("TERM", "xterm")
-        .envs(bsp.env.iter().map(|(k, v)| (k, v)))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    stdin.write_all(input.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+/// `basphere ARGS` on a 100-column terminal to its end, answering its confirmation with
+/// `answer` if given: its exit code and screen.
+fn on_terminal(bsp: &Bsp, args: &[&str], answer: Option<&str>) -> (i32, String) {
+    let mut term = Terminal::start(bsp.command(args), 100, 24);
+    if let Some(answer) = answer {
+        term.wait_for("[y/N]", 20);
+        term.send(answer.as_bytes());
+    }
+    let code = term.wait_exit(20);
+    (code, term.screen())
 }
 
 #[test]
 fn a_terminal_gets_tables_and_confirmations() {
     let bsp = Bsp::new();
     bsp.add_user("alice");
-    let (code, screen) = on_terminal(&bsp, "admin user list", "");
+    let (code, screen) = on_terminal(&bsp, &["admin", "user", "list"], None);
     assert_eq!(code, 0, "{screen}");
     assert!(
         screen.contains('│') && screen.contains("alice"),
         "no table on the terminal: {screen}"
     );
 
-    let (code, screen) = on_terminal(&bsp, "admin user remove alice", "n\n");
+    let remove = ["admin", "user", "remove", "alice"];
+    let (code, screen) = on_terminal(&bsp, &remove, Some("n\n"));
     assert_eq!(code, 1, "{screen}");
     assert!(screen.contains("remove user `alice`"), "{screen}");
     assert!(screen.contains("nothing removed"), "{screen}");
     bsp.run(&["admin", "user", "show", "alice"]).success();
 
-    let (code, screen) = on_terminal(&bsp, "admin user remove alice", "y\n");
+    let (code, screen) = on_terminal(&bsp, &remove, Some("y\n"));
     assert_eq!(code, 0, "{screen}");
     bsp.run(&["admin", "user", "show", "alice"]).code(NOT_FOUND);
 }

@@ -2,18 +2,18 @@
 //! pseudo-terminal against a real libvirtd it attaches, detaches on Ctrl-], keeps
 //! one session per console unless --force, and notices the VM stopping.
 
-use std::time::Duration;
-
-use crate::fixtures::bin::{require_libvirt, Bsp, Cleanup};
-use crate::fixtures::terminal::Session;
 use nix::sys::termios::LocalFlags;
+
+use crate::fixtures::bin::Bsp;
+use crate::fixtures::libvirt::{require_libvirt, Cleanup};
+use crate::fixtures::terminal::{Terminal, CTRL_RIGHT_BRACKET};
 
 const USAGE: i32 = 2;
 const NOT_FOUND: i32 = 3;
 const CONFLICT: i32 = 6;
 
-const CTRL_RIGHT_BRACKET: &[u8] = b"\x1d";
-const SHORT: Duration = Duration::from_secs(20);
+/// Seconds for a console to answer.
+const SHORT: u64 = 20;
 
 /// alice with `web1`, bob with `bweb`, both on a blank image.
 fn two_tenants(bsp: &Bsp, start: bool) {
@@ -36,6 +36,13 @@ fn audit_actions(bsp: &Bsp) -> Vec<String> {
         .iter()
         .map(|e| format!("{} {} {}", e["action"], e["target"], e["result"]).replace('"', ""))
         .collect()
+}
+
+/// `basphere ARGS` on a terminal of its own, to its end: its exit code and screen.
+fn on_terminal(bsp: &Bsp, args: &[&str]) -> (i32, String) {
+    let mut term = Terminal::basphere(bsp, args);
+    let code = term.wait_exit(SHORT);
+    (code, term.screen())
 }
 
 /// The error text with the VM name taken out, to compare message shapes.
@@ -105,13 +112,13 @@ fn on_a_terminal_console_attaches_detaches_and_is_owners_only() {
     two_tenants(&bsp, false);
 
     // Another user's VM and a missing one: the same "not found", on a terminal too.
-    let (code, theirs) = Session::start(&bsp, &["--as", "alice", "console", "bweb"]).wait(SHORT);
+    let (code, theirs) = on_terminal(&bsp, &["--as", "alice", "console", "bweb"]);
     assert_eq!(code, NOT_FOUND, "{theirs}");
-    let (code, missing) = Session::start(&bsp, &["--as", "alice", "console", "nope"]).wait(SHORT);
+    let (code, missing) = on_terminal(&bsp, &["--as", "alice", "console", "nope"]);
     assert_eq!(code, NOT_FOUND, "{missing}");
     assert_eq!(shape(&theirs, "bweb"), shape(&missing, "nope"));
 
-    let (code, screen) = Session::start(&bsp, &["--as", "alice", "console", "web1"]).wait(SHORT);
+    let (code, screen) = on_terminal(&bsp, &["--as", "alice", "console", "web1"]);
     assert_eq!(code, CONFLICT, "{screen}");
     assert!(screen.contains("VM `web1` is not running"), "{screen}");
     assert!(screen.contains("vm start web1"), "{screen}");
@@ -119,24 +126,22 @@ fn on_a_terminal_console_attaches_detaches_and_is_owners_only() {
     bsp.run(&["--as", "alice", "vm", "start", "web1"]).success();
 
     // Attach: raw mode while attached, the terminal restored after Ctrl-].
-    let mut a = Session::start(&bsp, &["--as", "alice", "console", "web1"]);
-    a.expect("Connected to VM web1 (press Ctrl-] to detach)", SHORT);
-    wait_for(|| {
-        !a.local_flags()
-            .contains(LocalFlags::ICANON | LocalFlags::ECHO)
-    });
+    let mut a = Terminal::basphere(&bsp, &["--as", "alice", "console", "web1"]);
+    a.wait_for("Connected to VM web1 (press Ctrl-] to detach)", SHORT);
+    a.wait_for_raw_mode(SHORT);
 
     // One session per console: a second is refused, --force takes over.
-    let (code, screen) = Session::start(&bsp, &["--as", "alice", "console", "web1"]).wait(SHORT);
+    let (code, screen) = on_terminal(&bsp, &["--as", "alice", "console", "web1"]);
     assert_eq!(code, CONFLICT, "{screen}");
     assert!(
         screen.contains("the console of VM `web1` is in use by another session"),
         "{screen}"
     );
     assert!(screen.contains("console --force web1"), "{screen}");
-    let mut b = Session::start(&bsp, &["--as", "alice", "console", "--force", "web1"]);
-    b.expect("Connected to VM web1", SHORT);
-    let (code, screen) = a.wait(SHORT);
+    let mut b = Terminal::basphere(&bsp, &["--as", "alice", "console", "--force", "web1"]);
+    b.wait_for("Connected to VM web1", SHORT);
+    let code = a.wait_exit(SHORT);
+    let screen = a.screen();
     assert_eq!(code, 1, "{screen}");
     assert!(
         screen.contains("The console of web1 was closed"),
@@ -149,7 +154,8 @@ fn on_a_terminal_console_attaches_detaches_and_is_owners_only() {
     );
 
     b.send(CTRL_RIGHT_BRACKET);
-    let (code, screen) = b.wait(SHORT);
+    let code = b.wait_exit(SHORT);
+    let screen = b.screen();
     assert_eq!(code, 0, "{screen}");
     assert!(screen.contains("Detached from web1"), "{screen}");
     assert!(
@@ -159,11 +165,12 @@ fn on_a_terminal_console_attaches_detaches_and_is_owners_only() {
     );
 
     // The console is free again after a detach, and ends when the VM stops.
-    let mut c = Session::start(&bsp, &["--as", "alice", "console", "web1"]);
-    c.expect("Connected to VM web1", SHORT);
+    let mut c = Terminal::basphere(&bsp, &["--as", "alice", "console", "web1"]);
+    c.wait_for("Connected to VM web1", SHORT);
     bsp.run(&["--as", "alice", "vm", "stop", "--force", "web1"])
         .success();
-    let (code, screen) = c.wait(SHORT);
+    let code = c.wait_exit(SHORT);
+    let screen = c.screen();
     assert_eq!(code, 0, "{screen}");
     assert!(screen.contains("VM web1 stopped"), "{screen}");
 
@@ -176,13 +183,5 @@ fn on_a_terminal_console_attaches_detaches_and_is_owners_only() {
         "vm.console.force alice/web1 ok",
     ] {
         assert!(audit.contains(&entry.to_owned()), "{entry}: {audit:#?}");
-    }
-}
-
-fn wait_for(mut done: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + SHORT;
-    while !done() {
-        assert!(std::time::Instant::now() < deadline, "timed out");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -3,28 +3,36 @@
 //! printed, and reaches its login prompt on the serial console with `console`.
 //! Guest traffic stays in the test run's own network namespace.
 
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::fixtures::bin::{require_libvirt, Bsp};
-use crate::fixtures::ssh::{terminal_ssh, SshServer, Tmux};
+use crate::fixtures::bin::Bsp;
+use crate::fixtures::in_netns;
+use crate::fixtures::libvirt::{require_libvirt, test_image, test_netns};
+use crate::fixtures::poll;
+use crate::fixtures::ssh::{client_options, SshServer};
+use crate::fixtures::terminal::{Terminal, CTRL_RIGHT_BRACKET, ENTER};
 
 /// Under emulation the guest reaches SSH in about a minute; allow for a loaded machine.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
 
-fn ssh_in_netns(
-    netns: &str,
-    key: &std::path::Path,
-    target: &str,
-    command: &str,
-) -> std::process::Output {
-    Command::new("ip")
-        .args(["netns", "exec", netns, "ssh", "-o", "ConnectTimeout=5"])
-        .args(crate::fixtures::ssh::client_options(key, 22))
+fn ssh_in_netns(netns: &str, key: &Path, target: &str, command: &str) -> std::process::Output {
+    in_netns(Some(netns), "ssh")
+        .args(["-o", "ConnectTimeout=5"])
+        .args(client_options(key, 22))
         .arg(target)
         .arg(command)
         .output()
         .unwrap()
+}
+
+/// What an SSH run printed on stdout and stderr.
+fn printed(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 #[test]
@@ -32,10 +40,7 @@ fn a_user_logs_into_their_new_vm() {
     let Some(uri) = require_libvirt() else {
         return;
     };
-    let (Ok(image), Ok(netns)) = (
-        std::env::var("BASPHERE_TEST_IMAGE"),
-        std::env::var("BASPHERE_TEST_NETNS"),
-    ) else {
+    let (Some(image), Some(netns)) = (test_image(), test_netns()) else {
         eprintln!("skipped: BASPHERE_TEST_IMAGE and BASPHERE_TEST_NETNS are not set (scripts/test builds the image and the namespace)");
         return;
     };
@@ -69,19 +74,14 @@ fn a_user_logs_into_their_new_vm() {
     );
     let started = Instant::now();
     let target = format!("debian@{ip}");
-    let hostname = loop {
+    let hostname = poll::eventually_every(BOOT_TIMEOUT, Duration::from_secs(5), || {
         let out = ssh_in_netns(&netns, &key, &target, "hostname");
         if out.status.success() {
-            break String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        } else {
+            Err(format!("no SSH at {ip}: {}", printed(&out)))
         }
-        assert!(
-            started.elapsed() < BOOT_TIMEOUT,
-            "no SSH at {ip} after {:?}: {}",
-            started.elapsed(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_secs(5));
-    };
+    });
     eprintln!(
         "guest reached SSH {:?} after create-vm returned",
         started.elapsed()
@@ -89,8 +89,7 @@ fn a_user_logs_into_their_new_vm() {
     assert_eq!(hostname, "e2e-web");
 
     // cloud-init may still be at work (it restarts sshd): wait until it is done.
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
+    poll::eventually_every(Duration::from_secs(240), Duration::from_secs(3), || {
         let out = ssh_in_netns(
             &netns,
             &key,
@@ -98,36 +97,24 @@ fn a_user_logs_into_their_new_vm() {
             "cloud-init status --wait >/dev/null; cloud-init status",
         );
         if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("done") {
-            break;
+            Ok(())
+        } else {
+            Err(format!("cloud-init did not finish: {}", printed(&out)))
         }
-        assert!(
-            Instant::now() < deadline,
-            "cloud-init did not finish: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_secs(3));
-    }
+    });
 
     through_the_bastion(&bsp, &netns, &key, "e2e-web", &ip);
 
     // The serial console on a pseudo-terminal: a login prompt, and Ctrl-] detaches.
     let started = Instant::now();
-    let mut console =
-        crate::fixtures::terminal::Session::start(&bsp, &["--as", "alice", "console", "e2e-web"]);
-    let connected = console.expect("Connected to VM e2e-web", Duration::from_secs(20));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while console
-        .local_flags()
-        .contains(nix::sys::termios::LocalFlags::ICANON)
-    {
-        assert!(Instant::now() < deadline, "the terminal never went raw");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    console.send(b"\r");
-    console.expect_after(connected, "login:", Duration::from_secs(20));
-    console.send(b"\x1d");
-    let (code, screen) = console.wait(Duration::from_secs(10));
+    let mut console = Terminal::basphere(&bsp, &["--as", "alice", "console", "e2e-web"]);
+    console.wait_for("Connected to VM e2e-web", 20);
+    console.wait_for_raw_mode(10);
+    console.send(ENTER);
+    console.wait_for("login:", 20);
+    console.send(CTRL_RIGHT_BRACKET);
+    let code = console.wait_exit(10);
+    let screen = console.screen();
     assert_eq!(code, 0, "{screen}");
     assert!(screen.contains("Detached from e2e-web"), "{screen}");
     eprintln!(
@@ -181,8 +168,7 @@ fn a_user_logs_into_their_new_vm() {
         bsp.json(&["--as", "alice", "vm", "show", "e2e-web"])["state"],
         "running"
     );
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let files = loop {
+    let files = poll::eventually_every(Duration::from_secs(120), Duration::from_secs(3), || {
         let out = ssh_in_netns(
             &netns,
             &key,
@@ -190,15 +176,11 @@ fn a_user_logs_into_their_new_vm() {
             "ls /tmp/marker /tmp/after-snapshot 2>&1; true",
         );
         if out.status.success() {
-            break String::from_utf8_lossy(&out.stdout).into_owned();
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!("no SSH after restore: {}", printed(&out)))
         }
-        assert!(
-            Instant::now() < deadline,
-            "no SSH after restore: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_secs(3));
-    };
+    });
     assert!(files.contains("/tmp/marker"), "{files}");
     assert!(
         files.contains("No such file"),
@@ -218,10 +200,10 @@ fn a_user_logs_into_their_new_vm() {
 
 /// `ssh -J` through the embedded server to the owner's VM, by name and by address; another
 /// tenant is refused. Server and clients run inside the test's network namespace.
-fn through_the_bastion(bsp: &Bsp, netns: &str, key: &std::path::Path, name: &str, ip: &str) {
+fn through_the_bastion(bsp: &Bsp, netns: &str, key: &Path, name: &str, ip: &str) {
     let server = SshServer::start_in(bsp, Some(netns));
     let bob = bsp.add_user("bob");
-    let config = |key: &std::path::Path| {
+    let config = |key: &Path| {
         let path = bsp.dir.path().join(format!(
             "ssh-config-{}",
             key.file_name().unwrap().to_string_lossy()
@@ -236,9 +218,9 @@ fn through_the_bastion(bsp: &Bsp, netns: &str, key: &std::path::Path, name: &str
         std::fs::write(&path, text).unwrap();
         path
     };
-    let jump = |key: &std::path::Path, target: &str| {
-        Command::new("ip")
-            .args(["netns", "exec", netns, "ssh", "-F"])
+    let jump = |key: &Path, target: &str| {
+        in_netns(Some(netns), "ssh")
+            .arg("-F")
             .arg(config(key))
             .args(["-J", "bastion", target, "hostname"])
             .output()
@@ -262,21 +244,17 @@ fn through_the_bastion(bsp: &Bsp, netns: &str, key: &std::path::Path, name: &str
 
     // The serial console over `ssh -t` to the embedded server: a terminal session runs
     // `console` on a real pseudo-terminal.
-    let mut command = vec!["ip".to_owned(), "netns".into(), "exec".into(), netns.into()];
-    command.extend(terminal_ssh(server.ssh_options(key), &["console", name]));
-    let term = Tmux::start(bsp.dir.path(), 100, 30, &command);
+    let mut term = server.terminal(key, &["console", name], 100, 30);
     term.wait_for(&format!("Connected to VM {name}"), 30);
     // Raw mode is on once the console is attached; Enter brings a fresh login prompt.
     std::thread::sleep(Duration::from_millis(500));
-    term.send(&["Enter"]);
+    term.send(ENTER);
     term.wait_for("login:", 30);
-    term.send(&["C-]"]);
+    term.send(CTRL_RIGHT_BRACKET);
     assert_eq!(term.wait_exit(30), 0, "{}", term.screen());
     assert!(term.screen().contains(&format!("Detached from {name}")));
     // Bob's console to Alice's VM reads like a VM that does not exist.
-    let mut command = vec!["ip".to_owned(), "netns".into(), "exec".into(), netns.into()];
-    command.extend(terminal_ssh(server.ssh_options(&bob), &["console", name]));
-    let term = Tmux::start(bsp.dir.path(), 100, 30, &command);
+    let mut term = server.terminal(&bob, &["console", name], 100, 30);
     assert_eq!(term.wait_exit(30), 3, "{}", term.screen());
     assert!(term.screen().contains("not found"), "{}", term.screen());
 }

@@ -6,13 +6,16 @@
 //! be untouched afterwards.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
-use crate::fixtures::bin::{keygen, require_libvirt, virsh, Bsp, Cleanup, Run};
-use crate::fixtures::ssh::{
-    chown_to_service_account, run_of, start_sshd_in, LibvirtRelay, SshServer, Sshd,
+use crate::fixtures::bin::{keygen, Bsp, Run};
+use crate::fixtures::libvirt::{
+    libvirt_objects, require_libvirt, test_netns, virsh, Cleanup, LibvirtRelay,
 };
+use crate::fixtures::ssh::{run_of, SshServer};
+use crate::fixtures::sshd::{chown_to_service_account, start_sshd_in, Sshd};
+use crate::fixtures::{in_netns, poll};
 
 const USAGE: i32 = 2;
 const NOT_FOUND: i32 = 3;
@@ -135,7 +138,7 @@ const ACTS: &[&str] = &[
     "snapshot restore {} mine",
     "snapshot delete {} mine",
     // Ownership is checked before the terminal: without one, still "not found". With a
-    // terminal (`ssh -tt ... console`), tests/e2e.rs checks the same refusal.
+    // terminal (`ssh -tt ... console`), tests/it/e2e.rs checks the same refusal.
     "console {}",
     "console {} --force",
 ];
@@ -285,7 +288,7 @@ fn bob_deletes_his_web1(bsp: &Bsp, vm: &AlicesVm, bob: &Path, run: &dyn Fn(&Path
         before,
         "bob's delete changed alice's VM"
     );
-    let (domains, _) = crate::fixtures::bin::libvirt_objects(bsp);
+    let (domains, _) = libvirt_objects(bsp);
     assert_eq!(domains, std::slice::from_ref(&vm.domain));
 }
 
@@ -308,28 +311,6 @@ fn without_colours(text: &str) -> String {
     out
 }
 
-/// `command` run inside network namespace `netns`, if given.
-fn in_netns(netns: Option<&str>, command: Command) -> Command {
-    match netns {
-        Some(netns) => {
-            let mut cmd = Command::new("ip");
-            cmd.args(["netns", "exec", netns])
-                .arg(command.get_program())
-                .args(command.get_args());
-            cmd
-        }
-        None => command,
-    }
-}
-
-/// The test run's network namespace, where libvirt's networks live: servers that could
-/// forward run there, so even a forward wrongly allowed never leaves it.
-fn test_netns() -> Option<String> {
-    std::env::var("BASPHERE_TEST_NETNS")
-        .ok()
-        .filter(|s| !s.is_empty())
-}
-
 #[test]
 fn another_tenants_vm_is_out_of_reach_through_the_embedded_server() {
     let Some(uri) = require_libvirt() else {
@@ -347,7 +328,7 @@ fn another_tenants_vm_is_out_of_reach_through_the_embedded_server() {
     let server = SshServer::start_in(&bsp, netns);
 
     let ssh = |key: &Path, extra: &[&str], line: &str| {
-        let mut cmd = Command::new("ssh");
+        let mut cmd = in_netns(netns, "ssh");
         cmd.args(extra)
             .args(server.ssh_options(key))
             .arg("basphere@127.0.0.1");
@@ -355,7 +336,7 @@ fn another_tenants_vm_is_out_of_reach_through_the_embedded_server() {
             // A command may start with `-`: no more options for ssh.
             cmd.arg("--").arg(line);
         }
-        let out = in_netns(netns, cmd).stdin(Stdio::null()).output().unwrap();
+        let out = cmd.stdin(Stdio::null()).output().unwrap();
         run_of(out, &[line])
     };
     let run = |key: &Path, line: &str| ssh(key, &["-T"], line);
@@ -380,23 +361,17 @@ fn another_tenants_vm_is_out_of_reach_through_the_embedded_server() {
     };
     // The line where the server refused bob's forward to `host`, waited for.
     let refused_in_log = |host: &str| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        poll::eventually(Duration::from_secs(10), || {
             let log = without_colours(&server.log());
-            let found = log.lines().find(|l| {
-                l.contains("ssh forwarding refused")
-                    && l.contains("user=\"bob\"")
-                    && l.contains(&format!("host=\"{host}\""))
-            });
-            if let Some(line) = found {
-                return line.to_owned();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no refusal of {host} for bob in the log:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            log.lines()
+                .find(|l| {
+                    l.contains("ssh forwarding refused")
+                        && l.contains("user=\"bob\"")
+                        && l.contains(&format!("host=\"{host}\""))
+                })
+                .map(str::to_owned)
+                .ok_or_else(|| format!("no refusal of {host} for bob in the log:\n{log}"))
+        })
     };
     let mut targets: Vec<(String, String)> = vm
         .targets

@@ -2,26 +2,18 @@
 //! real binary, and Debian's sshd with the OpenSSH client driving it.
 
 use std::path::Path;
+use std::time::Duration;
 
-use crate::fixtures::bin::{
-    fingerprint, keygen, libvirt_objects, require_libvirt, Bsp, Cleanup, BIN,
-};
-use crate::fixtures::ssh::{
-    chown_to_service_account, start_sshd, terminal_ssh, LibvirtRelay, Tmux,
-};
+use crate::fixtures::bin::{fingerprint, keygen, public_key, Bsp, BIN};
+use crate::fixtures::libvirt::{libvirt_objects, require_libvirt, Cleanup, LibvirtRelay};
+use crate::fixtures::poll;
+use crate::fixtures::sshd::{chown_to_service_account, start_sshd};
 
 const USAGE: i32 = 2;
 const NOT_FOUND: i32 = 3;
 const DENIED: i32 = 4;
 const QUOTA: i32 = 5;
 const CONFLICT: i32 = 6;
-
-fn read_pub(key: &Path) -> String {
-    std::fs::read_to_string(key.with_extension("pub"))
-        .unwrap()
-        .trim()
-        .to_owned()
-}
 
 fn key_fingerprints(bsp: &Bsp, user: &str) -> Vec<String> {
     let keys = bsp.json(&["--as", user, "key", "list"]);
@@ -37,7 +29,7 @@ fn key_fingerprints(bsp: &Bsp, user: &str) -> Vec<String> {
 
 /// `TYPE BASE64` of a public key file, as sshd passes them to the AuthorizedKeysCommand.
 fn type_and_blob(key: &Path) -> (String, String) {
-    let text = read_pub(key);
+    let text = public_key(key);
     let mut words = text.split_whitespace();
     (
         words.next().unwrap().to_owned(),
@@ -87,10 +79,10 @@ fn tenants_add_list_and_remove_their_keys() {
     assert_eq!(key_fingerprints(&bsp, "alice"), [fingerprint(&k1)]);
 
     // From the argument, whole or split into words as ssh does.
-    bsp.run(&["--as", "alice", "key", "add", &read_pub(&k2)])
+    bsp.run(&["--as", "alice", "key", "add", &public_key(&k2)])
         .success()
         .stdout_has(&fingerprint(&k2));
-    let words: Vec<String> = read_pub(&k3)
+    let words: Vec<String> = public_key(&k3)
         .split_whitespace()
         .map(str::to_owned)
         .collect();
@@ -120,7 +112,7 @@ fn tenants_add_list_and_remove_their_keys() {
         .as_str()
         .unwrap()
         .to_owned();
-    bsp.run(&["--as", "alice", "key", "add", &read_pub(&k2)])
+    bsp.run(&["--as", "alice", "key", "add", &public_key(&k2)])
         .success();
     let before_bob = bsp.state();
     bsp.run(&["--as", "alice", "key", "remove", &bob_fp])
@@ -168,7 +160,7 @@ fn duplicate_and_bad_keys_are_refused_and_change_nothing() {
 
     // Bob's key: "already registered", without naming bob.
     let run = bsp
-        .run(&["--as", "alice", "key", "add", &read_pub(&bob)])
+        .run(&["--as", "alice", "key", "add", &public_key(&bob)])
         .code(CONFLICT)
         .stderr_has("already registered");
     assert!(
@@ -176,7 +168,7 @@ fn duplicate_and_bad_keys_are_refused_and_change_nothing() {
         "owner revealed: {}",
         run.stderr
     );
-    bsp.run(&["--as", "alice", "key", "add", &read_pub(&alice)])
+    bsp.run(&["--as", "alice", "key", "add", &public_key(&alice)])
         .code(CONFLICT)
         .stderr_has("already registered");
 
@@ -188,12 +180,12 @@ fn duplicate_and_bad_keys_are_refused_and_change_nothing() {
         ("hello".into(), "not a valid SSH public key"),
         (private, "private key"),
         (dsa_like.into(), "not"),
-        (read_pub(&weak_rsa), "too weak"),
+        (public_key(&weak_rsa), "too weak"),
         (
             format!(
                 "{}\n{}",
-                read_pub(&bsp.keygen("x1")),
-                read_pub(&bsp.keygen("x2"))
+                public_key(&bsp.keygen("x1")),
+                public_key(&bsp.keygen("x2"))
             ),
             "one SSH public key at a time",
         ),
@@ -218,7 +210,7 @@ fn duplicate_and_bad_keys_are_refused_and_change_nothing() {
     let k = bsp.keygen("stdin");
     bsp.run_with_stdin(
         &["--as", "alice", "key", "add"],
-        &format!("# laptop\n{}\n", read_pub(&k)),
+        &format!("# laptop\n{}\n", public_key(&k)),
     )
     .success();
     assert!(key_fingerprints(&bsp, "alice").contains(&fingerprint(&k)));
@@ -380,7 +372,7 @@ fn sshd_config_snippet_names_this_binary_and_the_service_account() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Debian's sshd (tests/common/server.rs), driven by the OpenSSH client.
+// Debian's sshd (fixtures/sshd.rs), driven by the OpenSSH client.
 
 #[test]
 fn tenants_use_basphere_through_debians_sshd() {
@@ -407,7 +399,7 @@ fn tenants_use_basphere_through_debians_sshd() {
             "--email",
             &format!("{user}@example.com"),
             "--key",
-            &read_pub(key),
+            &public_key(key),
         ])
         .success();
     }
@@ -457,7 +449,7 @@ fn tenants_use_basphere_through_debians_sshd() {
     assert_eq!(lines.stdout, "");
 
     // Stdin reaches `key add`, and the new key signs in.
-    let run = sshd.ssh(&alice, &[], Some("key add"), Some(&read_pub(&laptop)));
+    let run = sshd.ssh(&alice, &[], Some("key add"), Some(&public_key(&laptop)));
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stdout.contains(&fingerprint(&laptop)), "{}", run.stdout);
     let run = ssh(&laptop, "key list --json");
@@ -465,7 +457,7 @@ fn tenants_use_basphere_through_debians_sshd() {
     let listed: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 2);
     // A duplicate over SSH: refused, owner not named.
-    let run = sshd.ssh(&alice, &[], Some("key add"), Some(&read_pub(&carol)));
+    let run = sshd.ssh(&alice, &[], Some("key add"), Some(&public_key(&carol)));
     assert_eq!(run.code, CONFLICT, "{}", run.stderr);
     assert!(!run.stderr.contains("carol"), "{}", run.stderr);
     // Removing the new key locks it out again.
@@ -548,7 +540,7 @@ fn the_same_user_flows_work_through_debians_sshd() {
         "--email",
         "alice@example.com",
         "--key",
-        &read_pub(&alice),
+        &public_key(&alice),
     ])
     .success();
     bsp.add_blank_image("blank");
@@ -600,8 +592,7 @@ fn the_same_user_flows_work_through_debians_sshd() {
 
     // A terminal session: ssh -tt on a real terminal, a narrow one.
     const COLS: u16 = 60;
-    let command = terminal_ssh(sshd.ssh_options(&alice), &[]);
-    let term = Tmux::start(sshd.dir.path(), COLS, 40, &command);
+    let mut term = sshd.terminal(&alice, &[], COLS, 40);
     let prompt = "alice@basphere> ";
     term.wait_for("basphere: signed in as alice", 30);
     term.wait_for(prompt, 30);
@@ -622,35 +613,31 @@ fn the_same_user_flows_work_through_debians_sshd() {
     }
     term.line("vm delete web1");
     term.wait_for("[y/N]", 30);
-    term.send(&["y"]);
+    term.send(b"y");
     term.wait_for("deleted web1", 60);
     term.wait_for_count(prompt, 3, 30);
     term.line("exit");
     // Waited for here rather than with `wait_exit`, to say what is still running if the
     // session does not end.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = term.exit_status() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let ps = std::process::Command::new("ps")
-                .args(["-eo", "pid,ppid,user,stat,wchan:24,args"])
-                .output()
-                .unwrap();
-            let ps = String::from_utf8_lossy(&ps.stdout);
-            let ps: Vec<&str> = ps
-                .lines()
-                .filter(|l| l.contains("basphere") || l.contains("sshd"))
-                .collect();
-            panic!(
-                "the session did not end after `exit`:\n{}\nsshd:\n{}\nprocesses:\n{}",
-                term.screen(),
-                sshd.log(),
-                ps.join("\n")
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    let ended = poll::within(Duration::from_secs(60), Duration::from_millis(50), || {
+        term.exit_code()
+    });
+    let Some(status) = ended else {
+        let ps = std::process::Command::new("ps")
+            .args(["-eo", "pid,ppid,user,stat,wchan:24,args"])
+            .output()
+            .unwrap();
+        let ps = String::from_utf8_lossy(&ps.stdout);
+        let ps: Vec<&str> = ps
+            .lines()
+            .filter(|l| l.contains("basphere") || l.contains("sshd"))
+            .collect();
+        panic!(
+            "the session did not end after `exit`:\n{}\nsshd:\n{}\nprocesses:\n{}",
+            term.screen(),
+            sshd.log(),
+            ps.join("\n")
+        );
     };
     assert_eq!(status, 0, "{}", term.screen());
 

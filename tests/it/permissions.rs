@@ -21,6 +21,8 @@ use basphere::context::{local_role, Caller, Role};
 use basphere::virt::Hypervisor;
 use basphere::{Cancel, Io};
 
+use crate::fixtures::bin;
+
 const DENIED: i32 = 4;
 
 /// The kinds of caller, in the order of the columns of `ROWS`.
@@ -166,37 +168,10 @@ fn run(config: &Arc<Config>, caller: &Caller, argv: &[&str]) -> Ran {
     }
 }
 
+/// A new ed25519 key pair `name` in `dir`: its public key line and fingerprint.
 fn keygen(dir: &Path, name: &str) -> (String, String) {
-    let path = dir.join(format!("key-{name}"));
-    let ok = Command::new("ssh-keygen")
-        .args([
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            &format!("{name}@test"),
-        ])
-        .arg("-f")
-        .arg(&path)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "ssh-keygen failed");
-    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
-    let out = Command::new("ssh-keygen")
-        .arg("-lf")
-        .arg(path.with_extension("pub"))
-        .output()
-        .unwrap();
-    let fingerprint = String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .to_owned();
-    (public.trim().to_owned(), fingerprint)
+    let key = bin::keygen(dir, name, "ed25519", None);
+    (bin::public_key(&key), bin::fingerprint(&key))
 }
 
 /// A fresh installation: its own data directory, name prefix and network pool.

@@ -2,20 +2,21 @@
 //! headless Chromium, a real SMTP server (aiosmtpd), and the admin commands in a terminal.
 
 use std::path::Path;
+use std::time::Duration;
 
 use crate::fixtures::bin::{keygen, Bsp};
-use crate::fixtures::web::{link, require_aiosmtpd, Http, Server, Smtp};
+use crate::fixtures::browser::{require_chromium, Browser};
+use crate::fixtures::poll;
+use crate::fixtures::smtp::{link, require_aiosmtpd, Smtp};
+use crate::fixtures::web::{Http, Server};
 
 const USAGE: i32 = 2;
 const NOT_FOUND: i32 = 3;
 const CONFLICT: i32 = 6;
 
+/// A new key pair `name`'s public key line.
 fn public_key(bsp: &Bsp, name: &str) -> String {
-    let key = bsp.keygen(name);
-    std::fs::read_to_string(key.with_extension("pub"))
-        .unwrap()
-        .trim()
-        .to_owned()
+    crate::fixtures::bin::public_key(&bsp.keygen(name))
 }
 
 fn fields<'a>(
@@ -234,9 +235,13 @@ fn an_smtp_outage_delays_mail_but_loses_none() {
     assert_eq!(signup_count(&bsp), 1);
 
     // The worker in `serve` tried, failed, and kept the error.
-    let queued = crate::fixtures::web::eventually(20, "a failed attempt in the outbox", || {
+    let queued = poll::eventually(Duration::from_secs(20), || {
         let outbox = bsp.json(&["admin", "mail"]);
-        (outbox[0]["attempts"].as_i64() >= Some(1)).then_some(outbox)
+        if outbox[0]["attempts"].as_i64() >= Some(1) {
+            Ok(outbox)
+        } else {
+            Err(format!("a failed attempt in the outbox: {outbox}"))
+        }
     });
     assert_eq!(queued[0]["recipient"], "dave@example.com");
     assert!(queued[0]["sent_at"].is_null());
@@ -719,8 +724,7 @@ fn chromium_fills_the_form_and_follows_the_mailed_link() {
     if !require_aiosmtpd() {
         return;
     }
-    if let Some(why) = crate::fixtures::web::chromium_missing() {
-        eprintln!("skipped: {why}");
+    if !require_chromium() {
         return;
     }
     let mut bsp = Bsp::new();
@@ -728,7 +732,7 @@ fn chromium_fills_the_form_and_follows_the_mailed_link() {
     smtp.configure(&mut bsp);
     let server = Server::start(&mut bsp);
     let key = public_key(&bsp, "liam");
-    let browser = crate::fixtures::web::Browser::start();
+    let browser = Browser::start();
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifacts");
 
     browser.goto(&server.url("/"));
@@ -789,17 +793,12 @@ fn secrets_stay_out_of_debug_logs_and_config() {
     assert_eq!(reply.status, 303, "{}", reply.body);
     let status_path = reply.header("location").unwrap().to_owned();
     let status_token = status_path.trim_start_matches("/status/").to_owned();
-    let started = std::time::Instant::now();
-    let mail = loop {
-        if let Some(mail) = spooled(&bsp).into_iter().next() {
-            break mail;
-        }
-        assert!(
-            started.elapsed().as_secs() < 30,
-            "no confirmation mail in the spool"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
+    let mail = poll::eventually(Duration::from_secs(30), || {
+        spooled(&bsp)
+            .into_iter()
+            .next()
+            .ok_or("no confirmation mail in the spool")
+    });
     let verify = link(&mail, "/verify/");
     let verify_token = verify.rsplit('/').next().unwrap().to_owned();
     assert_eq!(http.get(&verify).status, 200);

@@ -4,7 +4,8 @@
 
 use std::process::Command;
 
-use crate::fixtures::bin::{require_libvirt, virsh, Bsp, Cleanup};
+use crate::fixtures::bin::{Bsp, Run, BIN};
+use crate::fixtures::libvirt::{require_libvirt, virsh, Cleanup};
 
 const NOT_FOUND: i32 = 3;
 const DENIED: i32 = 4;
@@ -421,7 +422,7 @@ fn concurrent_and_killed_prunes_leave_no_trace() {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .envs(bsp.env.iter().map(|(k, v)| (k, v)))
-        .env("BASPHERE", crate::fixtures::bin::BIN)
+        .env("BASPHERE", BIN)
         .output()
         .unwrap();
     assert!(
@@ -434,7 +435,7 @@ fn concurrent_and_killed_prunes_leave_no_trace() {
 }
 
 /// Runs a command line as tenant `user` through the forced command, as sshd would.
-fn as_tenant(bsp: &mut Bsp, user: &str, line: &str) -> crate::fixtures::bin::Run {
+fn as_tenant(bsp: &mut Bsp, user: &str, line: &str) -> Run {
     bsp.set_env("SSH_ORIGINAL_COMMAND", line);
     let run = bsp.run(&["shell", "--user", user]);
     bsp.set_env("SSH_ORIGINAL_COMMAND", "");

@@ -3,9 +3,15 @@
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use crate::fixtures::bin::{fingerprint, require_libvirt, Bsp, Cleanup};
-use crate::fixtures::ssh::{terminal_ssh, SshServer, Tmux};
+use nix::sys::signal::Signal;
+
+use crate::fixtures::bin::{fingerprint, Bsp};
+use crate::fixtures::libvirt::{require_libvirt, Cleanup};
+use crate::fixtures::poll;
+use crate::fixtures::ssh::SshServer;
+use crate::fixtures::terminal::CTRL_C;
 
 const NOT_FOUND: i32 = 3;
 
@@ -246,8 +252,7 @@ fn a_terminal_session_prompts_fits_tables_to_the_window_and_confirms() {
     server.ssh(&alice, &["create-vm", "web1"]).success();
     server.ssh(&alice, &["create-vm", "web2"]).success();
 
-    let command = terminal_ssh(server.ssh_options(&alice), &[]);
-    let term = Tmux::start(bsp.dir.path(), 160, 50, &command);
+    let mut term = server.terminal(&alice, &[], 160, 50);
     let prompt = "alice@basphere> ";
     let welcome = term.wait_for(prompt, 30);
     assert!(welcome.contains("signed in as alice"), "{welcome}");
@@ -286,15 +291,15 @@ fn a_terminal_session_prompts_fits_tables_to_the_window_and_confirms() {
     );
 
     // Ctrl-C drops the line being typed; the session goes on.
-    term.send(&["-l", "vm delete web1"]);
-    term.send(&["C-c"]);
+    term.send(b"vm delete web1");
+    term.send(CTRL_C);
     term.line("whoami");
     term.wait_for("via:", 30);
 
     // A confirmation, answered on the terminal.
     term.line("vm delete web2");
     term.wait_for("[y/N]", 30);
-    term.send(&["y"]);
+    term.send(b"y");
     term.wait_for_count(prompt, 5, 60);
     term.line("exit");
     assert_eq!(term.wait_exit(30), 0, "{}", term.screen());
@@ -313,8 +318,7 @@ fn a_command_on_a_terminal_gets_its_exit_status_and_stays_on_the_terminal() {
     let bsp = Bsp::new();
     let alice = bsp.add_user("alice");
     let server = SshServer::start(&bsp);
-    let command = terminal_ssh(server.ssh_options(&alice), &["vm", "show", "nope"]);
-    let term = Tmux::start(bsp.dir.path(), 100, 30, &command);
+    let mut term = server.terminal(&alice, &["vm", "show", "nope"], 100, 30);
     assert_eq!(term.wait_exit(30), NOT_FOUND, "{}", term.screen());
     assert!(
         term.screen().contains("`nope` not found"),
@@ -400,7 +404,7 @@ fn sessions_per_user_are_limited() {
     // One session of Alice's waits for input...
     let mut waiting = server.waiting_session(&alice);
     server.wait_log("identity=Known");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(300));
     // ...so a second is refused, and Bob is not affected.
     let refused = server.ssh(&alice, &["whoami"]).code(1);
     assert!(
@@ -456,7 +460,7 @@ fn idle_connections_are_closed() {
     let took = started.elapsed();
     assert_ne!(out.status.code(), Some(0));
     assert!(
-        took >= std::time::Duration::from_secs(2) && took < std::time::Duration::from_secs(15),
+        took >= Duration::from_secs(2) && took < Duration::from_secs(15),
         "{took:?}"
     );
     // A connection that is busy is not idle.
@@ -478,8 +482,7 @@ fn serve_flags_apply_to_commands_over_ssh() {
         "{}",
         refused.stderr
     );
-    let command = terminal_ssh(server.ssh_options(&alice), &["create-vm", "web2"]);
-    let term = Tmux::start(bsp.dir.path(), 120, 30, &command);
+    let mut term = server.terminal(&alice, &["create-vm", "web2"], 120, 30);
     assert_eq!(term.wait_exit(30), 1, "{}", term.screen());
     assert!(
         term.screen().contains("kvm is configured"),
@@ -557,12 +560,12 @@ fn sighup_reloads_the_configuration_and_a_bad_file_keeps_the_old_one() {
     let original = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, format!("{original}[quota]\ncpus = 3\n")).unwrap();
     assert_eq!(cpus(&server), 32, "an edit alone changes nothing");
-    server.signal("HUP");
+    server.signal(Signal::SIGHUP);
     server.wait_log("configuration reloaded");
     assert_eq!(cpus(&server), 3);
 
     std::fs::write(&file, format!("{original}[quota]\ncpus = \"many\"\n")).unwrap();
-    server.signal("HUP");
+    server.signal(Signal::SIGHUP);
     let log = server.wait_log("configuration not reloaded");
     assert!(log.contains("quota.cpus"), "{log}");
     assert_eq!(cpus(&server), 3);
@@ -621,22 +624,22 @@ fn a_command_is_cancelled_when_its_client_leaves() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(3));
     assert!(stop.try_wait().unwrap().is_none(), "vm stop ended early");
     let busy = server.ssh(&alice, &["quota"]);
     assert_ne!(busy.code, 0, "the stop holds alice's one session");
     let _ = stop.kill();
     let _ = stop.wait();
-    let left = std::time::Instant::now();
-    loop {
-        if server.ssh(&alice, &["quota"]).code == 0 {
-            break;
+    poll::eventually_every(Duration::from_secs(5), Duration::from_millis(200), || {
+        let run = server.ssh(&alice, &["quota"]);
+        if run.code == 0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "the cancelled stop still holds the session: {}\n{}",
+                run.stderr,
+                server.log()
+            ))
         }
-        assert!(
-            left.elapsed() < std::time::Duration::from_secs(5),
-            "the cancelled stop still holds the session:\n{}",
-            server.log()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    });
 }

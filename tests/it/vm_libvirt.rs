@@ -6,7 +6,8 @@ use std::collections::HashSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::fixtures::bin::{libvirt_objects, require_libvirt, virsh, Bsp, Cleanup};
+use crate::fixtures::bin::Bsp;
+use crate::fixtures::libvirt::{libvirt_objects, require_libvirt, virsh, Cleanup};
 
 const NOT_FOUND: i32 = 3;
 const QUOTA: i32 = 5;

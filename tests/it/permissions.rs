@@ -21,7 +21,7 @@ use basphere::context::{local_role, Caller, Role};
 use basphere::virt::Hypervisor;
 use basphere::{Cancel, Io};
 
-use crate::fixtures::bin;
+use crate::fixtures::{assert_snapshot, bin};
 
 const DENIED: i32 = 4;
 
@@ -698,9 +698,7 @@ fn every_command_speaks_json() {
         }
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
-    insta::with_settings!({ prepend_module_to_snapshot => false }, {
-        insta::assert_snapshot!("permissions__json_keys", schema);
-    });
+    assert_snapshot!("permissions__json_keys", schema);
 }
 
 /// With `--json`, an error is one object on stderr that says what kind it is.

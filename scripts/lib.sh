@@ -26,7 +26,7 @@ BSP_PACKAGES=(
     gcc libc6-dev libssl-dev
     ca-certificates
     # signup tests: a real SMTP server, and headless Chromium driven over WebDriver
-    python3-aiosmtpd python3-paramiko chromium chromium-driver tmux fonts-liberation
+    python3-aiosmtpd python3-paramiko chromium chromium-driver fonts-liberation
 )
 
 bsp_log() { printf '[%s] %s\n' "${0##*/}" "$*" >&2; }

@@ -1,0 +1,600 @@
+//! The command line through the real binary: users, images, quotas, permissions,
+//! configuration, and bad input that must be refused without changing anything.
+
+use crate::fixtures::bin::{keygen, Bsp, BIN};
+use crate::fixtures::terminal::Terminal;
+
+const NOT_FOUND: i32 = 3;
+const DENIED: i32 = 4;
+const CONFLICT: i32 = 6;
+const USAGE: i32 = 2;
+
+#[test]
+fn admin_registers_and_manages_a_user() {
+    let bsp = Bsp::new();
+    bsp.add_user("alice");
+    let users = bsp.json(&["admin", "user", "list"]);
+    assert_eq!(users[0]["id"], "alice");
+    assert_eq!(users[0]["keys"], 1);
+    assert_eq!(users[0]["role"], "user");
+
+    bsp.run(&["admin", "user", "show", "alice"])
+        .success()
+        .stdout_has("alice@example.com")
+        .stdout_has("SHA256:");
+    bsp.run(&["admin", "user", "disable", "alice"]).success();
+    assert_eq!(bsp.json(&["admin", "user", "list"])[0]["disabled"], true);
+    bsp.run(&["--as", "alice", "quota"])
+        .code(DENIED)
+        .stderr_has("disabled");
+    bsp.run(&["admin", "user", "enable", "alice"]).success();
+    bsp.run(&["--as", "alice", "quota"]).success();
+
+    bsp.run(&[
+        "admin",
+        "user",
+        "add",
+        "alice",
+        "--email",
+        "x@example.com",
+        "--key",
+        "ssh-ed25519 AAAA",
+    ])
+    .code(USAGE);
+    let other = bsp.keygen("other");
+    let other_pub = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+    bsp.run(&[
+        "admin",
+        "user",
+        "add",
+        "alice",
+        "--email",
+        "x@example.com",
+        "--key",
+        other_pub.trim(),
+    ])
+    .code(CONFLICT)
+    .stderr_has("user `alice` already exists");
+
+    bsp.run(&["admin", "user", "remove", "alice"])
+        .code(USAGE)
+        .stderr_has("--yes");
+    bsp.run(&["admin", "user", "remove", "alice", "--yes"])
+        .success();
+    bsp.run(&["admin", "user", "show", "alice"])
+        .code(NOT_FOUND)
+        .stderr_has("user `alice` not found");
+
+    let audit = bsp.json(&["admin", "audit", "--user", "alice"]);
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "user.add",
+            "user.disable",
+            "user.enable",
+            "user.add",
+            "user.remove"
+        ]
+    );
+    assert_eq!(audit[3]["result"], "error");
+    assert_eq!(audit[0]["actor"], "root");
+}
+
+#[test]
+fn keys_are_read_from_stdin_and_belong_to_one_user() {
+    let bsp = Bsp::new();
+    let key = bsp.keygen("k");
+    let text = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    bsp.run_with_stdin(
+        &[
+            "admin",
+            "user",
+            "add",
+            "carol",
+            "--email",
+            "c@example.com",
+            "--key-file",
+            "-",
+        ],
+        &text,
+    )
+    .success();
+    bsp.run(&[
+        "admin",
+        "user",
+        "add",
+        "dave",
+        "--email",
+        "d@example.com",
+        "--key",
+        text.trim(),
+    ])
+    .code(CONFLICT)
+    .stderr_has("already registered to user `carol`");
+    assert!(
+        bsp.json(&["admin", "user", "list"])
+            .as_array()
+            .unwrap()
+            .len()
+            == 1
+    );
+}
+
+#[test]
+fn quota_defaults_and_changes() {
+    let bsp = Bsp::new();
+    bsp.add_user("alice");
+    let q = bsp.json(&["--as", "alice", "quota"]);
+    assert_eq!(q["limits"]["cpus"], 32);
+    assert_eq!(q["limits"]["memory_mib"], 96 * 1024);
+    assert_eq!(q["usage"]["vms"], 0);
+    let text = bsp.run(&["--as", "alice", "quota"]).success().stdout;
+    assert_eq!(
+        text.lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["RESOURCE", "LIMIT", "USED", "FREE"]
+    );
+    assert!(text.contains("memory    96G    0     96G"), "{text}");
+
+    bsp.run(&[
+        "admin", "quota", "set", "alice", "--cpus", "8", "--memory", "16G",
+    ])
+    .success();
+    bsp.run(&["admin", "quota", "set", "alice", "--vms", "3"])
+        .success();
+    let q = bsp.json(&["admin", "quota", "show", "alice"]);
+    assert_eq!(q["limits"]["cpus"], 8);
+    assert_eq!(q["limits"]["memory_mib"], 16 * 1024);
+    assert_eq!(q["limits"]["vms"], 3);
+    bsp.run(&["admin", "quota", "set", "alice"])
+        .code(USAGE)
+        .stderr_has("nothing to change");
+    bsp.run(&["admin", "quota", "set", "nobody1", "--cpus", "2"])
+        .code(NOT_FOUND);
+}
+
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    let bsp = Bsp::new();
+    bsp.add_user("alice");
+    bsp.add_blank_image("debian-12");
+    let before = bsp.state();
+
+    let long = "a".repeat(300);
+    let names = [
+        "../etc",
+        "we\"b",
+        "we'b",
+        "<b>",
+        "a&b",
+        "web 1",
+        "wéb",
+        "\x1b[31mred",
+        long.as_str(),
+        "",
+        "-x",
+        "Web",
+    ];
+    for name in names {
+        let run = bsp.run(&["--as", "alice", "create-vm", name]);
+        assert!(
+            run.code == USAGE,
+            "create-vm {name:?}: exit {} {}",
+            run.code,
+            run.stderr
+        );
+        assert!(
+            !run.stderr.contains('\x1b'),
+            "escape echoed back for {name:?}"
+        );
+        let run = bsp.run(&[
+            "admin",
+            "user",
+            "add",
+            name,
+            "--email",
+            "x@example.com",
+            "--key",
+            "x",
+        ]);
+        assert_eq!(run.code, USAGE, "user add {name:?}: {}", run.stderr);
+        let run = bsp.run(&[
+            "admin",
+            "image",
+            "add",
+            name,
+            "/dev/null",
+            "--os-user",
+            "debian",
+        ]);
+        assert_eq!(run.code, USAGE, "image add {name:?}: {}", run.stderr);
+    }
+    for size in ["0", "-1G", "99999T", "4X", "4", "1.5G", "G", "0G"] {
+        bsp.run(&["--as", "alice", "create-vm", "web1", "--memory", size])
+            .code(USAGE)
+            .stderr_has("invalid size");
+        bsp.run(&["--as", "alice", "create-vm", "web1", "--disk", size])
+            .code(USAGE);
+        bsp.run(&["admin", "quota", "set", "alice", "--memory", size])
+            .code(USAGE);
+    }
+    for cpus in ["0", "-1", "abc", "65", "999999999999"] {
+        bsp.run(&["--as", "alice", "create-vm", "web1", "--cpus", cpus])
+            .code(USAGE);
+    }
+    bsp.run(&["--as", "alice", "create-vm", "web1", "--memory", "64M"])
+        .code(USAGE)
+        .stderr_has("too small");
+    bsp.run(&["--as", "alice", "create-vm", "web1", "--flavor", "huge"])
+        .code(USAGE)
+        .stderr_has("unknown flavor");
+    bsp.run(&[
+        "--as",
+        "alice",
+        "create-vm",
+        "web1",
+        "--flavor",
+        "small",
+        "--cpus",
+        "2",
+    ])
+    .code(USAGE);
+    bsp.run(&["--as", "alice", "create-vm", "web1", "--image", "nope"])
+        .code(NOT_FOUND);
+
+    // Keys: truncated, private, weak, someone else's, garbage, two lines.
+    let dir = bsp.dir.path();
+    let ed = keygen(dir, "ed", "ed25519", None);
+    let public = std::fs::read_to_string(ed.with_extension("pub")).unwrap();
+    let private = std::fs::read_to_string(&ed).unwrap();
+    let truncated = &public[..public.len() / 2];
+    let rsa = keygen(dir, "rsa2048", "rsa", Some("2048"));
+    let weak = std::fs::read_to_string(rsa.with_extension("pub")).unwrap();
+    let alice_key = std::fs::read_to_string(bsp.dir.path().join("key-alice.pub")).unwrap();
+    let cases: [(&str, &str, i32); 6] = [
+        (truncated, "not a valid SSH public key", USAGE),
+        (&private, "private key", USAGE),
+        (&weak, "too weak", USAGE),
+        (&alice_key, "already registered", CONFLICT),
+        ("hello world", "not a valid SSH public key", USAGE),
+        (
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGarbage==",
+            "not a valid SSH public key",
+            USAGE,
+        ),
+    ];
+    for (key, message, code) in cases {
+        bsp.run(&[
+            "admin",
+            "user",
+            "add",
+            "mallory",
+            "--email",
+            "m@example.com",
+            "--key",
+            key.trim(),
+        ])
+        .code(code)
+        .stderr_has(message);
+        let file = dir.join("keyfile");
+        std::fs::write(&file, key).unwrap();
+        bsp.run(&[
+            "admin",
+            "user",
+            "add",
+            "mallory",
+            "--email",
+            "m@example.com",
+            "--key-file",
+            file.to_str().unwrap(),
+        ])
+        .code(code)
+        .stderr_has(message);
+    }
+    for email in [
+        "nope",
+        "a@b",
+        "a b@example.com",
+        "<a@example.com>",
+        "a@example.com\n",
+    ] {
+        bsp.run(&[
+            "admin",
+            "user",
+            "add",
+            "mallory",
+            "--email",
+            email,
+            "--key",
+            public.trim(),
+        ])
+        .code(USAGE);
+    }
+    for id in ["root", "admin", "basphere", "ab", "1abc"] {
+        bsp.run(&[
+            "admin",
+            "user",
+            "add",
+            id,
+            "--email",
+            "x@example.com",
+            "--key",
+            public.trim(),
+        ])
+        .code(USAGE);
+    }
+    bsp.run(&[
+        "admin",
+        "image",
+        "add",
+        "img",
+        "/nonexistent/file.qcow2",
+        "--os-user",
+        "debian",
+    ])
+    .code(1);
+    bsp.run(&[
+        "admin",
+        "image",
+        "add",
+        "img",
+        "/dev/null",
+        "--os-user",
+        "Bad User",
+    ])
+    .code(USAGE);
+    bsp.run(&["admin", "image", "add", "mystery", "/dev/null"])
+        .code(USAGE)
+        .stderr_has("--os-user");
+    bsp.run(&["vm", "show", "web1", "--as", "alice"])
+        .code(NOT_FOUND);
+
+    assert_eq!(bsp.state(), before, "bad input changed the state");
+}
+
+#[test]
+fn local_strangers_are_refused() {
+    let bsp = Bsp::new();
+    bsp.add_user("alice");
+    // setpriv drops to `nobody`: neither root nor in basphere-admin.
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            BIN,
+            "vm",
+            "list",
+        ])
+        .env_clear()
+        .envs(bsp.env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(DENIED),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("basphere-admin"), "{stderr}");
+}
+
+#[test]
+fn the_forced_command_runs_as_the_key_owner() {
+    let mut bsp = Bsp::new();
+    bsp.add_user("alice");
+    bsp.set_env("SSH_ORIGINAL_COMMAND", "quota --json");
+    let run = bsp.run(&["shell", "--user", "alice"]).success();
+    let q: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(q["user"], "alice");
+
+    bsp.set_env("SSH_ORIGINAL_COMMAND", "whoami");
+    bsp.run(&["shell", "--user", "alice"])
+        .success()
+        .stdout_has("via:   ssh");
+
+    bsp.set_env("SSH_ORIGINAL_COMMAND", "admin user list");
+    bsp.run(&["shell", "--user", "alice"]).code(DENIED);
+    bsp.set_env("SSH_ORIGINAL_COMMAND", "--data-dir /tmp vm list");
+    bsp.run(&["shell", "--user", "alice"]).code(DENIED);
+    bsp.set_env("SSH_ORIGINAL_COMMAND", "--as bob quota");
+    bsp.run(&["shell", "--user", "alice"]).code(DENIED);
+    bsp.set_env("SSH_ORIGINAL_COMMAND", "shell --user bob");
+    bsp.run(&["shell", "--user", "alice"]).code(DENIED);
+    bsp.set_env("SSH_ORIGINAL_COMMAND", "config");
+    bsp.run(&["shell", "--user", "alice"]).code(DENIED);
+    bsp.set_env("SSH_ORIGINAL_COMMAND", "quota\nadmin user list");
+    bsp.run(&["shell", "--user", "alice"])
+        .code(USAGE)
+        .stderr_has("newline");
+    bsp.set_env("SSH_ORIGINAL_COMMAND", "vm show 'unterminated");
+    bsp.run(&["shell", "--user", "alice"]).code(USAGE);
+    bsp.set_env("SSH_ORIGINAL_COMMAND", "quota");
+    bsp.run(&["shell", "--user", "zed"])
+        .code(DENIED)
+        .stderr_has("unknown user");
+    bsp.set_env("SSH_ORIGINAL_COMMAND", "");
+    bsp.run(&["shell", "--user", "alice"])
+        .success()
+        .stdout_has("signed in as alice")
+        .stdout_has("create-vm");
+}
+
+#[test]
+fn admins_act_for_users_only_when_asked() {
+    let bsp = Bsp::new();
+    bsp.add_user("alice");
+    bsp.run(&["quota"]).code(USAGE).stderr_has("--as USER");
+    bsp.run(&["--as", "ghost", "quota"]).code(NOT_FOUND);
+    bsp.run(&["--as", "alice", "whoami"])
+        .success()
+        .stdout_has("user:  alice");
+}
+
+#[test]
+fn config_shows_values_and_sources() {
+    let bsp = Bsp::new();
+    let rows = bsp.json(&["config"]);
+    let find = |key: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["key"] == key)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(find("libvirt_uri")["source"], "env");
+    assert_eq!(find("quota.cpus")["value"], "32");
+    assert_eq!(find("quota.memory")["value"], "96G");
+    assert_eq!(find("name_prefix")["source"], "file");
+    let run = bsp
+        .run(&["config", "--libvirt-uri", "test:///flag", "--json"])
+        .success();
+    assert!(run.stdout.contains("test:///flag"));
+
+    let cfg = bsp.dir.path().join("bad.toml");
+    std::fs::write(&cfg, "libvirt_url = \"x\"\n").unwrap();
+    bsp.run(&["config", "--config", cfg.to_str().unwrap()])
+        .code(1)
+        .stderr_has("libvirt_url");
+}
+
+#[test]
+fn completions_and_version() {
+    let bsp = Bsp::new();
+    bsp.run(&["completions", "bash"])
+        .success()
+        .stdout_has("create-vm");
+    bsp.run(&["completions", "zsh"])
+        .success()
+        .stdout_has("#compdef basphere");
+    bsp.run(&["completions", "tcsh"]).code(USAGE);
+    bsp.run(&["--version"]).success().stdout_has("basphere ");
+}
+
+/// `basphere ARGS` on a 100-column terminal to its end, answering its confirmation with
+/// `answer` if given: its exit code and screen.
+fn on_terminal(bsp: &Bsp, args: &[&str], answer: Option<&str>) -> (i32, String) {
+    let mut term = Terminal::start(bsp.command(args), 100, 24);
+    if let Some(answer) = answer {
+        term.wait_for("[y/N]", 20);
+        term.send(answer.as_bytes());
+    }
+    let code = term.wait_exit(20);
+    (code, term.screen())
+}
+
+#[test]
+fn a_terminal_gets_tables_and_confirmations() {
+    let bsp = Bsp::new();
+    bsp.add_user("alice");
+    let (code, screen) = on_terminal(&bsp, &["admin", "user", "list"], None);
+    assert_eq!(code, 0, "{screen}");
+    assert!(
+        screen.contains('│') && screen.contains("alice"),
+        "no table on the terminal: {screen}"
+    );
+
+    let remove = ["admin", "user", "remove", "alice"];
+    let (code, screen) = on_terminal(&bsp, &remove, Some("n\n"));
+    assert_eq!(code, 1, "{screen}");
+    assert!(screen.contains("remove user `alice`"), "{screen}");
+    assert!(screen.contains("nothing removed"), "{screen}");
+    bsp.run(&["admin", "user", "show", "alice"]).success();
+
+    let (code, screen) = on_terminal(&bsp, &remove, Some("y\n"));
+    assert_eq!(code, 0, "{screen}");
+    bsp.run(&["admin", "user", "show", "alice"]).code(NOT_FOUND);
+}
+
+/// A sample of keys from each source, written out: the per-key source, the env names,
+/// the value forms and the errors that name what is wrong.
+#[test]
+fn config_keys_come_from_file_env_and_flag_each_with_its_own_source() {
+    let mut bsp = Bsp::new();
+    let file = bsp.dir.path().join("config.toml");
+    let original = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            "{original}admin_emails = [\"a@example.com\", \"b@example.com\"]\n\
+             [quota]\nmemory = \"64G\"\n\n[ssh]\nidle_timeout = \"never\"\n\n\
+             [flavors.build]\ncpus = 8\nmemory = \"16G\"\ndisk = \"100G\"\n"
+        ),
+    )
+    .unwrap();
+    bsp.set_env("BASPHERE_SSH_MAX_SESSIONS", "3");
+    bsp.set_env("BASPHERE_SMTP_PORT", "2525");
+    bsp.set_env("BASPHERE_SIGNUP_TOKEN_LIFETIME", "90m");
+    bsp.set_env("BASPHERE_CRASH_AT", "disk");
+    let rows = bsp.json(&["config", "--virt-type", "kvm"]);
+    let rows = rows.as_array().unwrap();
+    let find = |key: &str| -> (String, String) {
+        let row = rows
+            .iter()
+            .find(|r| r["key"] == key)
+            .unwrap_or_else(|| panic!("no key {key}"));
+        (
+            row["value"].as_str().unwrap().to_owned(),
+            row["source"].as_str().unwrap().to_owned(),
+        )
+    };
+    let expected = [
+        ("quota.memory", "64G", "file"),
+        ("quota.cpus", "32", "default"),
+        ("quota.disk", "1T", "default"),
+        ("ssh.idle_timeout", "never", "file"),
+        ("ssh.max_sessions", "3", "env"),
+        ("ssh.max_auth_attempts", "6", "default"),
+        ("smtp.port", "2525", "env"),
+        ("smtp.security", "starttls", "default"),
+        ("signup.token_lifetime", "90m", "env"),
+        ("admin_emails", "a@example.com,b@example.com", "file"),
+        ("virt_type", "kvm", "flag"),
+        ("libvirt_uri", "test:///default", "env"),
+        ("public_host", "bastion.test", "env"),
+        ("public_port", "22", "default"),
+        ("flavors.build", "cpus=8 memory=16G disk=100G", "file"),
+        ("flavors.small", "cpus=1 memory=1G disk=10G", "default"),
+    ];
+    for (key, value, source) in expected {
+        assert_eq!(find(key), (value.to_owned(), source.to_owned()), "{key}");
+    }
+    // Test hooks are not settings.
+    assert!(
+        rows.iter()
+            .all(|r| !r["key"].as_str().unwrap().contains("crash")),
+        "{rows:?}"
+    );
+
+    bsp.set_env("BASPHERE_QUOTA_MEMORY", "lots");
+    bsp.run(&["config"])
+        .code(1)
+        .stderr_has("BASPHERE_QUOTA_MEMORY `lots`");
+    bsp.set_env("BASPHERE_QUOTA_MEMORY", "");
+    bsp.run(&["config", "--virt-type", "xen"])
+        .code(1)
+        .stderr_has("virt_type");
+    std::fs::write(&file, format!("{original}[quota]\nmemory = 64\n")).unwrap();
+    bsp.run(&["config"])
+        .code(1)
+        .stderr_has("quota.memory: expected a string");
+    std::fs::write(&file, format!("{original}[quota.cpus]\nx = 1\n")).unwrap();
+    bsp.run(&["config"]).code(1).stderr_has("quota.cpus");
+    std::fs::write(
+        &file,
+        format!("{original}[flavors.big]\ncpus = 0\nmemory = \"1G\"\ndisk = \"1G\"\n"),
+    )
+    .unwrap();
+    bsp.run(&["config"]).code(1).stderr_has("at least 1");
+}

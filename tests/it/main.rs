@@ -1,0 +1,17 @@
+//! The integration tests: one binary, a module per feature, and the fixtures they share.
+
+mod fixtures;
+
+mod cli;
+mod console;
+mod e2e;
+mod help;
+mod isolation;
+mod openssh;
+mod permissions;
+mod signup;
+mod snapshot_libvirt;
+mod ssh_attacks;
+mod ssh_server;
+mod virt_driver;
+mod vm_libvirt;

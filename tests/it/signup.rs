@@ -1,0 +1,848 @@
+//! Registration through the real pieces: `basphere serve` answering a real HTTP client and
+//! headless Chromium, a real SMTP server (aiosmtpd), and the admin commands in a terminal.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::fixtures::bin::{keygen, Bsp};
+use crate::fixtures::browser::{require_chromium, Browser};
+use crate::fixtures::poll;
+use crate::fixtures::smtp::{link, require_aiosmtpd, Smtp};
+use crate::fixtures::web::{Http, Server};
+
+const USAGE: i32 = 2;
+const NOT_FOUND: i32 = 3;
+const CONFLICT: i32 = 6;
+
+/// A new key pair `name`'s public key line.
+fn public_key(bsp: &Bsp, name: &str) -> String {
+    crate::fixtures::bin::public_key(&bsp.keygen(name))
+}
+
+fn fields<'a>(
+    id: &'a str,
+    email: &'a str,
+    key: &'a str,
+    reason: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("user_id", id),
+        ("email", email),
+        ("public_key", key),
+        ("reason", reason),
+        ("website", ""),
+    ]
+}
+
+/// A form field, what is sent, and a part of the message expected beside that field.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+
+fn signup_count(bsp: &Bsp) -> usize {
+    bsp.json(&["admin", "signups", "--all"])
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+fn spooled(bsp: &Bsp) -> Vec<String> {
+    let mut files: Vec<_> = std::fs::read_dir(bsp.data_dir().join("spool"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_stranger_signs_up_confirms_is_approved_and_logs_in() {
+    if !require_aiosmtpd() {
+        return;
+    }
+    let mut bsp = Bsp::new();
+    let smtp = Smtp::start(bsp.dir.path());
+    smtp.configure(&mut bsp);
+    bsp.set_env(
+        "BASPHERE_ADMIN_EMAILS",
+        "ops@bastion.test, boss@bastion.test",
+    );
+    let server = Server::start(&mut bsp);
+    let key = public_key(&bsp, "carol");
+
+    let mut http = Http::new();
+    let reply = http.signup(
+        &server,
+        &fields("carol", "carol@example.com", &key, "team build machines"),
+    );
+    assert_eq!(reply.status, 303, "{}", reply.body);
+    let status_path = reply.header("location").unwrap().to_owned();
+    assert!(status_path.starts_with("/status/"), "{status_path}");
+    let page = http.get(&server.url(&status_path));
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("data-state=\"pending_email\""),
+        "{}",
+        page.body
+    );
+
+    // The confirmation mail reaches the applicant with working links.
+    let mails = smtp.wait_for(1);
+    let confirm = &mails[0];
+    assert_eq!(confirm.rcpt_to, "carol@example.com");
+    assert!(confirm.subject.contains("carol"), "{}", confirm.subject);
+    assert_eq!(confirm.from, "basphere@bastion.test");
+    let verify = link(&confirm.body, "/verify/");
+    assert!(verify.starts_with(&server.base), "{verify}");
+    let status_link = link(&confirm.body, "/status/");
+    assert!(
+        status_link.ends_with(&status_path),
+        "{status_link} vs {status_path}"
+    );
+
+    bsp.run(&["admin", "approve", "carol", "--yes"])
+        .code(CONFLICT)
+        .stderr_has("not confirmed")
+        .stderr_has("--force");
+
+    let page = http.get(&verify);
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("email address is confirmed"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("data-state=\"pending_approval\""));
+    // The link works once.
+    let again = http.get(&verify);
+    assert!(again.body.contains("already used"), "{}", again.body);
+
+    // Every admin is told, once.
+    let mails = smtp.wait_for(3);
+    let mut notices: Vec<&str> = mails[1..].iter().map(|m| m.rcpt_to.as_str()).collect();
+    notices.sort();
+    assert_eq!(notices, ["boss@bastion.test", "ops@bastion.test"]);
+    assert!(
+        mails[1].body.contains("basphere admin approve carol"),
+        "{}",
+        mails[1].body
+    );
+    assert!(mails[1].body.contains("team build machines"));
+
+    let listed = bsp.json(&["admin", "signups"]);
+    assert_eq!(listed[0]["user_id"], "carol");
+    assert_eq!(listed[0]["email_confirmed"], true);
+    assert_eq!(listed[0]["state"], "pending_approval");
+    bsp.run(&["admin", "signups"])
+        .success()
+        .stdout_has("carol@example.com")
+        .stdout_has("ssh-ed25519")
+        .stdout_has("pending approval");
+
+    bsp.run(&["admin", "approve", "carol", "--yes"])
+        .success()
+        .stdout_has("approved carol")
+        .stdout_has("welcome mail to carol@example.com sent through SMTP relay 127.0.0.1:");
+    let mails = smtp.wait_for(4);
+    let welcome = &mails[3];
+    assert_eq!(welcome.rcpt_to, "carol@example.com");
+    assert!(
+        welcome.body.contains("ssh basphere@bastion.test whoami"),
+        "{}",
+        welcome.body
+    );
+    assert!(welcome
+        .body
+        .contains("ssh -J basphere@bastion.test debian@web1"));
+
+    // The user exists with the key from the form and the default quota.
+    let user = bsp.json(&["admin", "user", "show", "carol"]);
+    let fingerprint = user["keys"][0]["fingerprint"].as_str().unwrap().to_owned();
+    assert_eq!(listed[0]["fingerprint"], fingerprint.as_str());
+    assert_eq!(user["email"], "carol@example.com");
+    assert_eq!(user["quota"]["limits"]["cpus"], 32, "{user}");
+
+    // The key works at the SSH front door (OpenSSH's forced command).
+    bsp.set_env("SSH_ORIGINAL_COMMAND", "whoami");
+    bsp.run(&["shell", "--user", "carol", "--key", &fingerprint])
+        .success()
+        .stdout_has("carol")
+        .stdout_has("via:   ssh");
+    bsp.set_env("SSH_ORIGINAL_COMMAND", "");
+
+    bsp.run(&["admin", "approve", "carol", "--yes"])
+        .code(CONFLICT)
+        .stderr_has("already approved by root");
+    let page = http.get(&server.url(&status_path));
+    assert!(
+        page.body.contains("data-state=\"approved\""),
+        "{}",
+        page.body
+    );
+
+    let audit = bsp.json(&["admin", "audit", "--user", "carol"]);
+    let actions: Vec<String> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {}",
+                e["actor"].as_str().unwrap(),
+                e["action"].as_str().unwrap(),
+                e["result"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for expected in [
+        "web signup.create ok",
+        "web signup.confirm ok",
+        "root signup.approve error",
+        "root user.add ok",
+        "root signup.approve ok",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == expected),
+            "{expected} not in {actions:?}"
+        );
+    }
+    assert_eq!(smtp.messages().len(), 4, "no other mail");
+    assert!(server.stop().success());
+}
+
+#[test]
+fn an_smtp_outage_delays_mail_but_loses_none() {
+    if !require_aiosmtpd() {
+        return;
+    }
+    let mut bsp = Bsp::new();
+    let mut smtp = Smtp::start(bsp.dir.path());
+    smtp.configure(&mut bsp);
+    smtp.stop();
+    let server = Server::start(&mut bsp);
+    let key = public_key(&bsp, "dave");
+
+    let reply = Http::new().signup(
+        &server,
+        &fields("dave", "dave@example.com", &key, "testing"),
+    );
+    assert_eq!(
+        reply.status, 303,
+        "the signup is stored although mail fails: {}",
+        reply.body
+    );
+    assert_eq!(signup_count(&bsp), 1);
+
+    // The worker in `serve` tried, failed, and kept the error.
+    let queued = poll::eventually(Duration::from_secs(20), || {
+        let outbox = bsp.json(&["admin", "mail"]);
+        if outbox[0]["attempts"].as_i64() >= Some(1) {
+            Ok(outbox)
+        } else {
+            Err(format!("a failed attempt in the outbox: {outbox}"))
+        }
+    });
+    assert_eq!(queued[0]["recipient"], "dave@example.com");
+    assert!(queued[0]["sent_at"].is_null());
+    let error = queued[0]["last_error"].as_str().unwrap();
+    assert!(!error.is_empty());
+    bsp.run(&["admin", "mail"])
+        .success()
+        .stdout_has("dave@example.com");
+    drop(server);
+
+    // Still down: flush fails, says why, and keeps the mail.
+    bsp.run(&["mail", "flush", "--now"])
+        .code(1)
+        .stdout_has("failed #1 to dave@example.com");
+    assert!(bsp.json(&["admin", "mail"])[0]["attempts"].as_i64() >= Some(2));
+
+    smtp.restart();
+    // Not due yet (backoff): a plain flush leaves it for later.
+    bsp.run(&["mail", "flush"]).success();
+    assert!(smtp.messages().is_empty());
+    bsp.run(&["mail", "flush", "--now"])
+        .success()
+        .stdout_has("sent #1 to dave@example.com");
+    let mails = smtp.wait_for(1);
+    assert_eq!(mails[0].rcpt_to, "dave@example.com");
+    assert!(mails[0].body.contains("/verify/"));
+    assert_eq!(bsp.json(&["admin", "mail"]).as_array().unwrap().len(), 0);
+    assert_eq!(
+        bsp.json(&["admin", "mail", "--all"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn the_form_refuses_bad_requests_and_changes_nothing() {
+    let bsp = Bsp::new();
+    bsp.add_user("alice");
+    let alice_key = std::fs::read_to_string(bsp.dir.path().join("key-alice.pub")).unwrap();
+    // `127.0.0.1:0` picks a free port and the first line says which.
+    let server = Server::start_any(&bsp);
+    assert!(
+        server.base.starts_with("http://127.0.0.1:"),
+        "{}",
+        server.base
+    );
+    let key = public_key(&bsp, "erin");
+    let mut http = Http::new();
+
+    let health = http.get(&server.url("/healthz"));
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+    let form = http.get(&server.url("/"));
+    assert_eq!(form.status, 200);
+    for (header, value) in [
+        ("x-frame-options", "DENY"),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+    ] {
+        assert_eq!(form.header(header), Some(value), "{header}");
+    }
+    let csp = form.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert!(!form.body.contains("<script"), "no JavaScript");
+    let cookie = form.header("set-cookie").unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let csrf = form.csrf_field();
+    let good = fields("erin", "erin@example.com", &key, "demo");
+
+    // CSRF: no token, a wrong one, a token without its cookie.
+    let mut no_token = good.clone();
+    no_token.push(("csrf", ""));
+    assert_eq!(http.post(&server.url("/signup"), &no_token).status, 403);
+    let mut wrong = good.clone();
+    let bad_csrf = "0".repeat(64);
+    wrong.push(("csrf", &bad_csrf));
+    let reply = http.post(&server.url("/signup"), &wrong);
+    assert_eq!(reply.status, 403);
+    assert!(reply.body.contains("form expired"), "{}", reply.body);
+    assert!(
+        reply.body.contains("value=\"erin@example.com\""),
+        "what was typed is kept"
+    );
+    let mut right = good.clone();
+    right.push(("csrf", &csrf));
+    let mut stranger = Http::new();
+    assert_eq!(stranger.post(&server.url("/signup"), &right).status, 403);
+    stranger.cookie = Some("bsp_csrf=0123456789abcdef0123456789abcdef".into());
+    assert_eq!(stranger.post(&server.url("/signup"), &right).status, 403);
+
+    // Oversize bodies.
+    let huge = format!("csrf={csrf}&reason={}", "a".repeat(70 * 1024));
+    let reply = http.post_raw(&server.url("/signup"), huge.as_bytes());
+    assert_eq!(reply.status, 413);
+    assert!(reply.body.contains("larger than 64 KiB"), "{}", reply.body);
+    assert_eq!(signup_count(&bsp), 0);
+
+    // Every bad field, each with its own message, the form kept as typed.
+    let rsa2048 = keygen(bsp.dir.path(), "weak", "rsa", Some("2048"));
+    let rsa2048 = std::fs::read_to_string(rsa2048.with_extension("pub")).unwrap();
+    let private = std::fs::read_to_string(bsp.dir.path().join("key-erin")).unwrap();
+    let long_reason = "x".repeat(1001);
+    let long_email = format!("{}@example.com", "e".repeat(250));
+    let script = "<script>alert(1)</script>";
+    let cases: Vec<Case> = vec![
+        (
+            "user_id",
+            fields("Erin", "erin@example.com", &key, "r"),
+            "Invalid user id",
+        ),
+        (
+            "user_id",
+            fields("ab", "erin@example.com", &key, "r"),
+            "too short",
+        ),
+        (
+            "user_id",
+            fields("root", "erin@example.com", &key, "r"),
+            "reserved",
+        ),
+        (
+            "user_id",
+            fields(script, "erin@example.com", &key, "r"),
+            "&lt;script&gt;",
+        ),
+        (
+            "user_id",
+            fields("alice", "erin@example.com", &key, "r"),
+            "taken",
+        ),
+        (
+            "email",
+            fields("erin", "erin", &key, "r"),
+            "Invalid email address",
+        ),
+        (
+            "email",
+            fields("erin", "a b@example.com", &key, "r"),
+            "Invalid email address",
+        ),
+        ("email", fields("erin", &long_email, &key, "r"), "too long"),
+        (
+            "public_key",
+            fields("erin", "erin@example.com", "", "r"),
+            "Paste your SSH public key",
+        ),
+        (
+            "public_key",
+            fields("erin", "erin@example.com", "ssh-ed25519 AAAA", "r"),
+            "Not a valid SSH public key",
+        ),
+        (
+            "public_key",
+            fields("erin", "erin@example.com", &rsa2048, "r"),
+            "2048 bits is too weak",
+        ),
+        (
+            "public_key",
+            fields("erin", "erin@example.com", &private, "r"),
+            "private key",
+        ),
+        (
+            "public_key",
+            fields("erin", "erin@example.com", &alice_key, "r"),
+            "already registered",
+        ),
+        (
+            "reason",
+            fields("erin", "erin@example.com", &key, ""),
+            "Say in a few words",
+        ),
+        (
+            "reason",
+            fields("erin", "erin@example.com", &key, &long_reason),
+            "under 1000 characters",
+        ),
+    ];
+    for (field, mut sent, expected) in cases {
+        sent.push(("csrf", &csrf));
+        let reply = http.post(&server.url("/signup"), &sent);
+        assert_eq!(reply.status, 400, "{field} {expected}: {}", reply.body);
+        let marker = format!("id=\"error-{field}\"");
+        let start = reply
+            .body
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no error for {field}: {}", reply.body));
+        let message = &reply.body[start..start + reply.body[start..].find("</p>").unwrap()];
+        assert!(
+            message.contains(expected),
+            "{field}: expected {expected:?} in {message}"
+        );
+        assert!(
+            !reply.body.contains(script),
+            "unescaped markup in:\n{}",
+            reply.body
+        );
+    }
+    assert!(!alice_key.is_empty());
+    assert_eq!(signup_count(&bsp), 0, "nothing stored");
+
+    // Markup and terminal escapes in the reason: escaped in HTML, neutralised in the terminal.
+    let reason = "<script>alert(1)</script> \u{1b}[31mred\u{1b}[0m \u{7}bell";
+    let mut sent = fields("erin", "bad", &key, reason);
+    sent.push(("csrf", &csrf));
+    let reply = http.post(&server.url("/signup"), &sent);
+    assert_eq!(reply.status, 400);
+    assert!(
+        reply
+            .body
+            .contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;"),
+        "{}",
+        reply.body
+    );
+    assert!(!reply.body.contains("<script>"));
+    let mut sent = fields("erin", "erin@example.com", &key, reason);
+    sent.push(("csrf", &csrf));
+    assert_eq!(http.post(&server.url("/signup"), &sent).status, 303);
+    let table = bsp.run(&["admin", "signups"]).success();
+    assert!(
+        !table.stdout.contains('\u{1b}') && !table.stdout.contains('\u{7}'),
+        "{:?}",
+        table.stdout
+    );
+    assert!(
+        table
+            .stdout
+            .contains("<script>alert(1)</script> ?[31mred?[0m ?bell"),
+        "{}",
+        table.stdout
+    );
+    let json = bsp.json(&["admin", "signups"]);
+    assert_eq!(json[0]["reason"], reason, "stored as typed");
+
+    // Duplicates of what is pending.
+    let other_key = public_key(&bsp, "frank");
+    for (sent, field, expected) in [
+        (
+            fields("erin", "x@example.com", &other_key, "r"),
+            "user_id",
+            "already pending",
+        ),
+        (
+            fields("frank", "x@example.com", &key, "r"),
+            "public_key",
+            "already pending",
+        ),
+    ] {
+        let mut sent = sent;
+        sent.push(("csrf", &csrf));
+        let reply = http.post(&server.url("/signup"), &sent);
+        assert_eq!(reply.status, 400);
+        let start = reply
+            .body
+            .find(&format!("id=\"error-{field}\""))
+            .expect(field);
+        assert!(reply.body[start..].contains(expected));
+    }
+
+    // The honeypot: a bot is thanked, nothing is stored.
+    let mut sent = fields("frank", "frank@example.com", &other_key, "r");
+    sent.retain(|(k, _)| *k != "website");
+    sent.push(("website", "http://spam.example"));
+    sent.push(("csrf", &csrf));
+    let reply = http.post(&server.url("/signup"), &sent);
+    assert_eq!(reply.status, 200);
+    assert_eq!(signup_count(&bsp), 1);
+
+    // Links that do not exist.
+    let zeros = "0".repeat(32);
+    assert_eq!(
+        http.get(&server.url(&format!("/verify/{zeros}"))).status,
+        404
+    );
+    assert_eq!(http.get(&server.url("/verify/short")).status, 404);
+    assert_eq!(
+        http.get(&server.url(&format!("/status/{zeros}"))).status,
+        404
+    );
+    assert_eq!(http.get(&server.url("/nothing")).status, 404);
+    assert_eq!(http.get(&server.url("/style.css")).status, 200);
+}
+
+#[test]
+fn rate_limits_answer_429_with_a_human_message() {
+    let mut bsp = Bsp::new();
+    bsp.set_env("BASPHERE_SIGNUP_PER_IP_PER_HOUR", "4");
+    bsp.set_env("BASPHERE_SIGNUP_PER_EMAIL_PER_DAY", "1");
+    let server = Server::start(&mut bsp);
+    let mut http = Http::new();
+    let k1 = public_key(&bsp, "g1");
+    let k2 = public_key(&bsp, "g2");
+
+    let first = http.signup(&server, &fields("gina", "gina@example.com", &k1, "r"));
+    assert_eq!(first.status, 303);
+    let second = http.signup(&server, &fields("gina2", "GINA@example.com", &k2, "r"));
+    assert_eq!(second.status, 429, "{}", second.body);
+    assert!(
+        second
+            .body
+            .contains("already 1 requests for this email address today"),
+        "{}",
+        second.body
+    );
+    let third = http.signup(&server, &fields("bad id", "x", "", ""));
+    assert_eq!(third.status, 400);
+    let fourth = http.signup(&server, &fields("bad id", "x", "", ""));
+    assert_eq!(fourth.status, 400);
+    let fifth = http.signup(&server, &fields("hank", "hank@example.com", &k2, "r"));
+    assert_eq!(fifth.status, 429);
+    assert!(
+        fifth
+            .body
+            .contains("Too many account requests came from your address"),
+        "{}",
+        fifth.body
+    );
+    assert!(fifth.header("retry-after").is_some());
+    assert_eq!(signup_count(&bsp), 1);
+    // The form itself still loads.
+    assert_eq!(http.get(&server.url("/")).status, 200);
+}
+
+#[test]
+fn admins_reject_force_and_prune_with_mail_in_the_spool() {
+    let mut bsp = Bsp::new();
+    let server = Server::start(&mut bsp);
+    let mut http = Http::new();
+    for id in ["ivan", "judy", "kate", "lena"] {
+        let key = public_key(&bsp, id);
+        let reply = http.signup(
+            &server,
+            &fields(id, &format!("{id}@example.com"), &key, "r"),
+        );
+        assert_eq!(reply.status, 303);
+    }
+    drop(server);
+    // `--now`: mail the stopped worker had claimed is otherwise retried only after its lease.
+    bsp.run(&["mail", "flush", "--now"]).success();
+    // Without an SMTP host mail is written to the spool, and the command says so.
+    let spool = spooled(&bsp);
+    assert_eq!(spool.len(), 4);
+    assert!(spool[0].contains("To: ivan@example.com"), "{}", spool[0]);
+    assert!(spool[0].contains("/verify/"));
+
+    bsp.run(&["admin", "reject", "ivan", "--reason", ""])
+        .code(USAGE);
+    bsp.run(&[
+        "admin",
+        "reject",
+        "ivan",
+        "--reason",
+        "please use your work address",
+    ])
+    .success()
+    .stdout_has("rejected ivan")
+    .stdout_has("rejection mail to ivan@example.com written to")
+    .stdout_has("no SMTP host is configured");
+    let spool = spooled(&bsp);
+    assert!(
+        spool[4].contains("please use your work address"),
+        "{}",
+        spool[4]
+    );
+    bsp.run(&["admin", "reject", "ivan", "--reason", "again"])
+        .code(CONFLICT)
+        .stderr_has("already rejected");
+    bsp.run(&["admin", "approve", "ivan", "--yes"])
+        .code(CONFLICT)
+        .stderr_has("already rejected");
+    bsp.run(&["admin", "approve", "nosuch", "--yes"])
+        .code(NOT_FOUND)
+        .stderr_has("signup `nosuch` not found");
+    bsp.run(&["admin", "approve", "judy"])
+        .code(USAGE)
+        .stderr_has("--yes");
+
+    bsp.run(&["admin", "approve", "judy", "--yes", "--force"])
+        .success()
+        .stdout_has("approved judy")
+        .stdout_has("welcome mail to judy@example.com written to");
+    assert!(spooled(&bsp)[5].contains("Your basphere account judy is ready"));
+
+    // An approval cut short after the user was created (as if killed between its two
+    // transactions) is finished by approving again, not refused.
+    let db = rusqlite::Connection::open(bsp.data_dir().join("basphere.db")).unwrap();
+    let lena_key: String = db
+        .query_row(
+            "SELECT public_key FROM signups WHERE user_id = 'lena'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    drop(db);
+    bsp.run(&[
+        "admin",
+        "user",
+        "add",
+        "lena",
+        "--email",
+        "lena@example.com",
+        "--key",
+        &lena_key,
+    ])
+    .success();
+    bsp.run(&["admin", "approve", "lena", "--yes", "--force"])
+        .success()
+        .stdout_has("approved lena");
+    assert!(spooled(&bsp)[6].contains("Your basphere account lena is ready"));
+    bsp.run(&["admin", "approve", "lena", "--yes", "--force"])
+        .code(CONFLICT)
+        .stderr_has("already approved");
+
+    // Prune: only unconfirmed requests older than the limit.
+    bsp.run(&["admin", "signups", "prune", "--older-than", "30d"])
+        .success()
+        .stdout_has("no unconfirmed request is older than 30d");
+    let db = rusqlite::Connection::open(bsp.data_dir().join("basphere.db")).unwrap();
+    db.execute(
+        "UPDATE signups SET created_at = created_at - 40 * 86400",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    bsp.run(&["admin", "signups", "prune", "--older-than", "soon"])
+        .code(USAGE);
+    bsp.run(&["admin", "signups", "prune", "--older-than", "30d"])
+        .success()
+        .stdout_has("removed 1 unconfirmed request(s): kate");
+    let all = bsp.json(&["admin", "signups", "--all"]);
+    let states: Vec<String> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {}",
+                s["user_id"].as_str().unwrap(),
+                s["state"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(states, ["ivan rejected", "judy approved", "lena approved"]);
+    let audit = bsp.run(&["admin", "audit"]).success();
+    for action in ["signup.reject", "signup.approve", "signup.prune"] {
+        assert!(audit.stdout.contains(action), "{action}: {}", audit.stdout);
+    }
+}
+
+#[test]
+fn config_shows_mail_settings_but_never_the_password() {
+    let mut bsp = Bsp::new();
+    bsp.set_env("BASPHERE_SMTP_HOST", "mail.example.com");
+    bsp.set_env("BASPHERE_SMTP_PASSWORD", "hunter2-secret");
+    let run = bsp.run(&["config"]).success();
+    assert!(!run.stdout.contains("hunter2"), "{}", run.stdout);
+    assert!(run.stdout.contains("smtp.password"));
+    assert!(run.stdout.contains("(set)"));
+    assert!(run.stdout.contains("public_url"));
+    assert!(run.stdout.contains("http://bastion.test:8080"));
+    let config = bsp.dir.path().join("config.toml");
+    std::fs::write(&config, "[smtp]\nhost = \"x\"\npasword = \"typo\"\n").unwrap();
+    bsp.run(&["config"]).code(1).stderr_has("pasword");
+    std::fs::write(
+        &config,
+        "[signup]\nper_ip_per_hour = 5\ntoken_lifetime = \"2h\"\n",
+    )
+    .unwrap();
+    bsp.run(&["config"]).success().stdout_has("2h");
+}
+
+#[test]
+fn chromium_fills_the_form_and_follows_the_mailed_link() {
+    if !require_aiosmtpd() {
+        return;
+    }
+    if !require_chromium() {
+        return;
+    }
+    let mut bsp = Bsp::new();
+    let smtp = Smtp::start(bsp.dir.path());
+    smtp.configure(&mut bsp);
+    let server = Server::start(&mut bsp);
+    let key = public_key(&bsp, "liam");
+    let browser = Browser::start();
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifacts");
+
+    browser.goto(&server.url("/"));
+    assert!(browser.has("form[action='/signup']"));
+    browser.screenshot(&artifacts.join("signup-form.png"));
+
+    // A wrong id: the message beside the field, and what was typed is kept.
+    browser.type_into("#user_id", "Liam!");
+    browser.type_into("#email", "liam@example.com");
+    browser.type_into("#public_key", &key);
+    browser.type_into("#reason", "<b>ci</b> runners");
+    browser.click("#submit");
+    browser.wait_for("#error-user_id");
+    assert!(browser.text("#error-user_id").contains("Invalid user id"));
+    assert!(!browser.has("#error-email"));
+    assert_eq!(browser.value("#email"), "liam@example.com");
+    assert_eq!(browser.value("#reason"), "<b>ci</b> runners");
+    browser.screenshot(&artifacts.join("signup-form-errors.png"));
+
+    browser.clear("#user_id");
+    browser.type_into("#user_id", "liam");
+    browser.click("#submit");
+    browser.wait_for_url("/status/");
+    assert!(browser
+        .text("#state")
+        .contains("Waiting for you to confirm"));
+
+    let mails = smtp.wait_for(1);
+    browser.goto(&link(&mails[0].body, "/verify/"));
+    assert!(browser.text("#confirmed").contains("confirmed"));
+    browser.goto(&link(&mails[0].body, "/status/"));
+    assert!(browser
+        .text("#state")
+        .contains("Waiting for an administrator"));
+    browser.screenshot(&artifacts.join("signup-status.png"));
+    assert!(artifacts.join("signup-form.png").metadata().unwrap().len() > 1000);
+    eprintln!("screenshots in {}", artifacts.display());
+}
+
+/// Secrets never reach a log or a listing: a whole signup, at debug log level, with an
+/// SMTP password set; then the logs of the server and of every command, and `basphere
+/// config`, are searched for the password, both link tokens and the web form's key.
+#[test]
+fn secrets_stay_out_of_debug_logs_and_config() {
+    let mut bsp = Bsp::new();
+    let password = "pw-5f3e2d1c0b9a";
+    bsp.set_env("BASPHERE_SMTP_PASSWORD", password);
+    bsp.set_env("BASPHERE_SMTP_USERNAME", "relay-user");
+    bsp.set_env("BASPHERE_LOG", "debug");
+    let server_log = bsp.dir.path().join("serve.log");
+    let server = Server::start_logging_to(&mut bsp, &server_log);
+    let key = public_key(&bsp, "olga");
+    let mut http = Http::new();
+    let reply = http.signup(
+        &server,
+        &fields("olga", "olga@example.com", &key, "secret hygiene"),
+    );
+    assert_eq!(reply.status, 303, "{}", reply.body);
+    let status_path = reply.header("location").unwrap().to_owned();
+    let status_token = status_path.trim_start_matches("/status/").to_owned();
+    let mail = poll::eventually(Duration::from_secs(30), || {
+        spooled(&bsp)
+            .into_iter()
+            .next()
+            .ok_or("no confirmation mail in the spool")
+    });
+    let verify = link(&mail, "/verify/");
+    let verify_token = verify.rsplit('/').next().unwrap().to_owned();
+    assert_eq!(http.get(&verify).status, 200);
+    assert_eq!(http.get(&server.url(&status_path)).status, 200);
+    let mut logs = String::new();
+    for argv in [
+        &["admin", "approve", "olga", "--yes"][..],
+        &["admin", "signups", "--all"],
+        &["mail", "flush"],
+        &["admin", "audit"],
+    ] {
+        let run = bsp.run(argv);
+        logs.push_str(&run.stdout);
+        logs.push_str(&run.stderr);
+    }
+    let config = bsp.run(&["config"]).success();
+    let config_json = bsp.run(&["config", "--json"]).success();
+    drop(server);
+    let served = std::fs::read_to_string(&server_log).unwrap();
+    assert!(
+        served.contains("DEBUG"),
+        "no debug log from serve:\n{served}"
+    );
+    logs.push_str(&served);
+
+    let web_key = std::fs::read(bsp.data_dir().join("web-secret")).unwrap();
+    let web_hex: String = web_key.iter().map(|b| format!("{b:02x}")).collect();
+    let web_debug = format!("{web_key:?}");
+    for (what, secret) in [
+        ("SMTP password", password),
+        ("confirmation token", verify_token.as_str()),
+        ("status token", status_token.as_str()),
+        ("web key (hex)", web_hex.as_str()),
+        ("web key (bytes)", web_debug.trim_matches(['[', ']'])),
+    ] {
+        assert!(secret.len() >= 12, "{what}: `{secret}`");
+        assert!(!logs.contains(secret), "the {what} is in the logs:\n{logs}");
+        assert!(
+            !config.stdout.contains(secret),
+            "the {what} is in `basphere config`"
+        );
+        assert!(
+            !config_json.stdout.contains(secret),
+            "the {what} is in `config --json`"
+        );
+    }
+}

@@ -1,0 +1,96 @@
+//! Attacks on the embedded SSH server by a stranger: each runs for real against `serve`,
+//! and meanwhile a registered user's OpenSSH login must go on working within 2 s.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::fixtures::bin::Bsp;
+use crate::fixtures::ssh::SshServer;
+
+/// Debian's Python, which has paramiko (python3-paramiko).
+const PYTHON: &str = "/usr/bin/python3";
+
+fn script(name: &str) -> String {
+    format!(
+        "{}/tests/it/fixtures/attacks/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// A registered user logs in and runs a command within 2 s.
+#[track_caller]
+fn login_is_quick(server: &SshServer, key: &Path) {
+    let started = Instant::now();
+    server.ssh(key, &["whoami"]).success();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "a login took {took:?} during the attack"
+    );
+}
+
+#[test]
+fn an_unknown_key_gets_one_channel_and_its_connection_closes() {
+    let bsp = Bsp::new();
+    let alice = bsp.add_user("alice");
+    let stranger = bsp.keygen("stranger");
+    let server = SshServer::start(&bsp);
+    let attack = Command::new(PYTHON)
+        .arg(script("zero_window.py"))
+        .arg(server.port.to_string())
+        .arg(&stranger)
+        .arg("100")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 with paramiko (apt-get install python3-paramiko)");
+    // While it runs: logins go on.
+    for _ in 0..3 {
+        login_is_quick(&server, &alice);
+    }
+    let out = attack.wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        report.contains("accepted=1 ") && report.contains("closed=True"),
+        "the server should accept one channel and close the connection: {report}"
+    );
+    login_is_quick(&server, &alice);
+}
+
+#[test]
+fn connections_that_only_send_a_banner_are_capped_and_closed() {
+    let mut bsp = Bsp::new();
+    let alice = bsp.add_user("alice");
+    bsp.set_env("BASPHERE_SSH_LOGIN_GRACE_TIME", "3s");
+    let server = SshServer::start(&bsp);
+    // 58 connections, under the per-minute limit, from another address of this host.
+    let mut attack = Command::new(PYTHON)
+        .arg(script("banners.py"))
+        .args([&server.port.to_string(), "127.0.0.2", "58", "15"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(attack.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "open");
+    login_is_quick(&server, &alice);
+    login_is_quick(&server, &alice);
+    writeln!(attack.stdin.as_mut().unwrap()).unwrap();
+    let closed = lines.next().unwrap().unwrap();
+    assert_eq!(closed, "closed=58", "every banner-only connection ends");
+    attack.wait().unwrap();
+    let log = server.log();
+    assert!(log.contains("too many connections"), "{log}");
+    assert!(
+        log.contains("not authenticated in time") || log.contains("no key exchange in time"),
+        "{log}"
+    );
+    login_is_quick(&server, &alice);
+}

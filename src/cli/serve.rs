@@ -169,6 +169,7 @@ const AT_START: &[&str] = &[
     "ssh.per_source_max_startups",
     "ssh.login_grace_time",
     "ssh.max_channels",
+    "ssh.connection_burst",
     "ssh.max_sessions_total",
     "signup.per_ip_per_hour",
 ];

@@ -123,7 +123,8 @@ keys! {
     signup_per_email_per_day "signup.per_email_per_day": u32 = "3", "Signups accepted for one email address per day.";
     signup_token_lifetime "signup.token_lifetime": Duration = "1d", "How long a confirmation link works.";
     ssh_max_auth_attempts "ssh.max_auth_attempts": u32 = "6", "Failed authentication attempts before a connection is dropped.";
-    ssh_connections_per_minute "ssh.connections_per_minute": u32 = "60", "New connections accepted from one address per minute.";
+    ssh_connections_per_minute "ssh.connections_per_minute": u32 = "60", "New connections accepted from one address (IPv6: one /64) per minute.";
+    ssh_connection_burst "ssh.connection_burst": u32 = "10", "Of those, how many at once; the allowance comes back at the per-minute rate.";
     ssh_max_sessions "ssh.max_sessions": u32 = "10", "Commands, shells and forwards one user may have running at once.";
     ssh_max_connections "ssh.max_connections": u32 = "1000", "Connections open at once (also kept below the open-file limit).";
     ssh_max_startups "ssh.max_startups": u32 = "64", "Connections not yet authenticated at once (OpenSSH's MaxStartups).";

@@ -203,6 +203,7 @@ impl Config {
                 self.ssh_per_source_max_startups,
             ),
             ("ssh.max_channels", self.ssh_max_channels),
+            ("ssh.connection_burst", self.ssh_connection_burst),
             ("ssh.max_sessions_total", self.ssh_max_sessions_total),
         ];
         let prefix = &self.name_prefix;

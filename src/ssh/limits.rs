@@ -8,16 +8,28 @@ use std::time::{Duration, Instant};
 
 const WINDOW: Duration = Duration::from_secs(60);
 
-/// New connections per address in a sliding minute.
+/// New connections per source: at most `per_minute` in a sliding minute, and at most
+/// `burst` at once, the allowance coming back at `per_minute` / 60 a second (a token
+/// bucket), so a scanner gets a handful at once and then one a second.
 pub struct ConnectionRate {
     per_minute: usize,
-    seen: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+    burst: f64,
+    seen: Mutex<HashMap<IpAddr, Recent>>,
+}
+
+#[derive(Default)]
+struct Recent {
+    times: VecDeque<Instant>,
+    /// Connections allowed now, and when that was worked out.
+    allowance: f64,
+    at: Option<Instant>,
 }
 
 impl ConnectionRate {
-    pub fn new(per_minute: u32) -> ConnectionRate {
+    pub fn new(per_minute: u32, burst: u32) -> ConnectionRate {
         ConnectionRate {
             per_minute: per_minute as usize,
+            burst: f64::from(burst.max(1)),
             seen: Mutex::new(HashMap::new()),
         }
     }
@@ -25,18 +37,27 @@ impl ConnectionRate {
     /// Counts a connection from `ip` made at `now`; false when it is one too many.
     pub fn admit(&self, ip: IpAddr, now: Instant) -> bool {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        // Forget addresses that have been quiet for a minute, so the map stays small.
+        // Forget sources that have been quiet for a minute, so the map stays small.
         if seen.len() > 1024 {
-            seen.retain(|_, times| times.back().is_some_and(|t| now - *t < WINDOW));
+            seen.retain(|_, r| r.times.back().is_some_and(|t| now - *t < WINDOW));
         }
-        let times = seen.entry(ip).or_default();
-        while times.front().is_some_and(|t| now - *t >= WINDOW) {
-            times.pop_front();
+        let recent = seen.entry(source(ip)).or_default();
+        while recent.times.front().is_some_and(|t| now - *t >= WINDOW) {
+            recent.times.pop_front();
         }
-        if times.len() >= self.per_minute {
+        let refill = match recent.at {
+            Some(at) => {
+                now.saturating_duration_since(at).as_secs_f64() * self.per_minute as f64 / 60.0
+            }
+            None => self.burst,
+        };
+        recent.allowance = (recent.allowance + refill).min(self.burst);
+        recent.at = Some(now);
+        if recent.times.len() >= self.per_minute || recent.allowance < 1.0 {
             return false;
         }
-        times.push_back(now);
+        recent.allowance -= 1.0;
+        recent.times.push_back(now);
         true
     }
 }
@@ -240,7 +261,7 @@ mod tests {
 
     #[test]
     fn connections_per_address_per_minute() {
-        let rate = ConnectionRate::new(2);
+        let rate = ConnectionRate::new(2, 10);
         let a: IpAddr = "127.0.0.1".parse().unwrap();
         let b: IpAddr = "127.0.0.2".parse().unwrap();
         let t0 = Instant::now();
@@ -251,6 +272,19 @@ mod tests {
         // A refused connection does not count: after the first has aged out, one more.
         assert!(rate.admit(a, t0 + Duration::from_secs(60)));
         assert!(!rate.admit(a, t0 + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn a_burst_then_one_a_second() {
+        let rate = ConnectionRate::new(60, 3);
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(rate.admit(a, t0));
+        }
+        assert!(!rate.admit(a, t0 + Duration::from_millis(500)));
+        assert!(rate.admit(a, t0 + Duration::from_millis(1100)));
+        assert!(!rate.admit(a, t0 + Duration::from_millis(1200)));
     }
 
     #[test]

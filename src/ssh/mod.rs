@@ -81,7 +81,10 @@ impl Shared {
             write_timeout: Duration::from_secs(
                 now.ssh_write_timeout.secs().unwrap_or(365 * 86_400),
             ),
-            rate: limits::ConnectionRate::new(now.ssh_connections_per_minute),
+            rate: limits::ConnectionRate::new(
+                now.ssh_connections_per_minute,
+                now.ssh_connection_burst,
+            ),
             admission: limits::Admission::new(
                 connection_limit(now.ssh_max_connections),
                 now.ssh_max_startups,

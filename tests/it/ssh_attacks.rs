@@ -94,3 +94,60 @@ fn connections_that_only_send_a_banner_are_capped_and_closed() {
     );
     login_is_quick(&server, &alice);
 }
+
+/// ssh-audit (the version scripts/test pins) finds nothing to fault in what the server
+/// offers; the one remark allowed is its note that curve25519 is not post-quantum.
+#[test]
+fn ssh_audit_accepts_the_algorithms_and_the_throttling() {
+    let Some(audit) = std::env::var_os("BASPHERE_TEST_SSH_AUDIT") else {
+        eprintln!("skipped: BASPHERE_TEST_SSH_AUDIT is not set (scripts/test sets it)");
+        return;
+    };
+    let mut bsp = Bsp::new();
+    // The defaults, as an installation has them.
+    bsp.set_env("BASPHERE_SSH_CONNECTION_BURST", "10");
+    bsp.set_env("BASPHERE_SSH_CONNECTIONS_PER_MINUTE", "60");
+    let server = SshServer::start(&bsp);
+    let out = Command::new(audit)
+        .args([
+            "--no-colors",
+            "--json",
+            "-p",
+            &server.port.to_string(),
+            "127.0.0.1",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("ssh-audit printed no JSON ({e}): {text}"));
+    let mut findings = Vec::new();
+    for section in ["kex", "key", "enc", "mac"] {
+        for algorithm in report[section].as_array().into_iter().flatten() {
+            for level in ["fail", "warn"] {
+                if let Some(notes) = algorithm["notes"][level].as_array() {
+                    for note in notes {
+                        findings.push(format!(
+                            "{section} {}: {level} {note}",
+                            algorithm["algorithm"]
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    for (level, items) in report["recommendations"].as_object().into_iter().flatten() {
+        findings.push(format!("recommendation {level}: {items}"));
+    }
+    let allowed = |f: &String| f.contains("curve25519") && f.to_lowercase().contains("quantum");
+    let unexpected: Vec<_> = findings.iter().filter(|f| !allowed(f)).collect();
+    assert!(
+        unexpected.is_empty(),
+        "ssh-audit findings: {unexpected:#?}\n{text}"
+    );
+    let info = text.to_lowercase();
+    assert!(
+        !info.contains("insufficient connection throttling"),
+        "{text}"
+    );
+}

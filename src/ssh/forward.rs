@@ -45,7 +45,7 @@ pub async fn run(
     let target = match target {
         Ok(Ok(target)) => target,
         Ok(Err(e)) => {
-            tracing::warn!(%peer, user, host = %quoted(&host), port, reason = %e, "ssh forwarding refused");
+            tracing::warn!(%peer, user, host = quoted(&host).as_str(), port, reason = %e, "ssh forwarding refused");
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
@@ -72,7 +72,7 @@ pub async fn run(
             return;
         }
     };
-    tracing::info!(%peer, user, host = %quoted(&host), %target, "ssh forwarding");
+    tracing::info!(%peer, user, host = quoted(&host).as_str(), %target, "ssh forwarding");
     reply.accept().await;
     let mut channel = channel.into_stream();
     let _ = tokio::io::copy_bidirectional(&mut channel, &mut stream).await;

@@ -156,15 +156,11 @@ fn bob_can_neither_see_nor_act(
         for t in &vm.targets {
             let real = run(bob, &act.replace("{}", &t.real));
             let twin = run(bob, &act.replace("{}", &t.twin));
-            // `console` checks the shape of a name first: what is not a VM name (an
-            // address, a domain name) is a usage error (exit 2), for alice's VM and a
-            // made-up one alike.
+            // Every command checks the shape of a name first: what is not a VM name (an
+            // address, say) is a usage error (exit 2), for alice's VM and a made-up one
+            // alike.
             let is_name = t.real.parse::<basphere::validate::VmName>().is_ok();
-            let expected = if act.starts_with("console") && !is_name {
-                USAGE
-            } else {
-                NOT_FOUND
-            };
+            let expected = if is_name { NOT_FOUND } else { USAGE };
             let real = real.code(expected);
             assert_eq!(twin.code, expected, "{act} by made-up {}", t.what);
             assert_eq!(real.stdout, "", "{act} by {}", t.what);
@@ -264,8 +260,10 @@ fn bob_makes_his_own_web1(
     assert_eq!(shown["id"], his["id"]);
     // His own VM does not open a way to hers by any other name.
     for t in &vm.targets[1..] {
-        run(bob, &format!("vm show {}", t.real)).code(NOT_FOUND);
-        run(bob, &format!("snapshot list {}", t.real)).code(NOT_FOUND);
+        let is_name = t.real.parse::<basphere::validate::VmName>().is_ok();
+        let expected = if is_name { NOT_FOUND } else { USAGE };
+        run(bob, &format!("vm show {}", t.real)).code(expected);
+        run(bob, &format!("snapshot list {}", t.real)).code(expected);
     }
     run(bob, "snapshot restore web1 mine --yes")
         .code(NOT_FOUND)

@@ -29,13 +29,13 @@ pub fn target(conn: &Connection, owner: &str, host: &str, port: u32) -> Result<S
             let name: VmName = host.to_ascii_lowercase().parse().map_err(|_| {
                 Error::denied(format!(
                     "`{}` is neither a VM name nor an IPv4 address",
-                    crate::output::sanitize(host)
+                    crate::validate::quoted(host)
                 ))
             })?;
             db::vms::get(conn, owner, name.as_str())?
         }
     };
-    let vm = vm.ok_or_else(|| Error::not_found("VM", crate::output::sanitize(host)))?;
+    let vm = vm.ok_or_else(|| Error::not_found("VM", crate::validate::quoted(host)))?;
     if vm.state != db::vms::State::Ready {
         return Err(Error::conflict(
             format!("VM `{}` is {}", vm.name, vm.state.as_str()),

@@ -15,12 +15,31 @@ use crate::validate::quoted;
 /// How long forwarding waits for a VM's SSH port to answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Refused forwards one connection may ask for before it is closed.
+pub const MAX_REFUSED: u32 = 10;
+
 /// Who asked to be forwarded where.
 pub struct Request {
     pub peer: SocketAddr,
     pub user: String,
     pub host: String,
     pub port: u32,
+    /// The connection's count of refused forwards, and how to end it.
+    pub refused: Arc<std::sync::atomic::AtomicU32>,
+    pub hangup: Arc<tokio::sync::Notify>,
+}
+
+/// Counts one refused forward; the tenth ends the connection.
+pub fn count_refusal(
+    refused: &std::sync::atomic::AtomicU32,
+    hangup: &tokio::sync::Notify,
+    peer: SocketAddr,
+) {
+    let n = refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    if n == MAX_REFUSED {
+        tracing::warn!(%peer, refused = n, "ssh connection closed: too many refused forwards");
+        hangup.notify_one();
+    }
 }
 
 /// Looks the target up, connects, answers the channel open, and relays until either
@@ -37,6 +56,8 @@ pub async fn run(
         user,
         host,
         port,
+        refused,
+        hangup,
     } = request;
     let target = {
         let (shared, user, host) = (shared.clone(), user.clone(), host.clone());
@@ -49,6 +70,7 @@ pub async fn run(
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
+            count_refusal(&refused, &hangup, peer);
             return;
         }
         Err(e) => {

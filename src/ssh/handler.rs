@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use russh::keys::HashAlg;
@@ -34,6 +34,8 @@ pub struct Handler {
     authenticated: Arc<AtomicBool>,
     /// Ends the connection at once, socket and all.
     hangup: Arc<Notify>,
+    /// Forwards refused on this connection.
+    refused: Arc<AtomicU32>,
 }
 
 /// A session channel: its terminal, if asked for, and the input and cancel handle of
@@ -71,6 +73,7 @@ impl Handler {
             admitted,
             authenticated,
             hangup,
+            refused: Arc::default(),
         }
     }
 
@@ -246,20 +249,18 @@ impl russh::server::Handler for Handler {
     ) -> Result<(), Self::Error> {
         let peer = self.peer;
         let Some(Identity::Known { user, .. }) = self.identity.clone() else {
-            tracing::warn!(
-                %peer,
-                host,
-                port,
-                "ssh forwarding refused: not a registered key"
-            );
+            let host = crate::validate::quoted(host);
+            tracing::warn!(%peer, host, port, "ssh forwarding refused: not a registered key");
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
+            forward::count_refusal(&self.refused, &self.hangup, peer);
             return Ok(());
         };
         let Ok(slot) = self.shared.sessions.open(&user) else {
             tracing::warn!(%peer, user, port, "ssh forwarding refused: too many sessions");
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            forward::count_refusal(&self.refused, &self.hangup, peer);
             return Ok(());
         };
         // The lookup and the connection run on their own task: this connection's other
@@ -271,6 +272,8 @@ impl russh::server::Handler for Handler {
                 user,
                 host: host.to_owned(),
                 port,
+                refused: self.refused.clone(),
+                hangup: self.hangup.clone(),
             },
             channel,
             reply,

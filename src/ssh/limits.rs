@@ -62,6 +62,38 @@ impl ConnectionRate {
     }
 }
 
+/// Warnings a flood could repeat without end (refused connections, accept errors): at
+/// most `max` a minute are written, with how many were left out since the last one.
+pub struct Quiet {
+    max: u32,
+    state: Mutex<(Option<Instant>, u32, u64)>,
+}
+
+impl Quiet {
+    pub fn new(max: u32) -> Quiet {
+        Quiet {
+            max,
+            state: Mutex::new((None, 0, 0)),
+        }
+    }
+
+    /// `Some(left out so far)` when a warning may be written at `now`.
+    pub fn allow(&self, now: Instant) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (start, written, left_out) = &mut *state;
+        if start.is_none_or(|s| now.saturating_duration_since(s) >= WINDOW) {
+            *start = Some(now);
+            *written = 0;
+        }
+        if *written >= self.max {
+            *left_out += 1;
+            return None;
+        }
+        *written += 1;
+        Some(std::mem::take(left_out))
+    }
+}
+
 /// The source a limit counts: the address, or for IPv6 its /64, which one host or
 /// one customer of a provider usually holds whole.
 pub fn source(ip: IpAddr) -> IpAddr {
@@ -272,6 +304,17 @@ mod tests {
         // A refused connection does not count: after the first has aged out, one more.
         assert!(rate.admit(a, t0 + Duration::from_secs(60)));
         assert!(!rate.admit(a, t0 + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn warnings_are_limited_per_minute_and_say_how_many_were_left_out() {
+        let quiet = Quiet::new(2);
+        let t0 = Instant::now();
+        assert_eq!(quiet.allow(t0), Some(0));
+        assert_eq!(quiet.allow(t0), Some(0));
+        assert_eq!(quiet.allow(t0), None);
+        assert_eq!(quiet.allow(t0), None);
+        assert_eq!(quiet.allow(t0 + Duration::from_secs(61)), Some(2));
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub struct Shared {
     sessions: limits::Sessions,
     rate: limits::ConnectionRate,
     admission: limits::Admission,
+    /// Keeps floods of refused connections out of the log.
+    quiet: limits::Quiet,
     /// Session channels one connection may have open.
     max_channels: usize,
     /// How long a command may wait for its client to take output.
@@ -91,6 +93,7 @@ impl Shared {
                 now.ssh_per_source_max_startups,
             ),
             max_channels: now.ssh_max_channels as usize,
+            quiet: limits::Quiet::new(20),
             config,
             runner,
             cancel,
@@ -234,21 +237,27 @@ pub async fn serve(
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: wait a moment, then go on.
-                    tracing::warn!(error = %e, "cannot accept an ssh connection");
+                    if let Some(left_out) = shared.quiet.allow(std::time::Instant::now()) {
+                        tracing::warn!(error = %e, left_out, "cannot accept an ssh connection");
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
         if !shared.rate.admit(peer.ip(), std::time::Instant::now()) {
-            tracing::warn!(%peer, "ssh connection refused: too many connections from this address");
+            if let Some(left_out) = shared.quiet.allow(std::time::Instant::now()) {
+                tracing::warn!(%peer, left_out, "ssh connection refused: too many connections from this address");
+            }
             drop(socket);
             continue;
         }
         let admitted = match shared.admission.admit(peer.ip()) {
             Ok(admitted) => admitted,
             Err(full) => {
-                tracing::warn!(%peer, ?full, "ssh connection refused: too many connections");
+                if let Some(left_out) = shared.quiet.allow(std::time::Instant::now()) {
+                    tracing::warn!(%peer, ?full, left_out, "ssh connection refused: too many connections");
+                }
                 drop(socket);
                 continue;
             }

@@ -151,3 +151,41 @@ fn ssh_audit_accepts_the_algorithms_and_the_throttling() {
         "{text}"
     );
 }
+
+/// A client that asks for forwards it may not have, with huge host names: each refusal
+/// logs a short quoted host, and the tenth ends the connection.
+#[test]
+fn refused_forwards_cannot_flood_the_log() {
+    let bsp = Bsp::new();
+    let alice = bsp.add_user("alice");
+    let server = SshServer::start(&bsp);
+    let out = Command::new(PYTHON)
+        .arg(script("forwards.py"))
+        .arg(server.port.to_string())
+        .arg(&alice)
+        .args(["200", "40000"])
+        .output()
+        .expect("python3 with paramiko");
+    let report = String::from_utf8_lossy(&out.stdout);
+    // The tenth refusal and the end of the connection race to the client.
+    let answered = ["answered=9 ", "answered=10 "]
+        .iter()
+        .any(|a| report.contains(a));
+    assert!(
+        answered && report.contains("active=False"),
+        "the tenth refused forward should end the connection: {report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.wait_log("too many refused forwards");
+    let log = server.log();
+    let long: Vec<String> = (log.lines())
+        .filter(|l| l.len() > 500)
+        .map(|l| l.chars().take(300).collect())
+        .collect();
+    assert!(
+        log.len() < 20_000,
+        "the log grew to {} bytes: {long:#?}",
+        log.len()
+    );
+    login_is_quick(&server, &alice);
+}

@@ -255,6 +255,11 @@ impl Sessions {
         }
     }
 
+    /// Sessions running now, of every user.
+    pub fn running(&self) -> usize {
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).total
+    }
+
     /// A slot for one more session of `user`, within both limits.
     pub fn open(&self, user: &str) -> Result<Slot, Busy> {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());

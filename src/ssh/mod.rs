@@ -330,8 +330,24 @@ pub async fn serve(
         });
     }
     let _ = stop_tx.send(());
+    // Commands were cancelled with the server: each rolls back or finishes past its point
+    // of no return. Wait for them, within the time a service manager gives a stop.
+    let deadline = std::time::Instant::now() + STOP_WAIT;
+    while shared.sessions.running() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left = shared.sessions.running();
+    if left > 0 {
+        tracing::warn!(
+            left,
+            "ssh: stopping with sessions still running; `admin reconcile` repairs what they leave"
+        );
+    }
     Ok(())
 }
+
+/// How long a stopping server waits for its commands to end.
+const STOP_WAIT: Duration = Duration::from_secs(8);
 
 /// Reads during which the connection acknowledges at once: the version exchange, key
 /// exchange and authentication take fewer.

@@ -71,8 +71,11 @@ fn parse(argv: Vec<OsString>, io: &mut Io) -> Result<(cli::Cli, String), i32> {
             e.render().to_string()
         };
         let stream: &mut dyn Write = if e.use_stderr() { io.stderr } else { io.stdout };
-        let _ = write!(stream, "{text}");
-        e.exit_code()
+        match write!(stream, "{text}").and_then(|()| stream.flush()) {
+            Ok(()) => e.exit_code(),
+            // The help or usage never reached its reader: a closed pipe, a stalled client.
+            Err(_) => error::exit::FAILURE,
+        }
     })
 }
 

@@ -42,6 +42,8 @@ pub struct Handler {
 /// what runs on it.
 #[derive(Default)]
 pub struct ChannelState {
+    /// Taken by what runs there.
+    out: Option<session::Out>,
     terminal: Option<Terminal>,
     input: Option<mpsc::Sender<Input>>,
     cancel: Option<Cancel>,
@@ -85,24 +87,23 @@ impl Handler {
             let _ = session.channel_failure(channel);
             return;
         };
-        if state.input.is_some() {
+        let Some(out) = state.out.take() else {
             let _ = session.channel_failure(channel);
             return;
-        }
+        };
         let _ = session.channel_success(channel);
         let (tx, rx) = mpsc::channel(INPUT_QUEUE);
         state.input = Some(tx);
         let cancel = self.shared.cancel.child();
         state.cancel = Some(cancel.clone());
-        let ssh = session.handle();
         let (user, fingerprint) = match identity {
             Identity::Known { user, fingerprint } => (user, fingerprint),
             Identity::Unknown { fingerprint } => {
                 // Only the signup screen, sent without a thread; then the connection ends.
                 session::greet(
                     self.shared.clone(),
-                    ssh,
-                    channel,
+                    session.handle(),
+                    out,
                     fingerprint,
                     self.hangup.clone(),
                 );
@@ -113,8 +114,7 @@ impl Handler {
             user: user.clone(),
             fingerprint: fingerprint.clone(),
             line,
-            ssh,
-            channel,
+            out,
             stdin: rx,
             slot: None,
             cancel,
@@ -123,7 +123,7 @@ impl Handler {
             Ok(slot) => slot,
             Err(busy) => {
                 tracing::warn!(peer = %self.peer, user, ?busy, "ssh session refused: too many sessions");
-                tokio::spawn(session::refuse(job.ssh, channel, busy.to_string()));
+                tokio::spawn(async move { session::refuse(&job.out, busy.to_string()).await });
                 return;
             }
         };
@@ -135,14 +135,7 @@ impl Handler {
                     line: job.line,
                     terminal,
                 };
-                pty::spawn(
-                    self.shared.clone(),
-                    pty_job,
-                    job.ssh,
-                    channel,
-                    job.stdin,
-                    slot,
-                );
+                pty::spawn(self.shared.clone(), pty_job, job.out, job.stdin, slot);
             }
             None => {
                 job.slot = Some(slot);
@@ -230,9 +223,13 @@ impl russh::server::Handler for Handler {
             return Ok(());
         }
         self.opened += 1;
-        // The channel object is dropped: data arrives through `data` below, and an
-        // unread channel would fill its buffer and stall the connection.
-        self.channels.insert(channel.id(), ChannelState::default());
+        // The reading half is dropped: data arrives through `data` below, and an unread
+        // channel would fill its buffer and stall the connection.
+        let id = channel.id();
+        let (_, out) = channel.split();
+        let mut state = ChannelState::default();
+        state.out = Some(out);
+        self.channels.insert(id, state);
         reply.accept().await;
         Ok(())
     }

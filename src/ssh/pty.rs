@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nix::pty::Winsize;
-use russh::ChannelId;
 use tokio::io::unix::AsyncFd;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use super::limits::Slot;
-use super::session::Input;
+use super::session::{self, Input, Out};
 use super::Shared;
 
 nix::ioctl_write_ptr_bad!(set_window_size, nix::libc::TIOCSWINSZ, Winsize);
@@ -46,39 +46,29 @@ pub struct Job {
     pub terminal: Terminal,
 }
 
-/// Starts `job` on a new pseudo-terminal and relays it to `channel` until the child
+/// Starts `job` on a new pseudo-terminal and relays it to the channel until the child
 /// exits; then sends its exit status, EOF and close.
-pub fn spawn(
-    shared: Arc<Shared>,
-    job: Job,
-    ssh: russh::server::Handle,
-    channel: ChannelId,
-    input: mpsc::Receiver<Input>,
-    slot: Slot,
-) {
+pub fn spawn(shared: Arc<Shared>, job: Job, out: Out, input: mpsc::Receiver<Input>, slot: Slot) {
     tokio::spawn(async move {
-        let status = match run(&shared, &job, &ssh, channel, input).await {
-            Ok(status) => status,
+        let out = Arc::new(out);
+        match run(&shared, &job, &out, input).await {
+            Ok(status) => {
+                drop(slot);
+                session::finish(&out, status).await;
+            }
             Err(e) => {
                 tracing::error!(error = %e, user = job.user, "cannot start a terminal session");
-                let _ = ssh
-                    .extended_data(channel, 1, format!("basphere: {e}\r\n").into_bytes())
-                    .await;
-                1
+                drop(slot);
+                session::refuse(&out, e.to_string()).await;
             }
-        };
-        drop(slot);
-        let _ = ssh.exit_status_request(channel, status).await;
-        let _ = ssh.eof(channel).await;
-        let _ = ssh.close(channel).await;
+        }
     });
 }
 
 async fn run(
     shared: &Shared,
     job: &Job,
-    ssh: &russh::server::Handle,
-    channel: ChannelId,
+    out: &Arc<Out>,
     mut input: mpsc::Receiver<Input>,
 ) -> std::io::Result<u32> {
     let pty = nix::pty::openpty(Some(&window(job.terminal.cols, job.terminal.rows)), None)?;
@@ -93,10 +83,13 @@ async fn run(
     let master = unsafe { AsyncFd::register(pty.master) }.map_err(std::io::Error::from)?;
     let master = Arc::new(master);
 
-    // Terminal output to the channel, until every holder of the terminal has closed it.
-    let output = tokio::spawn({
+    // Terminal output to the channel, until every holder of the terminal has closed it
+    // or the client opens no window for the write timeout.
+    let stalled = Arc::new(tokio::sync::Notify::new());
+    let mut output = tokio::spawn({
         let master = master.clone();
-        let ssh = ssh.clone();
+        let mut tx = out.make_writer();
+        let (timeout, stalled) = (shared.write_timeout, stalled.clone());
         async move {
             let mut buf = vec![0u8; 16 * 1024];
             loop {
@@ -105,11 +98,23 @@ async fn run(
                         nix::unistd::read(fd.as_raw_fd(), &mut buf).map_err(std::io::Error::from)
                     })
                     .await;
-                match read {
+                let n = match read {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if ssh.data(channel, buf[..n].to_vec()).await.is_err() {
-                            break;
+                    Ok(n) => n,
+                };
+                let mut piece = &buf[..n];
+                while !piece.is_empty() {
+                    // Each write sends what the window allows or waits for it to open.
+                    match tokio::time::timeout(timeout, tx.write(piece)).await {
+                        Ok(Ok(sent)) => piece = &piece[sent..],
+                        Ok(Err(_)) => return,
+                        Err(_) => {
+                            tracing::info!(
+                                ?timeout,
+                                "ssh terminal hung up: its client opened no window"
+                            );
+                            stalled.notify_one();
+                            return;
                         }
                     }
                 }
@@ -118,9 +123,18 @@ async fn run(
     });
 
     // Client keystrokes and window changes to the terminal, while the child runs.
+    let hang_up = || {
+        if let Some(pid) = pid {
+            let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGHUP);
+        }
+    };
     let status = loop {
         tokio::select! {
             status = child.wait() => break status?,
+            () = stalled.notified() => {
+                hang_up();
+                break child.wait().await?;
+            }
             event = input.recv() => match event {
                 Some(Input::Data(data)) => write_all(&master, &data).await?,
                 Some(Input::Resize { cols, rows }) => {
@@ -130,9 +144,7 @@ async fn run(
                 Some(Input::Eof) => {}
                 None => {
                     // The channel is gone: hang up, as a terminal does when its line drops.
-                    if let Some(pid) = pid {
-                        let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGHUP);
-                    }
+                    hang_up();
                     break child.wait().await?;
                 }
             },
@@ -140,7 +152,12 @@ async fn run(
     };
     // What the child wrote just before it exited is still to be relayed; a grandchild
     // that kept the terminal open does not hold the session.
-    let _ = tokio::time::timeout(Duration::from_secs(2), output).await;
+    if tokio::time::timeout(Duration::from_secs(2), &mut output)
+        .await
+        .is_err()
+    {
+        output.abort();
+    }
     Ok(exit_code(status))
 }
 

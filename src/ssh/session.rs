@@ -3,7 +3,8 @@
 use std::io::{LineWriter, Read, Write};
 use std::sync::Arc;
 
-use russh::ChannelId;
+use russh::server::Msg;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use super::limits::Slot;
@@ -49,13 +50,23 @@ pub fn lookup(shared: &Shared, fingerprint: &str, blob: &str) -> Result<Login> {
     crate::ops::key::login(&db, fingerprint, blob)
 }
 
+/// The sending half of a session channel. Its writers wait for the client's window,
+/// where the connection's handle would queue without bound.
+pub type Out = russh::ChannelWriteHalf<Msg>;
+
+/// Ends a session: its exit status, then EOF and close, in that order.
+pub async fn finish(out: &Out, status: u32) {
+    let _ = out.exit_status(status).await;
+    let _ = out.eof().await;
+    let _ = out.close().await;
+}
+
 /// What one session channel runs, and its handles.
 pub struct Job {
     pub user: String,
     pub fingerprint: String,
     pub line: Option<String>,
-    pub ssh: russh::server::Handle,
-    pub channel: ChannelId,
+    pub out: Out,
     pub stdin: mpsc::Receiver<Input>,
     pub slot: Option<Slot>,
     /// Cancelled when the channel closes or the server stops.
@@ -69,14 +80,14 @@ pub fn spawn(shared: Arc<Shared>, job: Job) {
         user,
         fingerprint,
         line,
-        ssh,
-        channel,
+        out,
         stdin,
         slot,
         cancel,
     } = job;
     let rt = tokio::runtime::Handle::current();
-    let (refuse_ssh, refuse_rt) = (ssh.clone(), rt.clone());
+    let out = Arc::new(out);
+    let (refuse_out, refuse_rt) = (out.clone(), rt.clone());
     // A thread of its own, never one of the runtime's blocking pool: key lookups and
     // web handlers there never wait behind tenant commands. The session limits bound
     // how many there are.
@@ -86,9 +97,7 @@ pub fn spawn(shared: Arc<Shared>, job: Job) {
         let _runtime = rt.enter();
         let writer = |ext| ChannelWriter {
             rt: rt.clone(),
-            ssh: ssh.clone(),
-            channel,
-            ext,
+            tx: Some(Box::pin(out.make_writer_ext(ext))),
             timeout: shared.write_timeout,
             cancel: cancel.clone(),
         };
@@ -132,27 +141,25 @@ pub fn spawn(shared: Arc<Shared>, job: Job) {
         let _ = stderr.flush();
         drop(slot);
         let status = u32::try_from(code.clamp(0, 255)).unwrap_or(1);
-        rt.block_on(async {
-            let _ = ssh.exit_status_request(channel, status).await;
-            let _ = ssh.eof(channel).await;
-            let _ = ssh.close(channel).await;
-        });
+        rt.block_on(finish(&out, status));
     });
     if let Err(e) = started {
         tracing::error!(error = %e, "cannot start a session thread");
         let message = "the server cannot start a session now; try again soon".to_owned();
-        refuse_rt.spawn(refuse(refuse_ssh, channel, message));
+        refuse_rt.spawn(async move { refuse(&refuse_out, message).await });
     }
 }
 
+/// How long a short message may wait for the client's window before the session ends
+/// without it.
+const MESSAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Ends a session that may not run: `message` on stderr, exit status 1.
-pub async fn refuse(ssh: russh::server::Handle, channel: ChannelId, message: String) {
-    let _ = ssh
-        .extended_data(channel, 1, format!("basphere: {message}\n").into_bytes())
-        .await;
-    let _ = ssh.exit_status_request(channel, 1).await;
-    let _ = ssh.eof(channel).await;
-    let _ = ssh.close(channel).await;
+pub async fn refuse(out: &Out, message: String) {
+    let mut stderr = out.make_writer_ext(Some(1));
+    let text = format!("basphere: {message}\n");
+    let _ = tokio::time::timeout(MESSAGE_TIMEOUT, stderr.write_all(text.as_bytes())).await;
+    finish(out, 1).await;
 }
 
 /// The session proper: blocking, with plain streams, on the configuration in force.
@@ -173,16 +180,13 @@ fn run(
         .run(&shared.config(), &tenant, line, io, cancel)
 }
 
-/// How long the screen of an unknown key may take to reach its client.
-const GREETING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// The one channel of an unregistered key: its screen is sent without a thread of its
-/// own, within `GREETING_TIMEOUT` whatever the client's window, then the connection
+/// own, within `MESSAGE_TIMEOUT` whatever the client's window, then the connection
 /// closes. Exit status 1.
 pub fn greet(
     shared: Arc<Shared>,
     ssh: russh::server::Handle,
-    channel: ChannelId,
+    out: Out,
     fingerprint: String,
     hangup: Arc<tokio::sync::Notify>,
 ) {
@@ -192,12 +196,13 @@ pub fn greet(
             let (shared, fingerprint) = (shared.clone(), fingerprint.clone());
             tokio::task::spawn_blocking(move || unknown_key(&shared, &url, &fingerprint))
         };
-        let sent = tokio::time::timeout(GREETING_TIMEOUT, async {
+        let sent = tokio::time::timeout(MESSAGE_TIMEOUT, async {
             let screen = lookup.await.unwrap_or_default();
-            let _ = ssh.extended_data(channel, 1, screen.into_bytes()).await;
-            let _ = ssh.exit_status_request(channel, 1).await;
-            let _ = ssh.eof(channel).await;
-            let _ = ssh.close(channel).await;
+            let _ = out
+                .make_writer_ext(Some(1))
+                .write_all(screen.as_bytes())
+                .await;
+            finish(&out, 1).await;
         });
         match sent.await {
             // A client closes the connection when its channel closes; one that does
@@ -238,40 +243,36 @@ fn unknown_key(shared: &Shared, url: &str, fingerprint: &str) -> String {
     )
 }
 
-/// Output is sent in pieces of at most this much, so that waiting for the client's
-/// window is measured per piece: no progress for the write timeout, not a slow client.
-const WRITE_PIECE: usize = 16 * 1024;
-
-/// Writes one stream of a channel: stdout as data, stderr as extended data 1.
+/// Writes one stream of a channel (stdout as data, stderr as extended data 1) as the
+/// client's window allows.
 struct ChannelWriter {
     rt: tokio::runtime::Handle,
-    ssh: russh::server::Handle,
-    channel: ChannelId,
-    ext: Option<u32>,
-    /// The longest wait for the client to take a piece; then the command is cancelled.
+    /// `None` once the client stopped taking output: nothing more is sent.
+    tx: Option<std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>>,
+    /// The longest the client may open no window; then the command is cancelled.
     timeout: std::time::Duration,
     cancel: Cancel,
 }
 
 impl Write for ChannelWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let piece = buf[..buf.len().min(WRITE_PIECE)].to_vec();
-        let n = piece.len();
-        // Waiting here is flow control: the session takes data as the window allows.
-        let send = async {
-            match self.ext {
-                None => self.ssh.data(self.channel, piece).await,
-                Some(ext) => self.ssh.extended_data(self.channel, ext, piece).await,
-            }
+        let Some(tx) = &mut self.tx else {
+            return Err(std::io::ErrorKind::TimedOut.into());
         };
-        match self.rt.block_on(tokio::time::timeout(self.timeout, send)) {
-            Ok(Ok(())) => Ok(n),
+        // One write sends what the window allows now, or waits for it to open: the
+        // timeout measures no progress at all, not a slow client.
+        match self
+            .rt
+            .block_on(tokio::time::timeout(self.timeout, tx.write(buf)))
+        {
+            Ok(Ok(n)) => Ok(n),
             Ok(Err(_)) => Err(std::io::Error::new(
                 std::io::ErrorKind::BrokenPipe,
                 "the SSH channel is closed",
             )),
             Err(_) => {
-                tracing::info!(timeout = ?self.timeout, "ssh command cancelled: its client took no output");
+                tracing::info!(timeout = ?self.timeout, "ssh command cancelled: its client opened no window");
+                self.tx = None;
                 self.cancel.cancel();
                 Err(std::io::ErrorKind::TimedOut.into())
             }

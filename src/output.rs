@@ -91,6 +91,14 @@ impl Report {
     pub fn new(value: &(impl Serialize + ?Sized), human: Human) -> Report {
         Report {
             json: Some(serde_json::to_value(value)),
+            ..Report::without_json(human)
+        }
+    }
+
+    /// Output that has no JSON form.
+    fn without_json(human: Human) -> Report {
+        Report {
+            json: None,
             human,
             hint: None,
             notes: Vec::new(),
@@ -110,18 +118,12 @@ impl Report {
 
     /// Text for another program; a command that makes it has no JSON form.
     pub fn text(text: String) -> Report {
-        Report {
-            json: None,
-            ..Report::new(&(), Human::Text(text))
-        }
+        Report::without_json(Human::Text(text))
     }
 
     /// The command wrote its own output while it ran.
     pub fn streamed(code: i32) -> Report {
-        Report {
-            json: None,
-            ..Report::new(&(), Human::Nothing).exit(code)
-        }
+        Report::without_json(Human::Nothing).exit(code)
     }
 
     /// A confirmation was declined: nothing changed, exit status 1.

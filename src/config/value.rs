@@ -265,12 +265,19 @@ pub struct Flavor {
     pub disk_bytes: u64,
 }
 
-impl fmt::Display for Flavor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (memory, disk) = (
+impl Flavor {
+    /// Memory and disk, as sizes to show.
+    fn sizes(&self) -> (Size, Size) {
+        (
             Size::from_mib(self.memory_mib),
             Size::from_bytes(self.disk_bytes),
-        );
+        )
+    }
+}
+
+impl fmt::Display for Flavor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (memory, disk) = self.sizes();
         write!(f, "cpus={} memory={memory} disk={disk}", self.cpus)
     }
 }
@@ -334,7 +341,7 @@ impl Value for Flavors {
     }
     fn show(&self) -> String {
         let item = |(name, f): (&String, &Flavor)| {
-            let (memory, disk) = (Size::from_mib(f.memory_mib), Size::from_bytes(f.disk_bytes));
+            let (memory, disk) = f.sizes();
             format!("{name}={}/{memory}/{disk}", f.cpus)
         };
         self.0.iter().map(item).collect::<Vec<_>>().join(",")

@@ -307,6 +307,10 @@ pub async fn serve(
                     std::future::pending::<()>().await;
                 }
             };
+            let cut = || {
+                let _ =
+                    nix::sys::socket::shutdown(kill.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+            };
             tokio::select! {
                 result = session => {
                     if let Err(error) = result {
@@ -315,11 +319,11 @@ pub async fn serve(
                 }
                 () = grace_over => {
                     tracing::info!(%peer, "ssh connection closed: not authenticated in time");
-                    let _ = nix::sys::socket::shutdown(kill.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+                    cut();
                 }
                 () = hangup.notified() => {
                     tracing::debug!(%peer, "ssh connection closed by the server");
-                    let _ = nix::sys::socket::shutdown(kill.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+                    cut();
                 }
                 _ = stop.recv() => {
                     let _ = handle

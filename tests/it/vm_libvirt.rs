@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::fixtures::bin::Bsp;
 use crate::fixtures::libvirt::{libvirt_objects, require_libvirt, virsh, Cleanup};
+use crate::fixtures::ssh::SshServer;
 
 const NOT_FOUND: i32 = 3;
 const QUOTA: i32 = 5;
@@ -557,6 +558,62 @@ fn a_create_killed_at_any_step_is_repaired_by_reconcile() {
     bsp.run(&["admin", "reconcile"])
         .success()
         .stdout_has("define missing domain");
+    assert_consistent(&bsp);
+}
+
+/// SIGTERM while creates run over SSH: `serve` exits within 10 s, and each create has
+/// finished or rolled back, so `admin reconcile` finds nothing to repair.
+#[test]
+fn serve_stops_within_10_s_with_creates_in_flight() {
+    let Some(uri) = require_libvirt() else {
+        return;
+    };
+    let bsp = Bsp::with_uri(&uri);
+    let alice = bsp.add_user("alice");
+    bsp.add_blank_image("blank");
+    let _cleanup = Cleanup::new(&bsp);
+    let mut server = SshServer::start(&bsp);
+    let clients: Vec<_> = (0..3)
+        .map(|i| {
+            server
+                .ssh_command(
+                    &alice,
+                    "basphere",
+                    &["create-vm", &format!("t{i}"), "--memory", "128M"],
+                )
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Stop while at least one create is under way.
+    let started = Instant::now();
+    while !bsp
+        .run(&["admin", "vms", "--json"])
+        .stdout
+        .contains("\"creating\"")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no create started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, took) = server.terminate();
+    assert!(
+        status.success(),
+        "serve exited with {status}: {}",
+        server.log()
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "serve took {took:?} to stop"
+    );
+    for client in clients {
+        let out = client.wait_with_output().unwrap();
+        eprintln!("a create ended: {}", String::from_utf8_lossy(&out.stderr));
+    }
     assert_consistent(&bsp);
 }
 

@@ -132,6 +132,6 @@ keys! {
     ssh_login_grace_time "ssh.login_grace_time": Duration = "30s", "A connection not authenticated within this is closed (LoginGraceTime).";
     ssh_max_channels "ssh.max_channels": u32 = "16", "Session channels one connection may open at once.";
     ssh_max_sessions_total "ssh.max_sessions_total": u32 = "256", "Commands, shells and forwards running at once on the whole server.";
-    ssh_write_timeout "ssh.write_timeout": Duration = "30s", "A command whose client takes no output for this long is cancelled.";
+    ssh_write_timeout "ssh.write_timeout": Duration = "30s", "A command whose client opens no window for its output for this long is cancelled.";
     ssh_idle_timeout "ssh.idle_timeout": Duration = "30m", "A connection with no traffic for this long is closed.";
 }

@@ -21,10 +21,40 @@ pub enum Caller {
     /// A process on the bastion itself: an admin at a terminal, cron, or the service account.
     Local { uid: u32 },
     /// A tenant authenticated by an SSH key (the embedded server or OpenSSH's forced command).
-    Ssh {
-        user: String,
-        fingerprint: Option<String>,
-    },
+    Ssh(Binding),
+}
+
+/// Who an SSH connection authenticated as: the key, and the user it belonged to then.
+/// Every command and every forward checks that it still holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Binding {
+    pub user: String,
+    pub fingerprint: String,
+    /// The user's serial at authentication, which is never reused: a user removed and
+    /// made again under the same id inherits no connection. `None` where the forced
+    /// command names none.
+    pub serial: Option<i64>,
+}
+
+impl Binding {
+    /// The key's owner, if the key is still this user's, the user the same one and not
+    /// disabled: one indexed lookup.
+    pub fn check(&self, conn: &Connection) -> Result<db::users::KeyOwner> {
+        let owner = db::users::key_owner(conn, &self.fingerprint)?;
+        let owner = owner.filter(|o| {
+            o.user_id == self.user && self.serial.is_none_or(|serial| serial == o.serial)
+        });
+        match owner {
+            None => Err(Error::denied(format!(
+                "key {} is no longer registered to `{}`",
+                self.fingerprint, self.user
+            ))),
+            Some(o) if o.disabled => {
+                Err(Error::denied(format!("user `{}` is disabled", self.user)))
+            }
+            Some(o) => Ok(o),
+        }
+    }
 }
 
 impl Caller {
@@ -36,7 +66,7 @@ impl Caller {
     }
 
     pub fn is_remote(&self) -> bool {
-        matches!(self, Caller::Ssh { .. })
+        matches!(self, Caller::Ssh(_))
     }
 }
 
@@ -227,9 +257,12 @@ impl Context {
         };
         let (name, via, role, fingerprint) = match caller {
             Caller::Local { uid } => (unix_login(*uid), "local", local_role(*uid, &config), None),
-            Caller::Ssh { user, fingerprint } => {
-                (user.clone(), "ssh", Role::Tenant, fingerprint.clone())
-            }
+            Caller::Ssh(binding) => (
+                binding.user.clone(),
+                "ssh",
+                Role::Tenant,
+                Some(binding.fingerprint.clone()),
+            ),
         };
         let mut ctx = Context {
             config,
@@ -245,13 +278,8 @@ impl Context {
             db: OnceCell::new(),
             hypervisor: OnceCell::new(),
         };
-        if let Caller::Ssh { user, .. } = caller {
-            let row = db::users::get(ctx.db()?, user)?
-                .ok_or_else(|| Error::denied(format!("unknown user `{user}`")))?;
-            if row.disabled {
-                return Err(Error::denied(format!("user `{user}` is disabled")));
-            }
-            if row.role == db::users::Role::Admin {
+        if let Caller::Ssh(binding) = caller {
+            if binding.check(ctx.db()?)?.role == db::users::Role::Admin {
                 ctx.actor.role = Role::RemoteAdmin;
             }
         }

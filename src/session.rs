@@ -184,7 +184,7 @@ fn prompt(
 /// The user a tenant caller is, for the prompt.
 fn user_of(tenant: &Caller) -> &str {
     match tenant {
-        Caller::Ssh { user, .. } => user,
+        Caller::Ssh(binding) => &binding.user,
         Caller::Local { .. } => "local",
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::cancel::Cancel;
 use crate::cli::Run;
 use crate::config::{Config, Live, Source};
-use crate::context::{Allowed, Caller, Context};
+use crate::context::{Allowed, Binding, Caller, Context};
 use crate::error::{Error, Result};
 use crate::output::{Io, Output, Report};
 
@@ -224,16 +224,19 @@ impl crate::ssh::Runner for Sessions {
         crate::session::run(config, tenant, line, io, cancel)
     }
 
-    fn terminal_command(
-        &self,
-        config: &Config,
-        user: &str,
-        fingerprint: &str,
-        line: Option<&str>,
-    ) -> Command {
+    fn terminal_command(&self, config: &Config, binding: &Binding, line: Option<&str>) -> Command {
         // /proc/self/exe is this very binary, even if a newer one has been installed since.
         let mut cmd = Command::new("/proc/self/exe");
-        cmd.args(["shell", "--user", user, "--key", fingerprint]);
+        cmd.args([
+            "shell",
+            "--user",
+            &binding.user,
+            "--key",
+            &binding.fingerprint,
+        ]);
+        if let Some(serial) = binding.serial {
+            cmd.args(["--serial", &serial.to_string()]);
+        }
         // Exactly this configuration, the test hooks, and what programs need to run;
         // not the server's log level, which is not for the tenant's terminal.
         cmd.env_clear()

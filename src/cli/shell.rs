@@ -1,11 +1,12 @@
-//! `basphere shell --user ID`: OpenSSH's forced command for a tenant's key.
+//! `basphere shell --user ID --key FINGERPRINT`: OpenSSH's forced command for a tenant's
+//! key. Every command it runs first checks that the key is still that user's.
 //!
 //! sshd puts what the tenant typed in `SSH_ORIGINAL_COMMAND`; the session runs it (see
 //! `crate::session`) with the configuration this process loaded.
 
 use crate::cli::Run;
-use crate::context::Caller;
 use crate::context::{Allowed, Context};
+use crate::context::{Binding, Caller};
 use crate::error::Result;
 use crate::output::{Output, Report};
 use crate::session;
@@ -17,9 +18,14 @@ pub struct Args {
     #[arg(long, value_name = "ID")]
     pub user: String,
 
-    /// Fingerprint of the key that authenticated, for the audit log
+    /// Fingerprint of the key that authenticated; refused once it is not the user's
     #[arg(long, value_name = "FINGERPRINT")]
-    pub key: Option<String>,
+    pub key: String,
+
+    /// The user's serial when the key authenticated; refused once the user was removed,
+    /// even if made again under the same id
+    #[arg(long, value_name = "N")]
+    pub serial: Option<i64>,
 }
 
 /// sshd, as root or as the service account it runs the forced command as.
@@ -36,10 +42,11 @@ impl Run for Args {
 
     fn exec(&self, ctx: &Context, out: &mut Output) -> Result<Report> {
         let user: crate::validate::UserId = self.user.parse()?;
-        let tenant = Caller::Ssh {
+        let tenant = Caller::Ssh(Binding {
             user: user.to_string(),
-            fingerprint: self.key.clone(),
-        };
+            fingerprint: crate::ops::key::parse_fingerprint(&self.key)?,
+            serial: self.serial,
+        });
         let line = std::env::var("SSH_ORIGINAL_COMMAND").ok();
         Ok(Report::streamed(session::run(
             &ctx.config,

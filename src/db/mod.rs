@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sql/0002_create_vms.sql"),
     include_str!("sql/0003_create_snapshots.sql"),
     include_str!("sql/0004_create_signups.sql"),
+    include_str!("sql/0005_user_serials.sql"),
 ];
 
 /// Writers wait this long for each other before giving up with "database is locked".
@@ -136,6 +137,34 @@ mod tests {
             .unwrap();
         assert_eq!(email, "a@example.com");
         assert!(tables(&conn).contains(&"vms".to_string()));
+        assert_eq!(serial(&conn, "alice"), 1, "an existing user gets a serial");
+    }
+
+    fn serial(conn: &Connection, id: &str) -> i64 {
+        conn.query_row("SELECT serial FROM users WHERE id = ?1", [id], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn user_serials_are_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(&dir.path().join("db")).unwrap();
+        let add = |id: &str| {
+            let user = users::NewUser {
+                id,
+                email: "x@example.com",
+                role: users::Role::User,
+            };
+            users::insert(&conn, &user, 0).unwrap();
+        };
+        add("alice");
+        add("carol");
+        let first = serial(&conn, "carol");
+        conn.execute("DELETE FROM users WHERE id = 'carol'", [])
+            .unwrap();
+        add("carol");
+        assert!(serial(&conn, "carol") > first);
+        assert!(serial(&conn, "alice") < first);
     }
 
     #[test]

@@ -18,6 +18,14 @@ impl Role {
             Role::Admin => "admin",
         }
     }
+
+    /// The role a row names; only `admin` is one.
+    fn of(text: &str) -> Role {
+        match text {
+            "admin" => Role::Admin,
+            _ => Role::User,
+        }
+    }
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -61,16 +69,13 @@ fn user_from_row(row: &Row) -> rusqlite::Result<User> {
     Ok(User {
         id: row.get(0)?,
         email: row.get(1)?,
-        role: if role == "admin" {
-            Role::Admin
-        } else {
-            Role::User
-        },
+        role: Role::of(&role),
         disabled: state == "disabled",
         created_at: row.get(4)?,
     })
 }
 
+/// Adds a user; the database gives it the next serial.
 pub fn insert(conn: &Connection, user: &NewUser, now: i64) -> Result<()> {
     conn.execute(
         "INSERT INTO users (id, email, role, state, created_at) VALUES (?1, ?2, ?3, 'active', ?4)",
@@ -167,6 +172,9 @@ pub fn key_counts(conn: &Connection) -> Result<std::collections::HashMap<String,
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyOwner {
     pub user_id: String,
+    /// The user's serial, never reused.
+    pub serial: i64,
+    pub role: Role,
     pub disabled: bool,
     /// `type base64`, as stored.
     pub public_key: String,
@@ -174,7 +182,7 @@ pub struct KeyOwner {
 
 pub fn key_owner(conn: &Connection, fingerprint: &str) -> Result<Option<KeyOwner>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT k.user_id, u.state, k.public_key
+        "SELECT k.user_id, u.state, k.public_key, u.serial, u.role
          FROM ssh_keys k JOIN users u ON u.id = k.user_id
          WHERE k.fingerprint = ?1",
     )?;
@@ -184,6 +192,8 @@ pub fn key_owner(conn: &Connection, fingerprint: &str) -> Result<Option<KeyOwner
                 user_id: r.get(0)?,
                 disabled: r.get::<_, String>(1)? == "disabled",
                 public_key: r.get(2)?,
+                serial: r.get(3)?,
+                role: Role::of(&r.get::<_, String>(4)?),
             })
         })
         .optional()?)

@@ -5,6 +5,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use rusqlite::Connection;
 
+use crate::context::Binding;
 use crate::db;
 use crate::error::{Error, Result};
 use crate::validate::VmName;
@@ -12,10 +13,13 @@ use crate::validate::VmName;
 /// The only port a tenant may forward to.
 pub const SSH_PORT: u32 = 22;
 
-/// Where a forward asked for by `owner` to `host:port` may go, or why it may not.
+/// Where a forward asked for by the tenant `who` names to `host:port` may go, or why it
+/// may not. The connection's key must still be that tenant's.
 ///
 /// Another user's VM is refused with the same words as a VM that does not exist.
-pub fn target(conn: &Connection, owner: &str, host: &str, port: u32) -> Result<SocketAddrV4> {
+pub fn target(conn: &Connection, who: &Binding, host: &str, port: u32) -> Result<SocketAddrV4> {
+    who.check(conn)?;
+    let owner = who.user.as_str();
     if port != SSH_PORT {
         return Err(Error::denied(format!(
             "forwarding to port {port} is not allowed: only port {SSH_PORT} of your VMs"
@@ -68,7 +72,13 @@ mod tests {
         ];
         for (user, net, vm, ip, state) in vms {
             conn.execute(
-                "INSERT OR IGNORE INTO users VALUES (?1, ?1 || '@example.com', 'user', 'active', 0)",
+                "INSERT OR IGNORE INTO users (id, email, role, state, created_at)
+                 VALUES (?1, ?1 || '@example.com', 'user', 'active', 0)",
+                [user],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT OR IGNORE INTO ssh_keys VALUES ('SHA256:' || ?1, ?1, 'ssh-ed25519', 'ssh-ed25519 AAAA', '', 0)",
                 [user],
             )
             .unwrap();
@@ -87,10 +97,46 @@ mod tests {
         conn
     }
 
+    fn alice() -> Binding {
+        Binding {
+            user: "alice".into(),
+            fingerprint: "SHA256:alice".into(),
+            serial: None,
+        }
+    }
+
+    #[test]
+    fn a_revoked_key_or_disabled_user_forwards_nowhere() {
+        let conn = db_with_vms();
+        assert!(target(&conn, &alice(), "web1", 22).is_ok());
+        conn.execute("UPDATE users SET state = 'disabled' WHERE id = 'alice'", [])
+            .unwrap();
+        let refused = target(&conn, &alice(), "web1", 22);
+        assert!(
+            matches!(refused, Err(Error::PermissionDenied { .. })),
+            "{refused:?}"
+        );
+        conn.execute("UPDATE users SET state = 'active' WHERE id = 'alice'", [])
+            .unwrap();
+        conn.execute("DELETE FROM ssh_keys WHERE user_id = 'alice'", [])
+            .unwrap();
+        let refused = target(&conn, &alice(), "web1", 22);
+        assert!(
+            matches!(refused, Err(Error::PermissionDenied { .. })),
+            "{refused:?}"
+        );
+        // Bob's key is no key of alice's.
+        let bob_key = Binding {
+            fingerprint: "SHA256:bob".into(),
+            ..alice()
+        };
+        assert!(target(&conn, &bob_key, "web1", 22).is_err());
+    }
+
     #[test]
     fn only_port_22_of_ones_own_vms() {
         let conn = db_with_vms();
-        let to = |host: &str, port| target(&conn, "alice", host, port);
+        let to = |host: &str, port| target(&conn, &alice(), host, port);
         assert_eq!(to("web1", 22).unwrap().to_string(), "10.100.0.10:22");
         assert_eq!(to("WEB1", 22).unwrap().to_string(), "10.100.0.10:22");
         assert_eq!(to("10.100.0.10", 22).unwrap().to_string(), "10.100.0.10:22");

@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 
 use rusqlite::Connection;
 
-use crate::context::Context;
+use crate::context::{Binding, Context};
 use crate::db;
 use crate::db::users::{Key, NewKey};
 use crate::error::{Error, Result};
@@ -105,7 +105,7 @@ pub fn remove(ctx: &Context, fingerprint: &str) -> Result<()> {
 /// Whether a key that proved itself logs in, and as whom.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Login {
-    User(String),
+    User(Binding),
     /// No user has this key.
     Unknown,
     /// The key's user is disabled, or the stored key is not this very key.
@@ -120,7 +120,11 @@ pub fn login(conn: &Connection, fingerprint: &str, blob: &str) -> Result<Login> 
         None => Login::Unknown,
         Some(owner) if owner.disabled => Login::Refused,
         Some(owner) if owner.public_key.split_whitespace().nth(1) != Some(blob) => Login::Refused,
-        Some(owner) => Login::User(owner.user_id),
+        Some(owner) => Login::User(Binding {
+            user: owner.user_id,
+            fingerprint: fingerprint.to_owned(),
+            serial: Some(owner.serial),
+        }),
     })
 }
 
@@ -128,6 +132,8 @@ pub fn login(conn: &Connection, fingerprint: &str, blob: &str) -> Result<Login> 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Authorized {
     pub user: String,
+    /// The user's serial, which the forced command checks before every command.
+    pub serial: i64,
     pub fingerprint: String,
     /// `type base64`, as stored.
     pub public_key: String,
@@ -154,9 +160,10 @@ pub fn authorize(
         return Ok(None);
     };
     let fingerprint = key.fingerprint(ssh_key::HashAlg::Sha256).to_string();
-    let Login::User(user) = login(conn, &fingerprint, key_base64)? else {
+    let Login::User(Binding { user, serial, .. }) = login(conn, &fingerprint, key_base64)? else {
         return Ok(None);
     };
+    let serial = serial.expect("a login names the serial");
     let mut vm_ips: Vec<Ipv4Addr> = db::vms::list(conn, Some(&user))?
         .iter()
         .filter_map(|vm| vm.ip.parse().ok())
@@ -165,6 +172,7 @@ pub fn authorize(
     vm_ips.dedup();
     Ok(Some(Authorized {
         user,
+        serial,
         fingerprint,
         public_key: format!("{key_type} {key_base64}"),
         vm_ips,
@@ -183,7 +191,7 @@ pub fn plain_path(path: &str) -> bool {
 /// One `authorized_keys` line: `restrict` (no forwarding of any kind, no PTY, no
 /// `~/.ssh/rc`), then a PTY again (`ssh -t ... console NAME`), `-L`/`-J` only to port 22
 /// of the user's own VMs (none at all without VMs), and the forced command
-/// `EXE shell --user ID --key FINGERPRINT`.
+/// `EXE shell --user ID --key FINGERPRINT --serial N`.
 pub fn authorized_keys_line(auth: &Authorized, exe: &str) -> Result<String> {
     if !plain_path(exe) {
         return Err(Error::Install(format!(
@@ -204,7 +212,8 @@ pub fn authorized_keys_line(auth: &Authorized, exe: &str) -> Result<String> {
         }
     }
     options.push(format!(
-        "command=\"{exe} shell --user {user} --key {fingerprint}\""
+        "command=\"{exe} shell --user {user} --key {fingerprint} --serial {}\"",
+        auth.serial
     ));
     let mut words = auth.public_key.split_whitespace();
     let (Some(kind), Some(blob), None) = (words.next(), words.next(), words.next()) else {
@@ -222,6 +231,7 @@ mod tests {
     fn auth(ips: &[&str]) -> Authorized {
         Authorized {
             user: "alice".into(),
+            serial: 7,
             fingerprint: FP.into(),
             public_key:
                 "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
@@ -241,7 +251,7 @@ mod tests {
             line,
             format!(
                 "restrict,pty,port-forwarding,permitopen=\"10.1.0.10:22\",permitopen=\"10.1.0.11:22\",\
-                 command=\"/usr/local/bin/basphere shell --user alice --key {FP}\" \
+                 command=\"/usr/local/bin/basphere shell --user alice --key {FP} --serial 7\" \
                  ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
             )
         );
@@ -252,7 +262,7 @@ mod tests {
     fn line_without_vms_allows_no_forwarding() {
         let line = authorized_keys_line(&auth(&[]), "/usr/bin/basphere").unwrap();
         assert!(line.starts_with(&format!(
-            "restrict,pty,command=\"/usr/bin/basphere shell --user alice --key {FP}\" ssh-ed25519 "
+            "restrict,pty,command=\"/usr/bin/basphere shell --user alice --key {FP} --serial 7\" ssh-ed25519 "
         )));
         assert!(!line.contains("port-forwarding"));
         assert!(!line.contains("permitopen"));

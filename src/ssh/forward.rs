@@ -10,6 +10,7 @@ use russh::{Channel, ChannelOpenFailure};
 
 use super::limits::Slot;
 use super::Shared;
+use crate::context::Binding;
 use crate::validate::quoted;
 
 /// How long forwarding waits for a VM's SSH port to answer.
@@ -21,7 +22,7 @@ pub const MAX_REFUSED: u32 = 10;
 /// Who asked to be forwarded where.
 pub struct Request {
     pub peer: SocketAddr,
-    pub user: String,
+    pub binding: Binding,
     pub host: String,
     pub port: u32,
     /// The connection's count of refused forwards, and how to end it.
@@ -53,15 +54,16 @@ pub async fn run(
 ) {
     let Request {
         peer,
-        user,
+        binding,
         host,
         port,
         refused,
         hangup,
     } = request;
+    let user = binding.user.clone();
     let target = {
-        let (shared, user, host) = (shared.clone(), user.clone(), host.clone());
-        tokio::task::spawn_blocking(move || target(&shared, &user, &host, port)).await
+        let (shared, host) = (shared.clone(), host.clone());
+        tokio::task::spawn_blocking(move || target(&shared, &binding, &host, port)).await
     };
     let target = match target {
         Ok(Ok(target)) => target,
@@ -101,13 +103,14 @@ pub async fn run(
     drop(slot);
 }
 
-/// Where `user` may forward `host:port` to, looked up on the shared connection.
+/// Where the tenant `binding` names may forward `host:port` to, looked up on the shared
+/// connection.
 fn target(
     shared: &Shared,
-    user: &str,
+    binding: &Binding,
     host: &str,
     port: u32,
 ) -> crate::error::Result<std::net::SocketAddrV4> {
     let db = shared.db.lock().unwrap_or_else(|e| e.into_inner());
-    crate::ops::forward::target(&db, user, host, port)
+    crate::ops::forward::target(&db, binding, host, port)
 }

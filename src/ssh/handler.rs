@@ -36,6 +36,8 @@ pub struct Handler {
     hangup: Arc<Notify>,
     /// Forwards refused on this connection.
     refused: Arc<AtomicU32>,
+    /// Watched for revocation once a registered key authenticated.
+    _registered: Option<super::revoke::Registered>,
 }
 
 /// A session channel: its terminal, if asked for, and the input and cancel handle of
@@ -76,6 +78,7 @@ impl Handler {
             authenticated,
             hangup,
             refused: Arc::default(),
+            _registered: None,
         }
     }
 
@@ -96,8 +99,8 @@ impl Handler {
         state.input = Some(tx);
         let cancel = self.shared.cancel.child();
         state.cancel = Some(cancel.clone());
-        let (user, fingerprint) = match identity {
-            Identity::Known { user, fingerprint } => (user, fingerprint),
+        let binding = match identity {
+            Identity::Known(binding) => binding,
             Identity::Unknown { fingerprint } => {
                 // Only the signup screen, sent without a thread; then the connection ends.
                 session::greet(
@@ -110,9 +113,9 @@ impl Handler {
                 return;
             }
         };
+        let user = binding.user.clone();
         let mut job = session::Job {
-            user: user.clone(),
-            fingerprint: fingerprint.clone(),
+            binding,
             line,
             out,
             stdin: rx,
@@ -130,8 +133,7 @@ impl Handler {
         match state.terminal.clone() {
             Some(terminal) => {
                 let pty_job = Job {
-                    user,
-                    fingerprint,
+                    binding: job.binding,
                     line: job.line,
                     terminal,
                 };
@@ -178,7 +180,7 @@ impl russh::server::Handler for Handler {
         let fp = fingerprint.clone();
         let found = tokio::task::spawn_blocking(move || session::lookup(&shared, &fp, &blob)).await;
         let identity = match found {
-            Ok(Ok(Login::User(user))) => Identity::Known { user, fingerprint },
+            Ok(Ok(Login::User(binding))) => Identity::Known(binding),
             // Let in to see the signup screen, as the key's holder proved who they are.
             // A client that holds several keys and offers an unknown one first ends up
             // here too; the screen tells it how to pick its registered key.
@@ -198,8 +200,10 @@ impl russh::server::Handler for Handler {
         };
         tracing::info!(peer = %self.peer, identity = ?identity, "ssh authenticated");
         // An unknown key stays a startup: it only sees the signup screen, then goes.
-        if matches!(identity, Identity::Known { .. }) {
+        if let Identity::Known(binding) = &identity {
             self.admitted.authenticated();
+            let live = &self.shared.live;
+            self._registered = Some(live.register(self.peer, binding.clone(), self.hangup.clone()));
         }
         self.authenticated.store(true, Ordering::SeqCst);
         self.identity = Some(identity);
@@ -212,7 +216,7 @@ impl russh::server::Handler for Handler {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let known = matches!(self.identity, Some(Identity::Known { .. }));
+        let known = matches!(self.identity, Some(Identity::Known(_)));
         let full = match known {
             true => self.channels.len() >= self.shared.max_channels,
             false => self.opened >= 1,
@@ -245,7 +249,7 @@ impl russh::server::Handler for Handler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         let peer = self.peer;
-        let Some(Identity::Known { user, .. }) = self.identity.clone() else {
+        let Some(Identity::Known(binding)) = self.identity.clone() else {
             let host = crate::validate::quoted(host);
             tracing::warn!(%peer, host, port, "ssh forwarding refused: not a registered key");
             reply
@@ -254,8 +258,8 @@ impl russh::server::Handler for Handler {
             forward::count_refusal(&self.refused, &self.hangup, peer);
             return Ok(());
         };
-        let Ok(slot) = self.shared.sessions.open(&user) else {
-            tracing::warn!(%peer, user, port, "ssh forwarding refused: too many sessions");
+        let Ok(slot) = self.shared.sessions.open(&binding.user) else {
+            tracing::warn!(%peer, user = binding.user, port, "ssh forwarding refused: too many sessions");
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             forward::count_refusal(&self.refused, &self.hangup, peer);
             return Ok(());
@@ -266,7 +270,7 @@ impl russh::server::Handler for Handler {
             self.shared.clone(),
             forward::Request {
                 peer,
-                user,
+                binding,
                 host: host.to_owned(),
                 port,
                 refused: self.refused.clone(),
@@ -345,7 +349,7 @@ impl russh::server::Handler for Handler {
         _modes: &[(russh::Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let usable = matches!(self.identity, Some(Identity::Known { .. }));
+        let usable = matches!(self.identity, Some(Identity::Known(_)));
         match self.channels.get_mut(&channel) {
             Some(state) if usable && state.input.is_none() => {
                 state.terminal = Some(Terminal {

@@ -8,6 +8,7 @@ mod forward;
 mod handler;
 mod limits;
 mod pty;
+mod revoke;
 mod session;
 
 use std::fs;
@@ -25,7 +26,7 @@ use russh::{Disconnect, MethodKind, MethodSet};
 
 use crate::cancel::Cancel;
 use crate::config::{Config, Live};
-use crate::context::Caller;
+use crate::context::{Binding, Caller};
 use crate::error::{Error, Result};
 use crate::output::Io;
 
@@ -41,13 +42,12 @@ pub trait Runner: Send + Sync + 'static {
         cancel: &Cancel,
     ) -> i32;
 
-    /// The process that runs `line` (the prompt for `None`) on a terminal for `user`,
-    /// who authenticated with the key `fingerprint`.
+    /// The process that runs `line` (the prompt for `None`) on a terminal for the
+    /// tenant `binding` names.
     fn terminal_command(
         &self,
         config: &Config,
-        user: &str,
-        fingerprint: &str,
+        binding: &Binding,
         line: Option<&str>,
     ) -> std::process::Command;
 }
@@ -69,6 +69,8 @@ pub struct Shared {
     write_timeout: Duration,
     /// Cancels every command of the server; each command has a child of it.
     cancel: Cancel,
+    /// Authenticated connections, for closing those whose key or user is revoked.
+    live: Arc<revoke::Live>,
 }
 
 impl Shared {
@@ -97,6 +99,7 @@ impl Shared {
             config,
             runner,
             cancel,
+            live: Arc::default(),
         })
     }
 
@@ -229,6 +232,7 @@ pub async fn serve(
         ..Default::default()
     });
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let sweep = tokio::spawn(revoke::sweep(shared.clone()));
     tokio::pin!(shutdown);
     loop {
         let (socket, peer) = tokio::select! {
@@ -334,6 +338,7 @@ pub async fn serve(
         });
     }
     let _ = stop_tx.send(());
+    sweep.abort();
     // Commands were cancelled with the server: each rolls back or finishes past its point
     // of no return. Wait for them, within the time a service manager gives a stop.
     let deadline = std::time::Instant::now() + STOP_WAIT;

@@ -39,8 +39,7 @@ fn window(cols: u16, rows: u16) -> Winsize {
 
 /// Who runs what on the terminal.
 pub struct Job {
-    pub user: String,
-    pub fingerprint: String,
+    pub binding: crate::context::Binding,
     /// The command line, or `None` for the interactive prompt.
     pub line: Option<String>,
     pub terminal: Terminal,
@@ -57,7 +56,7 @@ pub fn spawn(shared: Arc<Shared>, job: Job, out: Out, input: mpsc::Receiver<Inpu
                 session::finish(&out, status).await;
             }
             Err(e) => {
-                tracing::error!(error = %e, user = job.user, "cannot start a terminal session");
+                tracing::error!(error = %e, user = job.binding.user, "cannot start a terminal session");
                 drop(slot);
                 session::refuse(&out, e.to_string()).await;
             }
@@ -169,10 +168,9 @@ fn command(
     slave: &OwnedFd,
 ) -> std::io::Result<tokio::process::Command> {
     let config = shared.config();
-    let mut cmd =
-        shared
-            .runner
-            .terminal_command(&config, &job.user, &job.fingerprint, job.line.as_deref());
+    let mut cmd = shared
+        .runner
+        .terminal_command(&config, &job.binding, job.line.as_deref());
     cmd.env("TERM", &job.terminal.term)
         .stdin(Stdio::from(slave.try_clone()?))
         .stdout(Stdio::from(slave.try_clone()?))

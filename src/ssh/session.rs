@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use super::limits::Slot;
 use super::Shared;
 use crate::cancel::{Cancel, TICK};
-use crate::context::Caller;
+use crate::context::{Binding, Caller};
 use crate::db;
 use crate::error::Result;
 use crate::ops::key::Login;
@@ -34,10 +34,7 @@ pub enum Input {
 /// Who a connection authenticated as.
 #[derive(Clone, Debug)]
 pub enum Identity {
-    Known {
-        user: String,
-        fingerprint: String,
-    },
+    Known(Binding),
     /// A key no user has: the session only shows how to sign up.
     Unknown {
         fingerprint: String,
@@ -63,8 +60,7 @@ pub async fn finish(out: &Out, status: u32) {
 
 /// What one session channel runs, and its handles.
 pub struct Job {
-    pub user: String,
-    pub fingerprint: String,
+    pub binding: Binding,
     pub line: Option<String>,
     pub out: Out,
     pub stdin: mpsc::Receiver<Input>,
@@ -77,8 +73,7 @@ pub struct Job {
 /// status, EOF and close, in that order.
 pub fn spawn(shared: Arc<Shared>, job: Job) {
     let Job {
-        user,
-        fingerprint,
+        binding,
         line,
         out,
         stdin,
@@ -120,14 +115,7 @@ pub fn spawn(shared: Arc<Shared>, job: Job) {
             // A panic is a bug, but the client still gets an exit status and a closed
             // channel instead of waiting forever.
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run(
-                    &shared,
-                    &user,
-                    &fingerprint,
-                    line.as_deref(),
-                    &mut io,
-                    &cancel,
-                )
+                run(&shared, &binding, line.as_deref(), &mut io, &cancel)
             }));
             ran.unwrap_or_else(|_| {
                 tracing::error!(line = %crate::validate::quoted(line.as_deref().unwrap_or("")), "a command panicked");
@@ -165,16 +153,12 @@ pub async fn refuse(out: &Out, message: String) {
 /// The session proper: blocking, with plain streams, on the configuration in force.
 fn run(
     shared: &Shared,
-    user: &str,
-    fingerprint: &str,
+    binding: &Binding,
     line: Option<&str>,
     io: &mut Io,
     cancel: &Cancel,
 ) -> i32 {
-    let tenant = Caller::Ssh {
-        user: user.to_owned(),
-        fingerprint: Some(fingerprint.to_owned()),
-    };
+    let tenant = Caller::Ssh(binding.clone());
     shared
         .runner
         .run(&shared.config(), &tenant, line, io, cancel)

@@ -1,7 +1,7 @@
 //! The command line through the real binary: users, images, quotas, permissions,
 //! configuration, and bad input that must be refused without changing anything.
 
-use crate::fixtures::bin::{keygen, Bsp, BIN};
+use crate::fixtures::bin::{fingerprint, keygen, Bsp, BIN};
 use crate::fixtures::terminal::Terminal;
 
 const NOT_FOUND: i32 = 3;
@@ -392,42 +392,83 @@ fn local_strangers_are_refused() {
 #[test]
 fn the_forced_command_runs_as_the_key_owner() {
     let mut bsp = Bsp::new();
-    bsp.add_user("alice");
+    let key = bsp.add_user("alice");
+    let fp = fingerprint(&key);
+    let shell = ["shell", "--user", "alice", "--key", fp.as_str()];
     bsp.set_env("SSH_ORIGINAL_COMMAND", "quota --json");
-    let run = bsp.run(&["shell", "--user", "alice"]).success();
+    let run = bsp.run(&shell).success();
     let q: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(q["user"], "alice");
 
     bsp.set_env("SSH_ORIGINAL_COMMAND", "whoami");
-    bsp.run(&["shell", "--user", "alice"])
-        .success()
-        .stdout_has("via:   ssh");
+    bsp.run(&shell).success().stdout_has("via:   ssh");
 
     bsp.set_env("SSH_ORIGINAL_COMMAND", "admin user list");
-    bsp.run(&["shell", "--user", "alice"]).code(DENIED);
+    bsp.run(&shell).code(DENIED);
     bsp.set_env("SSH_ORIGINAL_COMMAND", "--data-dir /tmp vm list");
-    bsp.run(&["shell", "--user", "alice"]).code(DENIED);
+    bsp.run(&shell).code(DENIED);
     bsp.set_env("SSH_ORIGINAL_COMMAND", "--as bob quota");
-    bsp.run(&["shell", "--user", "alice"]).code(DENIED);
-    bsp.set_env("SSH_ORIGINAL_COMMAND", "shell --user bob");
-    bsp.run(&["shell", "--user", "alice"]).code(DENIED);
+    bsp.run(&shell).code(DENIED);
+    bsp.set_env(
+        "SSH_ORIGINAL_COMMAND",
+        &format!("shell --user bob --key {fp}"),
+    );
+    bsp.run(&shell).code(DENIED);
     bsp.set_env("SSH_ORIGINAL_COMMAND", "config");
-    bsp.run(&["shell", "--user", "alice"]).code(DENIED);
+    bsp.run(&shell).code(DENIED);
     bsp.set_env("SSH_ORIGINAL_COMMAND", "quota\nadmin user list");
-    bsp.run(&["shell", "--user", "alice"])
-        .code(USAGE)
-        .stderr_has("newline");
+    bsp.run(&shell).code(USAGE).stderr_has("newline");
     bsp.set_env("SSH_ORIGINAL_COMMAND", "vm show 'unterminated");
-    bsp.run(&["shell", "--user", "alice"]).code(USAGE);
+    bsp.run(&shell).code(USAGE);
     bsp.set_env("SSH_ORIGINAL_COMMAND", "quota");
-    bsp.run(&["shell", "--user", "zed"])
+    bsp.run(&["shell", "--user", "zed", "--key", &fp])
         .code(DENIED)
-        .stderr_has("unknown user");
+        .stderr_has("is no longer registered to `zed`");
     bsp.set_env("SSH_ORIGINAL_COMMAND", "");
-    bsp.run(&["shell", "--user", "alice"])
+    bsp.run(&shell)
         .success()
         .stdout_has("signed in as alice")
         .stdout_has("create-vm");
+}
+
+#[test]
+/// The forced command checks before every command that its key is still the user's:
+/// not another user's key, not a removed key, not a user removed and made again.
+fn the_forced_command_refuses_a_key_that_is_no_longer_the_users() {
+    let mut bsp = Bsp::new();
+    let alice = bsp.add_user("alice");
+    let bob = bsp.add_user("bob");
+    let (alice_fp, bob_fp) = (fingerprint(&alice), fingerprint(&bob));
+    bsp.set_env("SSH_ORIGINAL_COMMAND", "whoami");
+    bsp.run(&["shell", "--user", "alice", "--key", &bob_fp])
+        .code(DENIED)
+        .stderr_has("no longer registered to `alice`");
+    bsp.run(&[
+        "shell", "--user", "alice", "--key", &alice_fp, "--serial", "1",
+    ])
+    .success();
+    // A second key for alice; the first removed.
+    let spare = bsp.keygen("alice2");
+    let spare_pub = std::fs::read_to_string(format!("{}.pub", spare.display())).unwrap();
+    bsp.run_with_stdin(&["--as", "alice", "key", "add"], &spare_pub)
+        .success();
+    bsp.run(&["--as", "alice", "key", "remove", &alice_fp])
+        .success();
+    bsp.run(&["shell", "--user", "alice", "--key", &alice_fp])
+        .code(DENIED)
+        .stderr_has("no longer registered");
+    // Alice removed and made again with her old key: the old serial no longer works.
+    bsp.run(&["admin", "user", "remove", "alice", "--yes"])
+        .success();
+    bsp.add_user_with_key("alice", &alice);
+    bsp.run(&[
+        "shell", "--user", "alice", "--key", &alice_fp, "--serial", "1",
+    ])
+    .code(DENIED);
+    bsp.run(&["admin", "user", "disable", "alice"]).success();
+    bsp.run(&["shell", "--user", "alice", "--key", &alice_fp])
+        .code(DENIED)
+        .stderr_has("disabled");
 }
 
 #[test]

@@ -240,7 +240,7 @@ fn auth_keys_prints_one_restricted_line_for_a_known_key() {
     assert_eq!(
         run.stdout,
         format!(
-            "restrict,pty,command=\"{BIN} shell --user alice --key {}\" {t} {k}\n",
+            "restrict,pty,command=\"{BIN} shell --user alice --key {} --serial 1\" {t} {k}\n",
             fingerprint(&alice)
         )
     );
@@ -261,7 +261,7 @@ fn auth_keys_prints_one_restricted_line_for_a_known_key() {
         run.stdout,
         format!(
             "restrict,pty,port-forwarding,permitopen=\"10.250.3.2:22\",permitopen=\"10.250.3.10:22\",\
-             command=\"/usr/local/bin/basphere shell --user bob --key {}\" {t} {k}\n",
+             command=\"/usr/local/bin/basphere shell --user bob --key {} --serial 2\" {t} {k}\n",
             fingerprint(&bob)
         )
     );

@@ -102,7 +102,7 @@ const ROWS: &[(&str, &str, &[&str])] = &[
     // Anyone on the bastion, nobody over SSH.
     ("completions",         "Y Y Y Y - - -", &["completions", "bash"]),
     // What sshd runs: root, or the service account.
-    ("shell",               "Y - Y - - - -", &["shell", "--user", "alice"]),
+    ("shell",               "Y - Y - - - -", &["shell", "--user", "alice", "--key", "@ALICE_FP"]),
     ("auth-keys",           "Y - Y - - - -", &["auth-keys", "basphere", "ssh-ed25519", "AAAA"]),
 ];
 
@@ -115,21 +115,22 @@ fn uid_of(name: &str) -> u32 {
         .as_raw()
 }
 
+/// Who calls in each column: a local account, or a user of the installation over SSH.
+enum Who {
+    Local(&'static str),
+    Ssh(&'static str),
+}
+
 /// The caller of each column, and the argument the column puts before the command.
-fn callers() -> Vec<(Caller, &'static [&'static str])> {
-    let local = |uid| Caller::Local { uid };
-    let ssh = |user: &str| Caller::Ssh {
-        user: user.to_owned(),
-        fingerprint: None,
-    };
+fn callers() -> Vec<(Who, &'static [&'static str])> {
     vec![
-        (local(0), &[]),
-        (local(uid_of("bin")), &[]),
-        (local(uid_of("daemon")), &[]),
-        (local(uid_of("nobody")), &[]),
-        (ssh("alice"), &[]),
-        (ssh("carol"), &[]),
-        (ssh("carol"), &["--as", "alice"]),
+        (Who::Local("root"), &[]),
+        (Who::Local("bin"), &[]),
+        (Who::Local("daemon"), &[]),
+        (Who::Local("nobody"), &[]),
+        (Who::Ssh("alice"), &[]),
+        (Who::Ssh("carol"), &[]),
+        (Who::Ssh("carol"), &["--as", "alice"]),
     ]
 }
 
@@ -183,6 +184,8 @@ struct Install {
     spare_fp: String,
     /// A small qcow2 file to register as an image.
     image_file: String,
+    /// The fingerprint of each user's key.
+    fingerprints: std::collections::HashMap<String, String>,
 }
 
 const ROOT: Caller = Caller::Local { uid: 0 };
@@ -230,15 +233,35 @@ impl Install {
             spare_key,
             spare_fp,
             image_file,
+            fingerprints: Default::default(),
         }
+    }
+
+    /// `who` as the caller of a command; a user over SSH with their key.
+    fn caller(&self, who: &Who) -> Caller {
+        match who {
+            Who::Local(name) => Caller::Local { uid: uid_of(name) },
+            Who::Ssh(user) => self.ssh(user),
+        }
+    }
+
+    /// `user` over SSH with their key (a made-up one for a user with none).
+    fn ssh(&self, user: &str) -> Caller {
+        let made_up = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".to_owned();
+        Caller::Ssh(basphere::context::Binding {
+            user: user.to_owned(),
+            fingerprint: self.fingerprints.get(user).cloned().unwrap_or(made_up),
+            serial: None,
+        })
     }
 
     /// Users alice (a tenant), carol (an administrator) and dave (to be disabled and
     /// removed); an image; alice's running VMs web1, with snapshot snap1, and tmp1.
     fn new(n: u32) -> Install {
-        let install = Install::empty(n);
+        let mut install = Install::empty(n);
         for (user, admin) in [("alice", false), ("carol", true), ("dave", false)] {
-            let (key, _) = keygen(install.dir.path(), user);
+            let (key, fingerprint) = keygen(install.dir.path(), user);
+            install.fingerprints.insert(user.to_owned(), fingerprint);
             let email = format!("{user}@example.com");
             let mut argv = vec![
                 "admin", "user", "add", user, "--email", &email, "--key", &key,
@@ -302,6 +325,7 @@ impl Install {
             .map(|a| match *a {
                 "@KEY" => self.spare_key.clone(),
                 "@FP" => self.spare_fp.clone(),
+                "@ALICE_FP" => self.fingerprints["alice"].clone(),
                 "@FILE" => self.image_file.clone(),
                 a => a.to_owned(),
             })
@@ -426,8 +450,9 @@ fn who_may_run_what() {
     let mut mismatches = Vec::new();
     let mut checked = 0;
     let mut codes = vec![Vec::new(); ROWS.len()];
-    for (column, (caller, prefix)) in callers().iter().enumerate() {
+    for (column, (who, prefix)) in callers().iter().enumerate() {
         let install = Install::new(column as u32);
+        let caller = &install.caller(who);
         for (i, (name, cells, row)) in ROWS.iter().enumerate() {
             let allowed = expected(cells)[column];
             let mut argv: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
@@ -483,10 +508,7 @@ fn as_and_local_state_flags() {
     let _keep = Hypervisor::open("test:///default").expect("libvirt test driver");
     let install = Install::new(7);
     let config = &install.config;
-    let ssh = |user: &str| Caller::Ssh {
-        user: user.to_owned(),
-        fingerprint: None,
-    };
+    let ssh = |user: &str| install.ssh(user);
     let service = Caller::Local {
         uid: uid_of("daemon"),
     };

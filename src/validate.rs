@@ -294,7 +294,8 @@ pub fn os_user(s: &str) -> Result<String> {
     Ok(s.to_owned())
 }
 
-/// A simple email check: one `@`, a dot in the domain, no spaces or control characters.
+/// A simple email check: one `@`, a dot in the domain, no spaces or control characters,
+/// and an address the mailer takes as a recipient.
 pub fn email(s: &str) -> Result<String> {
     let bad = || Error::invalid(format!("invalid email address `{}`", quoted(s)));
     if s.len() > 254
@@ -310,6 +311,7 @@ pub fn email(s: &str) -> Result<String> {
         || domain.starts_with('.')
         || domain.ends_with('.')
         || domain.contains("..")
+        || s.parse::<lettre::message::Mailbox>().is_err()
     {
         return Err(bad());
     }
@@ -508,8 +510,9 @@ impl FromStr for PublicKey {
             ssh_key::public::KeyData::Ed25519(_) => "ssh-ed25519".to_owned(),
             ssh_key::public::KeyData::Ecdsa(_) => key.algorithm().as_str().to_owned(),
             ssh_key::public::KeyData::Rsa(rsa) => {
-                let n = rsa.n.as_positive_bytes().unwrap_or(rsa.n.as_bytes());
-                let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+                // A modulus of zero or below has no bits: no key at all.
+                let n = rsa.n.as_positive_bytes().unwrap_or_default();
+                let bits = n.len() * 8 - n.first().map_or(0, |b| b.leading_zeros() as usize);
                 if bits < MIN_RSA_BITS {
                     return Err(Error::invalid_with_help(
                         format!("RSA key of {bits} bits is too weak"),
@@ -658,6 +661,42 @@ mod tests {
         ] {
             assert!(email(bad).is_err(), "{bad}");
         }
+    }
+
+    /// The mailer could never send to these, so a signup with one would wait forever.
+    #[test]
+    fn emails_the_mailer_cannot_take_are_refused() {
+        for bad in ["a@-.a", "a:b@example.com", "a@b.c-"] {
+            assert!(email(bad).is_err(), "{bad}");
+        }
+        assert!(email("a.b+c@mail.example.com").is_ok());
+    }
+
+    /// An RSA key with an empty modulus panicked (0 bits less 8); one with a negative
+    /// modulus passed as 3072 bits.
+    #[test]
+    fn rsa_keys_without_a_positive_modulus_are_refused() {
+        use base64::Engine;
+        let key = |n: &[u8]| {
+            let mut blob = Vec::new();
+            for part in [&b"ssh-rsa"[..], &[1, 0, 1], n] {
+                blob.extend_from_slice(&(part.len() as u32).to_be_bytes());
+                blob.extend_from_slice(part);
+            }
+            let base64 = base64::engine::general_purpose::STANDARD.encode(&blob);
+            format!("ssh-rsa {base64}").parse::<PublicKey>()
+        };
+        assert!("ssh-rsa AAAAB3NzaC1yc2EAAAAAAAAAAA=="
+            .parse::<PublicKey>()
+            .is_err());
+        let mut negative = vec![0u8; 384];
+        negative[0] = 0x80;
+        assert!(key(&negative).is_err());
+        negative[0] = 0x7f;
+        assert!(key(&negative).is_err(), "3071 bits");
+        let mut positive = vec![0u8; 385];
+        positive[1] = 0x80;
+        assert_eq!(key(&positive).unwrap().algorithm, "ssh-rsa");
     }
 
     #[test]

@@ -206,6 +206,12 @@ impl Config {
             ("ssh.connection_burst", self.ssh_connection_burst),
             ("ssh.max_sessions_total", self.ssh_max_sessions_total),
         ];
+        // An empty text is "not set" in the environment, so none of these can be empty.
+        let required = [
+            ("libvirt_uri", &self.libvirt_uri),
+            ("service_user", &self.service_user),
+            ("admin_group", &self.admin_group),
+        ];
         let prefix = &self.name_prefix;
         let url = self.public_url();
         let emails = self.admin_emails.iter().map(|a| ("admin_emails", a));
@@ -215,8 +221,8 @@ impl Config {
                 "data_dir `{}` must be an absolute path",
                 self.data_dir.display()
             )
-        } else if self.libvirt_uri.trim().is_empty() {
-            "libvirt_uri is empty".into()
+        } else if let Some((key, _)) = required.iter().find(|(_, v)| v.trim().is_empty()) {
+            format!("{key} is empty")
         } else if let Some((key, _)) = counts.iter().find(|(_, n)| *n == 0) {
             format!("{key} must be at least 1")
         } else if !matches!(self.ssh_login_grace_time.secs(), Some(s) if s > 0) {
@@ -397,6 +403,21 @@ mod tests {
             "10.0.0.0/7",
         ] {
             assert!(NetworkPool::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// `service_user = ""` loaded, but a child given `to_env`, which leaves empty text
+    /// out, got the default `basphere` instead.
+    #[test]
+    fn settings_that_cannot_be_unset_cannot_be_empty() {
+        let env = BTreeMap::from([("BASPHERE_CONFIG".to_owned(), "/dev/null".to_owned())]);
+        for key in ["service_user", "admin_group", "libvirt_uri"] {
+            let flags = Overrides {
+                file: None,
+                keys: vec![(key, String::new())],
+            };
+            let e = Config::load(&flags, &env).unwrap_err();
+            assert!(e.to_string().contains(&format!("{key} is empty")), "{e}");
         }
     }
 

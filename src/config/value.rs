@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use crate::secret::Secret;
-use crate::validate::{Size, Span};
+use crate::validate::{Size, Span, MIB};
 use crate::virt::VirtTypeSetting;
 
 /// A setting's type: its text form, and what a TOML value of it may be.
@@ -106,7 +106,8 @@ impl Value for PathBuf {
     }
 }
 
-/// Unset is the empty text, so an empty `BASPHERE_*` variable means "not set".
+/// Unset is the empty text, so an empty `BASPHERE_*` variable (or TOML string) means
+/// "not set".
 impl<T: Value> Value for Option<T> {
     const KIND: &'static str = T::KIND;
     fn parse(text: &str) -> Result<Self, String> {
@@ -123,11 +124,15 @@ impl<T: Value> Value for Option<T> {
             .map_or_else(|| "(none)".to_owned(), T::display)
     }
     fn from_toml(value: &toml::Value) -> Result<Self, String> {
-        T::from_toml(value).map(Some)
+        match value {
+            toml::Value::String(s) if s.is_empty() => Ok(None),
+            value => T::from_toml(value).map(Some),
+        }
     }
 }
 
 /// A list: a TOML array of strings, or comma-separated text (so no item holds a comma).
+/// Items are trimmed either way.
 impl Value for Vec<String> {
     const KIND: &'static str = "list";
     fn parse(text: &str) -> Result<Self, String> {
@@ -147,7 +152,7 @@ impl Value for Vec<String> {
             .find(|i| i.contains(',') || i.trim().is_empty())
         {
             Some(bad) => Err(format!("`{bad}`: items cannot be empty or hold a comma")),
-            None => Ok(items),
+            None => Ok(items.iter().map(|i| i.trim().to_owned()).collect()),
         }
     }
 }
@@ -300,7 +305,8 @@ impl FlavorSpec {
             |what, s: &str| Size::parse(s).map_err(|e| format!("flavor `{name}` {what}: {e}"));
         Ok(Flavor {
             cpus: self.cpus,
-            memory_mib: size("memory", &self.memory)?.mib(),
+            // Rounded up to whole MiB, as `create-vm --memory` is.
+            memory_mib: size("memory", &self.memory)?.bytes().div_ceil(MIB),
             disk_bytes: size("disk", &self.disk)?.bytes(),
         })
     }
@@ -351,5 +357,38 @@ impl Value for Flavors {
             .map(flavor)
             .collect::<Result<_, String>>()
             .map(Flavors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `smtp.host = ""` in the file was a relay named "" while the same empty
+    /// `BASPHERE_SMTP_HOST` was no relay; a child given the environment disagreed.
+    #[test]
+    fn an_empty_toml_string_is_unset() {
+        let empty = toml::Value::String(String::new());
+        assert_eq!(Option::<String>::from_toml(&empty), Ok(None));
+        let set = toml::Value::String("mail".into());
+        assert_eq!(Option::<String>::from_toml(&set), Ok(Some("mail".into())));
+    }
+
+    /// `[" a"]` in the file stayed `" a"`, but its text form ` a` parses as `a`.
+    #[test]
+    fn toml_list_items_are_trimmed_as_text_items_are() {
+        let list = toml::Value::Array(vec![toml::Value::String(" a@example.com ".into())]);
+        let items = Vec::<String>::from_toml(&list).unwrap();
+        assert_eq!(items, ["a@example.com"]);
+        assert_eq!(Vec::<String>::parse(&items.show()), Ok(items));
+    }
+
+    /// `memory = "1k"` made a flavor of 0 MiB, shown as `0`, which does not parse.
+    #[test]
+    fn flavor_memory_is_rounded_up_to_whole_mib() {
+        let flavors = Flavors::parse("a=1/1k/1G").unwrap();
+        assert_eq!(flavors.0["a"].memory_mib, 1);
+        assert_eq!(Flavors::parse(&flavors.show()), Ok(flavors));
+        assert_eq!(Flavors::parse("a=1/1025k/1G").unwrap().0["a"].memory_mib, 2);
     }
 }

@@ -40,16 +40,19 @@ pub struct SeedSpec<'a> {
 
 /// JSON text that is also a safe YAML flow scalar: besides JSON's own
 /// escapes, the characters YAML treats as line breaks or as unprintable
-/// (NEL, C1 controls, LS, PS, BOM) are written as `\uXXXX`.
+/// (DEL, NEL, C1 controls, LS, PS, BOM, U+FFFE, U+FFFF) are written as `\uXXXX`.
 fn to_yaml_json(value: &Value) -> std::result::Result<String, Error> {
     let json = serde_json::to_string(value)
         .map_err(|e| Error::new(ErrorKind::BadSerialization, e.to_string()))?;
     let mut out = String::with_capacity(json.len());
     for c in json.chars() {
         match c {
-            '\u{80}'..='\u{9f}' | '\u{2028}' | '\u{2029}' | '\u{feff}' => {
-                out.push_str(&format!("\\u{:04x}", c as u32))
-            }
+            '\u{7f}'..='\u{9f}'
+            | '\u{2028}'
+            | '\u{2029}'
+            | '\u{feff}'
+            | '\u{fffe}'
+            | '\u{ffff}' => out.push_str(&format!("\\u{:04x}", c as u32)),
             c => out.push(c),
         }
     }
@@ -247,6 +250,25 @@ mod tests {
             .unwrap();
         let decoded: Vec<String> = serde_json::from_str(keys_json).unwrap();
         assert_eq!(decoded, vec![evil.to_string()]);
+    }
+
+    /// DEL, U+FFFE and U+FFFF went out raw, and a YAML parser (cloud-init's too)
+    /// refuses a whole document for one of them: the VM would get no keys.
+    #[test]
+    fn characters_yaml_will_not_read_raw_are_escaped() {
+        let k = keys(&["ssh-ed25519 AAAA \u{7f}\u{fffe}\u{ffff}"]);
+        let (_, user) = render(&SeedSpec {
+            instance_id: "i-1",
+            hostname: "h\u{7f}",
+            os_user: "ubuntu",
+            ssh_keys: &k,
+        })
+        .unwrap();
+        assert!(user.contains("hostname: \"h\\u007f\"\n"), "{user}");
+        assert!(
+            user.contains("[\"ssh-ed25519 AAAA \\u007f\\ufffe\\uffff\"]"),
+            "{user}"
+        );
     }
 
     #[test]

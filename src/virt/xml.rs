@@ -1,13 +1,14 @@
 //! The XML basphere gives libvirt, rendered from `templates/*.xml`.
 //!
-//! Every value printed by a template is XML-escaped (`& < > " '`); only the
-//! template text itself is trusted. Undefined variables are errors.
+//! Every value printed by a template is XML-escaped (`& < > " '`, tabs and line
+//! breaks); only the template text itself is trusted. Undefined variables are errors,
+//! and so is a value holding a character XML cannot carry (most C0 controls).
 
 use std::net::Ipv4Addr;
 use std::sync::OnceLock;
 
 use minijinja::value::Value;
-use minijinja::{context, AutoEscape, Environment, UndefinedBehavior};
+use minijinja::{context, AutoEscape, Environment, ErrorKind, UndefinedBehavior};
 
 use super::{DhcpHost, DomainSpec, NetworkSpec, Result, VirtError};
 
@@ -25,6 +26,9 @@ fn env() -> &'static Environment<'static> {
             let text = value.to_string();
             if value.is_safe() {
                 out.write_str(&text)?;
+            } else if let Some(c) = text.chars().find(|c| !is_xml_char(*c)) {
+                let why = format!("{c:?} cannot be written in XML");
+                return Err(minijinja::Error::new(ErrorKind::InvalidOperation, why));
             } else {
                 out.write_str(&escape(&text))?;
             }
@@ -47,7 +51,14 @@ fn path_str<'a>(what: &str, path: &'a std::path::Path) -> Result<&'a str> {
         .ok_or_else(|| VirtError::Template(format!("{what} `{}` is not UTF-8", path.display())))
 }
 
-/// Escapes text for XML content and attribute values (either quote style).
+/// Whether XML 1.0 can carry `c` at all, escaped or not.
+fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | ' '..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..)
+}
+
+/// Escapes text for XML content and attribute values (either quote style). Tabs and
+/// line breaks become character references: a parser turns literal ones in an
+/// attribute into spaces, and a `\r` anywhere into `\n`.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -57,6 +68,9 @@ pub fn escape(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
+            '\t' => out.push_str("&#9;"),
+            '\n' => out.push_str("&#10;"),
+            '\r' => out.push_str("&#13;"),
             c => out.push(c),
         }
     }
@@ -317,6 +331,23 @@ mod tests {
             let clean = domain_xml(&spec(DomainType::Kvm, "a", "b")).unwrap();
             clean.matches('<').count()
         });
+    }
+
+    /// A tab or line break in a path reached libvirt as a space; a control character
+    /// made XML that does not parse.
+    #[test]
+    fn line_breaks_survive_and_control_characters_are_refused() {
+        let mut s = spec(DomainType::Kvm, "alice", "web1");
+        let disk = Path::new("/srv/a\tb\nc\rd.qcow2");
+        s.disk_path = disk;
+        let xml = domain_xml(&s).unwrap();
+        assert!(
+            xml.contains("<source file='/srv/a&#9;b&#10;c&#13;d.qcow2'/>"),
+            "{xml}"
+        );
+        let bad = Path::new("/srv/a\u{1}b.qcow2");
+        s.disk_path = bad;
+        assert!(domain_xml(&s).is_err());
     }
 
     #[test]

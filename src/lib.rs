@@ -21,6 +21,9 @@ pub mod validate;
 pub mod virt;
 pub mod web;
 
+#[cfg(test)]
+mod testing;
+
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Write;

@@ -234,3 +234,76 @@ mod tests {
         assert!(split_command("vm 'list").is_err());
     }
 }
+
+#[cfg(test)]
+mod prop {
+    use super::*;
+    use crate::testing::{any_bytes, config, text_near};
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    /// Characters that mean something to a shell, and plain ones.
+    const SHELLISH: &str = "ab1 -'\"\\$`;|&<>(){}*?~#=\t\u{a0}\u{3000}";
+
+    /// A word as a tenant might type one: anything but a line break or NUL.
+    fn word() -> impl Strategy<Value = String> {
+        text_near(SHELLISH, 12).prop_map(|w| w.replace(['\n', '\r', '\0'], ""))
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Any line is split or refused, and no word ever holds a line break or NUL.
+        #[test]
+        fn no_word_holds_a_line_break(line in text_near(SHELLISH, 60)) {
+            if let Ok(words) = split_command(&line) {
+                for w in words {
+                    prop_assert!(!w.contains(['\n', '\r', '\0']), "{w:?}");
+                }
+            } else {
+                prop_assert!(argv(&line).is_err());
+            }
+        }
+
+        /// Bytes off the wire, decoded as the prompt decodes them, never panic the splitter.
+        #[test]
+        fn any_bytes_split_or_are_refused(bytes in any_bytes(80)) {
+            let line = String::from_utf8_lossy(&bytes);
+            let _ = split_command(&line);
+        }
+
+        /// Words quoted for a shell split back into exactly those words.
+        #[test]
+        fn quoted_words_split_back(words in vec(word(), 0..6)) {
+            let line = shell_words::join(&words);
+            prop_assert_eq!(split_command(&line).unwrap(), words);
+        }
+
+        /// The dispatcher gets `basphere` and then the words, one leading `basphere` dropped.
+        #[test]
+        fn argv_is_basphere_then_the_words(
+            words in vec(prop_oneof![Just("basphere".to_owned()), word()], 0..5)
+        ) {
+            let line = shell_words::join(&words);
+            let rest = match words.first().map(String::as_str) {
+                Some("basphere") => &words[1..],
+                _ => &words[..],
+            };
+            let expected: Vec<OsString> = std::iter::once("basphere")
+                .chain(rest.iter().map(String::as_str))
+                .map(Into::into)
+                .collect();
+            prop_assert_eq!(argv(&line).unwrap(), expected);
+        }
+
+        /// The prompt reads up to the first newline and keeps every byte before it.
+        #[test]
+        fn read_line_stops_at_the_first_newline(bytes in any_bytes(200)) {
+            let mut input: &[u8] = &bytes;
+            let got = read_line(&mut input, &Cancel::new()).unwrap();
+            let line = bytes.split(|b| *b == b'\n').next().unwrap();
+            let expected = (!bytes.is_empty()).then(|| String::from_utf8_lossy(line).into_owned());
+            prop_assert_eq!(got, expected);
+        }
+    }
+}

@@ -294,7 +294,8 @@ pub fn os_user(s: &str) -> Result<String> {
     Ok(s.to_owned())
 }
 
-/// A simple email check: one `@`, a dot in the domain, no spaces or control characters.
+/// A simple email check: one `@`, a dot in the domain, no spaces or control characters,
+/// and an address the mailer takes as a recipient.
 pub fn email(s: &str) -> Result<String> {
     let bad = || Error::invalid(format!("invalid email address `{}`", quoted(s)));
     if s.len() > 254
@@ -310,6 +311,7 @@ pub fn email(s: &str) -> Result<String> {
         || domain.starts_with('.')
         || domain.ends_with('.')
         || domain.contains("..")
+        || s.parse::<lettre::message::Mailbox>().is_err()
     {
         return Err(bad());
     }
@@ -508,8 +510,9 @@ impl FromStr for PublicKey {
             ssh_key::public::KeyData::Ed25519(_) => "ssh-ed25519".to_owned(),
             ssh_key::public::KeyData::Ecdsa(_) => key.algorithm().as_str().to_owned(),
             ssh_key::public::KeyData::Rsa(rsa) => {
-                let n = rsa.n.as_positive_bytes().unwrap_or(rsa.n.as_bytes());
-                let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+                // A modulus of zero or below has no bits: no key at all.
+                let n = rsa.n.as_positive_bytes().unwrap_or_default();
+                let bits = n.len() * 8 - n.first().map_or(0, |b| b.leading_zeros() as usize);
                 if bits < MIN_RSA_BITS {
                     return Err(Error::invalid_with_help(
                         format!("RSA key of {bits} bits is too weak"),
@@ -660,8 +663,296 @@ mod tests {
         }
     }
 
+    /// The mailer could never send to these, so a signup with one would wait forever.
+    #[test]
+    fn emails_the_mailer_cannot_take_are_refused() {
+        for bad in ["a@-.a", "a:b@example.com", "a@b.c-"] {
+            assert!(email(bad).is_err(), "{bad}");
+        }
+        assert!(email("a.b+c@mail.example.com").is_ok());
+    }
+
+    /// An RSA key with an empty modulus panicked (0 bits less 8); one with a negative
+    /// modulus passed as 3072 bits.
+    #[test]
+    fn rsa_keys_without_a_positive_modulus_are_refused() {
+        use base64::Engine;
+        let key = |n: &[u8]| {
+            let mut blob = Vec::new();
+            for part in [&b"ssh-rsa"[..], &[1, 0, 1], n] {
+                blob.extend_from_slice(&(part.len() as u32).to_be_bytes());
+                blob.extend_from_slice(part);
+            }
+            let base64 = base64::engine::general_purpose::STANDARD.encode(&blob);
+            format!("ssh-rsa {base64}").parse::<PublicKey>()
+        };
+        assert!("ssh-rsa AAAAB3NzaC1yc2EAAAAAAAAAAA=="
+            .parse::<PublicKey>()
+            .is_err());
+        let mut negative = vec![0u8; 384];
+        negative[0] = 0x80;
+        assert!(key(&negative).is_err());
+        negative[0] = 0x7f;
+        assert!(key(&negative).is_err(), "3071 bits");
+        let mut positive = vec![0u8; 385];
+        positive[1] = 0x80;
+        assert_eq!(key(&positive).unwrap().algorithm, "ssh-rsa");
+    }
+
     #[test]
     fn quoted_neutralises_control_characters() {
         assert_eq!(quoted("a\x1b[31mb\n"), "a\\u{1b}[31mb\\n");
+    }
+}
+
+#[cfg(test)]
+mod prop {
+    use super::*;
+    use crate::testing::{any_text, config, key_line_like, text_near};
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    /// The characters of names, a few that are not, and some that look alike.
+    const NAMEISH: &str = "abcmxyz0189-._A/ é";
+
+    /// `s` reads the same to a shell, in XML and in a JSON or YAML string: nothing to quote.
+    fn inert(s: &str) -> Result<(), TestCaseError> {
+        prop_assert_eq!(shell_words::quote(s), s, "a shell would need it quoted");
+        prop_assert_eq!(crate::virt::xml::escape(s), s, "XML would need it escaped");
+        prop_assert_eq!(serde_json::to_string(s).unwrap(), format!("\"{s}\""));
+        Ok(())
+    }
+
+    /// `s` is `min..=max` characters, the first allowed by `first`, the others by `rest`.
+    fn follows(s: &str, min: usize, max: usize, first: &str, rest: &str) -> bool {
+        let n = s.chars().count();
+        (min..=max).contains(&n)
+            && s.chars().next().is_some_and(|c| first.contains(c))
+            && s.chars().skip(1).all(|c| rest.contains(c))
+    }
+
+    const LOWER: &str = "abcdefghijklmnopqrstuvwxyz";
+    const LOWER_DIGIT: &str = "abcdefghijklmnopqrstuvwxyz0123456789";
+    const LOWER_DIGIT_DASH: &str = "abcdefghijklmnopqrstuvwxyz0123456789-";
+    const IMAGE_REST: &str = "abcdefghijklmnopqrstuvwxyz0123456789-._";
+
+    /// Names of every kind, most of them close to valid, some of them valid.
+    fn name_like() -> impl Strategy<Value = String> {
+        prop_oneof![text_near(NAMEISH, 70), "[a-z0-9_][a-z0-9._-]{0,65}"]
+    }
+
+    fn user_id_like() -> impl Strategy<Value = String> {
+        let reserved = select(RESERVED_USER_IDS).prop_map(str::to_owned);
+        prop_oneof![2 => name_like(), 2 => "[a-z][a-z0-9-]{1,33}", 1 => reserved]
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// A user id is 3 to 32 of `a-z0-9-`, starting with a letter, and not reserved.
+        #[test]
+        fn user_ids_follow_their_rule(s in user_id_like()) {
+            let rule = follows(&s, 3, 32, LOWER, LOWER_DIGIT_DASH)
+                && !RESERVED_USER_IDS.contains(&s.as_str());
+            prop_assert_eq!(s.parse::<UserId>().is_ok(), rule, "{:?}", s);
+        }
+
+        /// A VM name is 1 to 63 of `a-z0-9-`, starting with a letter.
+        #[test]
+        fn vm_names_follow_their_rule(s in name_like()) {
+            let rule = follows(&s, 1, 63, LOWER, LOWER_DIGIT_DASH);
+            prop_assert_eq!(s.parse::<VmName>().is_ok(), rule, "{:?}", s);
+        }
+
+        /// An image name is 1 to 63 of `a-z0-9-._`, starting with a letter or digit.
+        #[test]
+        fn image_names_follow_their_rule(s in name_like()) {
+            let rule = follows(&s, 1, 63, LOWER_DIGIT, IMAGE_REST);
+            prop_assert_eq!(s.parse::<ImageName>().is_ok(), rule, "{:?}", s);
+        }
+
+        /// A snapshot name follows the image rule, and never holds `..`.
+        #[test]
+        fn snapshot_names_follow_their_rule(s in name_like()) {
+            let rule = follows(&s, 1, 63, LOWER_DIGIT, IMAGE_REST) && !s.contains("..");
+            prop_assert_eq!(s.parse::<SnapshotName>().is_ok(), rule, "{:?}", s);
+        }
+
+        /// An OS user is 1 to 32 of `a-z0-9_-`, starting with a letter or `_`.
+        #[test]
+        fn os_users_follow_their_rule(s in name_like()) {
+            let rest = "abcdefghijklmnopqrstuvwxyz0123456789_-";
+            let rule = follows(&s, 1, 32, "abcdefghijklmnopqrstuvwxyz_", rest);
+            prop_assert_eq!(os_user(&s).is_ok(), rule, "{:?}", s);
+        }
+
+        /// Every accepted name is the text given, parses back from its display, and needs
+        /// no quoting in a shell, XML or YAML.
+        #[test]
+        fn accepted_names_round_trip_and_need_no_quoting(
+            s in prop_oneof![name_like(), user_id_like()]
+        ) {
+            if let Ok(v) = s.parse::<UserId>() {
+                prop_assert_eq!(v.as_str(), &s);
+                prop_assert_eq!(v.to_string().parse::<UserId>().unwrap(), v);
+                inert(&s)?;
+            }
+            if let Ok(v) = s.parse::<VmName>() {
+                prop_assert_eq!(v.as_str(), &s);
+                prop_assert_eq!(v.to_string().parse::<VmName>().unwrap(), v);
+                inert(&s)?;
+            }
+            if let Ok(v) = s.parse::<ImageName>() {
+                prop_assert_eq!(v.as_str(), &s);
+                prop_assert_eq!(v.to_string().parse::<ImageName>().unwrap(), v);
+                inert(&s)?;
+            }
+            if let Ok(v) = s.parse::<SnapshotName>() {
+                prop_assert_eq!(v.as_str(), &s);
+                prop_assert_eq!(v.to_string().parse::<SnapshotName>().unwrap(), v);
+                inert(&s)?;
+            }
+            if let Ok(v) = os_user(&s) {
+                prop_assert_eq!(&v, &s);
+                inert(&s)?;
+            }
+        }
+
+        /// A description is kept as given when it is at most 200 characters on one line.
+        #[test]
+        fn descriptions_are_one_printable_line(s in any_text(210)) {
+            let rule = s.chars().count() <= 200 && !s.chars().any(char::is_control);
+            match description(&s) {
+                Ok(d) => prop_assert!(rule && d == s, "{:?}", s),
+                Err(_) => prop_assert!(!rule, "{:?}", s),
+            }
+        }
+
+        /// An accepted email address is one the mailer can send to, unchanged.
+        #[test]
+        fn accepted_emails_are_mail_recipients(
+            s in prop_oneof![
+                any_text(30),
+                (text_near("ab1.+-_!#$%&*/=?^{|}~:é", 10), text_near("ab1.-_é", 15))
+                    .prop_map(|(local, domain)| format!("{local}@{domain}")),
+            ]
+        ) {
+            if let Ok(e) = email(&s) {
+                prop_assert_eq!(&e, &s);
+                let mailbox = e.parse::<lettre::message::Mailbox>();
+                prop_assert!(mailbox.is_ok(), "{:?} is not a mailbox", s);
+                prop_assert_eq!(mailbox.unwrap().email.to_string(), s);
+            }
+        }
+
+        /// Any text is a size or refused; a size is a positive whole number of KiB up to
+        /// 1024T, and what it shows parses back to it.
+        #[test]
+        fn sizes_round_trip(
+            s in prop_oneof![
+                any_text(12),
+                "[ ]?[0-9]{1,21}[ ]?(k|kib|m|mib|g|gib|t|tib|K|KiB|Mib|G|GiB|T|TIB|b|B|x|)[ ]?",
+            ]
+        ) {
+            if let Ok(size) = s.parse::<Size>() {
+                let bytes = size.bytes();
+                prop_assert!(bytes > 0 && bytes % KIB == 0 && bytes <= MAX_SIZE);
+                prop_assert_eq!(size.to_string().parse::<Size>().unwrap(), size);
+            }
+        }
+
+        /// A number with a unit, in any case, is that many of the unit when within 1024T.
+        #[test]
+        fn sizes_are_number_times_unit(
+            n in 1u64..=2 * 1024 * 1024,
+            (unit, bytes) in select(vec![
+                ("K", KIB), ("kib", KIB), ("m", MIB), ("MiB", MIB),
+                ("g", GIB), ("GIB", GIB), ("T", TIB), ("tib", TIB),
+            ]),
+        ) {
+            let expected = Some(n * bytes).filter(|b| *b <= MAX_SIZE);
+            prop_assert_eq!(format!("{n}{unit}").parse::<Size>().ok().map(Size::bytes), expected);
+        }
+
+        /// Every size of whole KiB up to 1024T shows as text that parses back to it.
+        #[test]
+        fn every_size_shows_as_a_size(kib in 1..=MAX_SIZE / KIB) {
+            let size = Size::from_bytes(kib * KIB);
+            prop_assert_eq!(size.to_string().parse::<Size>().unwrap(), size);
+        }
+
+        /// Any text is a span or refused; a span is 1 s to ten years, and what it shows
+        /// parses back to it.
+        #[test]
+        fn spans_round_trip(
+            s in prop_oneof![any_text(12), "[ ]?[0-9]{1,21}[ ]?(s|m|h|d|w|D|ms|)[ ]?"]
+        ) {
+            if let Ok(span) = s.parse::<Span>() {
+                prop_assert!(span.0 > 0 && span.0 <= MAX_SPAN);
+                prop_assert_eq!(span.to_string().parse::<Span>().unwrap(), span);
+            }
+        }
+
+        /// Every span from 1 s to ten years shows as text that parses back to it.
+        #[test]
+        fn every_span_shows_as_a_span(secs in 1..=MAX_SPAN) {
+            prop_assert_eq!(Span(secs).to_string().parse::<Span>().unwrap(), Span(secs));
+        }
+
+        /// A count is the whole number written, from 1 to the maximum.
+        #[test]
+        fn counts_are_within_their_range(
+            s in prop_oneof![any_text(12), "[ ]?[+-]?[0-9]{1,12}[ ]?"],
+            max in 1u32..=100,
+        ) {
+            let expected = s.trim().parse::<u32>().ok().filter(|n| (1..=max).contains(n));
+            prop_assert_eq!(count("count", &s, max).ok(), expected);
+            prop_assert_eq!(whole_number("count", &s).ok(), s.trim().parse::<u64>().ok());
+        }
+
+        /// Untrusted text quoted for a message has no control character and at most 64
+        /// characters and an ellipsis; text that needs neither is kept as it is.
+        #[test]
+        fn quoted_text_cannot_steer_a_terminal(s in any_text(80)) {
+            let q = quoted(&s);
+            prop_assert!(!q.chars().any(char::is_control), "{:?}", q);
+            if s.chars().count() <= 64 && !s.chars().any(char::is_control) {
+                prop_assert_eq!(q, s);
+            }
+        }
+
+        /// Any key line is a key or refused; an accepted key is an allowed type, and its
+        /// stored form is one line `TYPE BASE64` that parses back to the same key.
+        #[test]
+        fn accepted_keys_are_one_clean_line(line in key_line_like()) {
+            let Ok(key) = line.parse::<PublicKey>() else { return Ok(()) };
+            let allowed = [
+                "ssh-ed25519",
+                "ecdsa-sha2-nistp256",
+                "ecdsa-sha2-nistp384",
+                "ecdsa-sha2-nistp521",
+                "ssh-rsa",
+            ];
+            prop_assert!(allowed.contains(&key.algorithm.as_str()), "{}", key.algorithm);
+            let words: Vec<&str> = key.openssh.split(' ').collect();
+            prop_assert_eq!(words.len(), 2, "{:?}", key.openssh);
+            prop_assert_eq!(words[0], key.algorithm.as_str());
+            let base64 = |b: u8| b.is_ascii_alphanumeric() || b"+/=".contains(&b);
+            prop_assert!(words[1].bytes().all(base64));
+            let comment = &key.comment;
+            prop_assert!(comment.chars().count() <= 100 && !comment.chars().any(char::is_control));
+            let parsed = ssh_key::PublicKey::from_openssh(&key.openssh).unwrap();
+            if let Some(rsa) = parsed.key_data().rsa() {
+                let n = rsa.n.as_positive_bytes();
+                let bits = n.map_or(0, |n| n.len() * 8 - n[0].leading_zeros() as usize);
+                prop_assert!(bits >= MIN_RSA_BITS, "{} bits", bits);
+            }
+            let again: PublicKey = key.openssh.parse().unwrap();
+            prop_assert_eq!(&again.openssh, &key.openssh);
+            prop_assert_eq!(&again.fingerprint, &key.fingerprint);
+            prop_assert_eq!(&again.algorithm, &key.algorithm);
+            let fingerprint = crate::ops::key::parse_fingerprint(&key.fingerprint);
+            prop_assert_eq!(fingerprint.unwrap(), key.fingerprint);
+        }
     }
 }

@@ -206,6 +206,12 @@ impl Config {
             ("ssh.connection_burst", self.ssh_connection_burst),
             ("ssh.max_sessions_total", self.ssh_max_sessions_total),
         ];
+        // An empty text is "not set" in the environment, so none of these can be empty.
+        let required = [
+            ("libvirt_uri", &self.libvirt_uri),
+            ("service_user", &self.service_user),
+            ("admin_group", &self.admin_group),
+        ];
         let prefix = &self.name_prefix;
         let url = self.public_url();
         let emails = self.admin_emails.iter().map(|a| ("admin_emails", a));
@@ -215,8 +221,8 @@ impl Config {
                 "data_dir `{}` must be an absolute path",
                 self.data_dir.display()
             )
-        } else if self.libvirt_uri.trim().is_empty() {
-            "libvirt_uri is empty".into()
+        } else if let Some((key, _)) = required.iter().find(|(_, v)| v.trim().is_empty()) {
+            format!("{key} is empty")
         } else if let Some((key, _)) = counts.iter().find(|(_, n)| *n == 0) {
             format!("{key} must be at least 1")
         } else if !matches!(self.ssh_login_grace_time.secs(), Some(s) if s > 0) {
@@ -400,6 +406,21 @@ mod tests {
         }
     }
 
+    /// `service_user = ""` loaded, but a child given `to_env`, which leaves empty text
+    /// out, got the default `basphere` instead.
+    #[test]
+    fn settings_that_cannot_be_unset_cannot_be_empty() {
+        let env = BTreeMap::from([("BASPHERE_CONFIG".to_owned(), "/dev/null".to_owned())]);
+        for key in ["service_user", "admin_group", "libvirt_uri"] {
+            let flags = Overrides {
+                file: None,
+                keys: vec![(key, String::new())],
+            };
+            let e = Config::load(&flags, &env).unwrap_err();
+            assert!(e.to_string().contains(&format!("{key} is empty")), "{e}");
+        }
+    }
+
     /// The environment a terminal session's child gets gives back every value.
     #[test]
     fn to_env_round_trips() {
@@ -429,5 +450,148 @@ mod tests {
         assert_eq!(child.smtp_host, None);
         assert_eq!(child.admin_emails, ["a@example.com", "b@example.com"]);
         assert_eq!(child.flavors()["build"].cpus, 8);
+    }
+}
+
+#[cfg(test)]
+mod prop {
+    use super::*;
+    use crate::testing::{any_text, config};
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::sample::select;
+    use proptest::test_runner::TestRunner;
+    use value::prop::{setting_text, toml_value};
+
+    /// A row of the table, or now and then a key that is none.
+    fn key() -> impl Strategy<Value = &'static str> {
+        let keys: Vec<&'static str> = ROWS.iter().map(|r| r.key).collect();
+        prop_oneof![9 => select(keys), 1 => Just("quota.nope")]
+    }
+
+    /// Text typical of a setting's kind, mostly well-formed.
+    fn typical(kind: &str) -> BoxedStrategy<String> {
+        match kind {
+            "integer" => "[0-9]{1,5}".boxed(),
+            "size" => "[1-9][0-9]{0,3}[kKmMgGtT]".boxed(),
+            "duration" => "([1-9][0-9]{0,3}[smhdw]|never)".boxed(),
+            "path" => "/[a-z/]{0,12}".boxed(),
+            "list" => "[a-z]{1,4}@[a-z]{1,4}\\.com( ?, ?[a-z]{1,4}@example\\.com){0,2}".boxed(),
+            "IPv4 network" => "10\\.[0-9]{1,3}\\.0\\.0/(8|12|16|20|24)".boxed(),
+            "flavors" => "([a-z]{1,5}=[1-8]/[1-9][0-9]{0,2}[kMG]/[1-9][0-9]{0,2}G,?){1,3}".boxed(),
+            "auto|kvm|qemu" => select(vec!["auto", "kvm", "qemu"])
+                .prop_map(str::to_owned)
+                .boxed(),
+            "starttls|tls|none" => "(starttls|tls|none)".boxed(),
+            _ => any_text(10).boxed(),
+        }
+    }
+
+    /// What a setting may be given as text: its default, text typical of its kind, or
+    /// text like any kind's.
+    fn text_for(key: &'static str) -> impl Strategy<Value = String> {
+        let (default, kind) = row(key).map_or(("", ""), |r| (r.default, r.kind));
+        prop_oneof![1 => Just(default.to_owned()), 3 => typical(kind), 1 => setting_text()]
+    }
+
+    /// What a setting may be given in the file: as text, as the TOML its kind takes
+    /// (numbers, arrays, tables of flavors), or as any TOML.
+    fn toml_for(key: &'static str) -> impl Strategy<Value = toml::Value> {
+        let kind = row(key).map_or("", |r| r.kind);
+        let native = match kind {
+            "integer" => prop_oneof![(0i64..100_000), any::<i64>()]
+                .prop_map(toml::Value::Integer)
+                .boxed(),
+            "list" => vec(typical("list"), 0..3)
+                .prop_map(|items| items.into_iter().map(toml::Value::String).collect())
+                .prop_map(toml::Value::Array)
+                .boxed(),
+            "flavors" => {
+                let flavor = (0i64..10, typical("size"), typical("size")).prop_map(|(c, m, d)| {
+                    let spec = [
+                        ("cpus".to_owned(), toml::Value::Integer(c)),
+                        ("memory".to_owned(), toml::Value::String(m)),
+                        ("disk".to_owned(), toml::Value::String(d)),
+                    ];
+                    toml::Value::Table(spec.into_iter().collect())
+                });
+                proptest::collection::btree_map("[a-z]{1,5}", flavor, 0..3)
+                    .prop_map(|m| toml::Value::Table(m.into_iter().collect()))
+                    .boxed()
+            }
+            _ => text_for(key).prop_map(toml::Value::String).boxed(),
+        };
+        prop_oneof![4 => native, 1 => toml_value()]
+    }
+
+    /// A TOML file setting a few keys (each row's key has at most one dot), each to a
+    /// string, a number, a list or a table.
+    fn file() -> impl Strategy<Value = String> {
+        let value = key().prop_flat_map(|k| (Just(k), toml_for(k)));
+        vec(value, 0..4).prop_map(|values| {
+            let mut root = toml::Table::new();
+            for (key, value) in values {
+                let (table, name) = match key.split_once('.') {
+                    Some((section, name)) => {
+                        let section = root
+                            .entry(section)
+                            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                        (section.as_table_mut(), name)
+                    }
+                    None => (Some(&mut root), key),
+                };
+                if let Some(table) = table {
+                    table.insert(name.to_owned(), value);
+                }
+            }
+            toml::to_string(&root).unwrap()
+        })
+    }
+
+    /// Flags and `BASPHERE_*` variables for a few keys.
+    fn texts() -> impl Strategy<Value = Vec<(&'static str, String)>> {
+        vec(key().prop_flat_map(|k| (Just(k), text_for(k))), 0..3)
+    }
+
+    /// Whatever a file, the environment and flags say, the configuration loads or is
+    /// refused; a loaded one, handed to a child through `to_env`, is the same there.
+    #[test]
+    fn loaded_settings_pass_on_through_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        let mut runner = TestRunner::new(config());
+        let sources = (
+            prop_oneof![4 => file(), 1 => any_text(60)],
+            texts(),
+            texts(),
+        );
+        runner
+            .run(&sources, |(text, env, flags)| {
+                std::fs::write(&path, &text).unwrap();
+                let overrides = Overrides {
+                    file: Some(path.clone()),
+                    keys: flags,
+                };
+                let env = env.into_iter().map(|(k, v)| {
+                    let name = row(k).map_or("BASPHERE_NOPE".to_owned(), Row::env_name);
+                    (name, v)
+                });
+                let Ok(parent) = Config::load(&overrides, &env.collect()) else {
+                    return Ok(());
+                };
+                let child = Config::load(&Overrides::default(), &parent.to_env());
+                prop_assert!(child.is_ok(), "{:?}", child.err());
+                let child = child.unwrap();
+                for row in ROWS {
+                    prop_assert_eq!(
+                        parent.field_text(row.key),
+                        child.field_text(row.key),
+                        "{}",
+                        row.key
+                    );
+                }
+                Ok(())
+            })
+            .unwrap();
     }
 }

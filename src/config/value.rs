@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use crate::secret::Secret;
-use crate::validate::{Size, Span};
+use crate::validate::{Size, Span, MIB};
 use crate::virt::VirtTypeSetting;
 
 /// A setting's type: its text form, and what a TOML value of it may be.
@@ -106,7 +106,8 @@ impl Value for PathBuf {
     }
 }
 
-/// Unset is the empty text, so an empty `BASPHERE_*` variable means "not set".
+/// Unset is the empty text, so an empty `BASPHERE_*` variable (or TOML string) means
+/// "not set".
 impl<T: Value> Value for Option<T> {
     const KIND: &'static str = T::KIND;
     fn parse(text: &str) -> Result<Self, String> {
@@ -123,11 +124,15 @@ impl<T: Value> Value for Option<T> {
             .map_or_else(|| "(none)".to_owned(), T::display)
     }
     fn from_toml(value: &toml::Value) -> Result<Self, String> {
-        T::from_toml(value).map(Some)
+        match value {
+            toml::Value::String(s) if s.is_empty() => Ok(None),
+            value => T::from_toml(value).map(Some),
+        }
     }
 }
 
 /// A list: a TOML array of strings, or comma-separated text (so no item holds a comma).
+/// Items are trimmed either way.
 impl Value for Vec<String> {
     const KIND: &'static str = "list";
     fn parse(text: &str) -> Result<Self, String> {
@@ -147,7 +152,7 @@ impl Value for Vec<String> {
             .find(|i| i.contains(',') || i.trim().is_empty())
         {
             Some(bad) => Err(format!("`{bad}`: items cannot be empty or hold a comma")),
-            None => Ok(items),
+            None => Ok(items.iter().map(|i| i.trim().to_owned()).collect()),
         }
     }
 }
@@ -307,7 +312,8 @@ impl FlavorSpec {
             |what, s: &str| Size::parse(s).map_err(|e| format!("flavor `{name}` {what}: {e}"));
         Ok(Flavor {
             cpus: self.cpus,
-            memory_mib: size("memory", &self.memory)?.mib(),
+            // Rounded up to whole MiB, as `create-vm --memory` is.
+            memory_mib: size("memory", &self.memory)?.bytes().div_ceil(MIB),
             disk_bytes: size("disk", &self.disk)?.bytes(),
         })
     }
@@ -358,5 +364,146 @@ impl Value for Flavors {
             .map(flavor)
             .collect::<Result<_, String>>()
             .map(Flavors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `smtp.host = ""` in the file was a relay named "" while the same empty
+    /// `BASPHERE_SMTP_HOST` was no relay; a child given the environment disagreed.
+    #[test]
+    fn an_empty_toml_string_is_unset() {
+        let empty = toml::Value::String(String::new());
+        assert_eq!(Option::<String>::from_toml(&empty), Ok(None));
+        let set = toml::Value::String("mail".into());
+        assert_eq!(Option::<String>::from_toml(&set), Ok(Some("mail".into())));
+    }
+
+    /// `[" a"]` in the file stayed `" a"`, but its text form ` a` parses as `a`.
+    #[test]
+    fn toml_list_items_are_trimmed_as_text_items_are() {
+        let list = toml::Value::Array(vec![toml::Value::String(" a@example.com ".into())]);
+        let items = Vec::<String>::from_toml(&list).unwrap();
+        assert_eq!(items, ["a@example.com"]);
+        assert_eq!(Vec::<String>::parse(&items.show()), Ok(items));
+    }
+
+    /// `memory = "1k"` made a flavor of 0 MiB, shown as `0`, which does not parse.
+    #[test]
+    fn flavor_memory_is_rounded_up_to_whole_mib() {
+        let flavors = Flavors::parse("a=1/1k/1G").unwrap();
+        assert_eq!(flavors.0["a"].memory_mib, 1);
+        assert_eq!(Flavors::parse(&flavors.show()), Ok(flavors));
+        assert_eq!(Flavors::parse("a=1/1025k/1G").unwrap().0["a"].memory_mib, 2);
+    }
+}
+
+#[cfg(test)]
+pub(super) mod prop {
+    use super::*;
+    use crate::testing::{any_text, config, text_of};
+    use proptest::collection::{btree_map, vec};
+    use proptest::prelude::*;
+
+    /// Text a setting might be given: anything, or something close to each type's form.
+    pub(in crate::config) fn setting_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any_text(16),
+            "[ ]?[+-]?[0-9]{1,6}[ ]?",
+            "[0-9]{1,5}(k|m|g|t|K|M|G|T|KiB|mib|s|m|h|d|w|D|x)?",
+            "(never|auto|kvm|qemu|starttls|tls|none|Auto|NEVER| never)",
+            "[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}/[0-9]{1,2}",
+            "( ?[a-z0-9-]{0,5} ?= ?[0-9]{1,2} ?/ ?[0-9]{1,4}[kmgtKMGT] ?/ ?[0-9]{1,4}\
+             [kmgtKMGT] ?,?){0,3}",
+            text_of(" ,ab@.", 12),
+            text_of("/var/lib/ \n\t", 16),
+        ]
+    }
+
+    /// A value a TOML file might hold for a setting, tables of flavors included.
+    pub(in crate::config) fn toml_value() -> impl Strategy<Value = toml::Value> {
+        let leaf = prop_oneof![
+            setting_text().prop_map(toml::Value::String),
+            any::<i64>().prop_map(toml::Value::Integer),
+            (0i64..70_000).prop_map(toml::Value::Integer),
+            any::<bool>().prop_map(toml::Value::Boolean),
+            any::<f64>().prop_map(toml::Value::Float),
+        ];
+        let key = prop_oneof![
+            Just("cpus".to_owned()),
+            Just("memory".to_owned()),
+            Just("disk".to_owned()),
+            text_of("abc1-", 6),
+            any_text(4),
+        ];
+        leaf.prop_recursive(3, 24, 4, move |inner| {
+            prop_oneof![
+                vec(inner.clone(), 0..4).prop_map(toml::Value::Array),
+                btree_map(key.clone(), inner, 0..4)
+                    .prop_map(|m| toml::Value::Table(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// `parse(show(v)) == v` for whatever value of `T` `read` gives.
+    fn shows_back<T: Value + PartialEq + fmt::Debug>(
+        read: Result<T, String>,
+    ) -> Result<(), TestCaseError> {
+        if let Ok(v) = read {
+            let shown = v.show();
+            prop_assert_eq!(T::parse(&shown), Ok(v), "{} shown as {:?}", T::KIND, shown);
+        }
+        Ok(())
+    }
+
+    fn text_shows_back<T: Value + PartialEq + fmt::Debug>(text: &str) -> Result<(), TestCaseError> {
+        shows_back(T::parse(text))
+    }
+
+    fn toml_shows_back<T: Value + PartialEq + fmt::Debug>(
+        value: &toml::Value,
+    ) -> Result<(), TestCaseError> {
+        shows_back(T::from_toml(value))
+    }
+
+    /// Calls `check::<T>(arg)` for the type `T` of every setting.
+    macro_rules! for_each_type {
+        ($check:ident($arg:expr)) => {
+            $check::<u16>($arg)?;
+            $check::<u32>($arg)?;
+            $check::<u64>($arg)?;
+            $check::<String>($arg)?;
+            $check::<Size>($arg)?;
+            $check::<VirtTypeSetting>($arg)?;
+            $check::<SmtpSecurity>($arg)?;
+            $check::<PathBuf>($arg)?;
+            $check::<Option<String>>($arg)?;
+            $check::<Option<u16>>($arg)?;
+            $check::<Option<Secret>>($arg)?;
+            $check::<Vec<String>>($arg)?;
+            $check::<Duration>($arg)?;
+            $check::<NetworkPool>($arg)?;
+            $check::<Flavors>($arg)?;
+        };
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Any text is a value of each type or refused, and an accepted value's text form
+        /// parses back to it.
+        #[test]
+        fn accepted_text_round_trips_through_show(text in setting_text()) {
+            for_each_type!(text_shows_back(&text));
+        }
+
+        /// Any TOML value is a value of each type or refused, and an accepted value's
+        /// text form parses back to it: the environment gives a child the same setting.
+        #[test]
+        fn accepted_toml_round_trips_through_show(value in toml_value()) {
+            for_each_type!(toml_shows_back(&value));
+        }
     }
 }

@@ -304,3 +304,162 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod prop {
+    use super::*;
+    use crate::testing::{any_text, config, ed25519_key_line, key_line_like, text_near, text_of};
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::test_runner::TestRunner;
+
+    const BASE64: &str = "ABCXYZabcxyz0189+/=:";
+
+    /// An `authorized_keys` line as sshd reads it: the options, split at the commas
+    /// outside double quotes, and the key after the first space outside them.
+    fn read_line(line: &str) -> (Vec<&str>, &str) {
+        let (mut options, mut start, mut quoted) = (Vec::new(), 0, false);
+        for (i, c) in line.char_indices() {
+            match c {
+                '"' => quoted = !quoted,
+                ',' | ' ' if !quoted => {
+                    options.push(&line[start..i]);
+                    start = i + 1;
+                    if c == ' ' {
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        (options, &line[start..])
+    }
+
+    /// A database where `alice` holds `key`.
+    fn alice_with(key: &PublicKey) -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        db::migrate(&conn).unwrap();
+        let alice = db::users::NewUser {
+            id: "alice",
+            email: "alice@example.com",
+            role: db::users::Role::User,
+        };
+        db::users::insert(&conn, &alice, 0).unwrap();
+        let new = NewKey {
+            fingerprint: &key.fingerprint,
+            user_id: "alice",
+            algorithm: &key.algorithm,
+            public_key: &key.openssh,
+            comment: &key.comment,
+        };
+        db::users::insert_key(&conn, &new, 0).unwrap();
+        conn
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// A fingerprint is `SHA256:` and 43 base64 digits, and is its own canonical form.
+        #[test]
+        fn fingerprints_are_canonical(
+            s in prop_oneof![
+                any_text(60),
+                text_near(BASE64, 44).prop_map(|b| format!("SHA256:{b}")),
+                "(SHA256:|sha256:| )?[A-Za-z0-9+/=]{42,44}[ \n]?",
+            ]
+        ) {
+            if let Ok(fp) = parse_fingerprint(&s) {
+                let body = fp.strip_prefix("SHA256:").unwrap();
+                let digit = |b: u8| b.is_ascii_alphanumeric() || b"+/".contains(&b);
+                prop_assert!(body.len() == 43 && body.bytes().all(digit));
+                prop_assert_eq!(parse_fingerprint(&fp).unwrap(), fp);
+            }
+        }
+
+        /// A path accepted for sshd's forced command needs no quoting, in the shell or in
+        /// the option's double quotes.
+        #[test]
+        fn plain_paths_need_no_quoting(
+            path in prop_oneof![text_near("/ab1._+-\"\\ $;'\n,", 30), "/[a-z0-9._+/-]{0,20}"]
+        ) {
+            if plain_path(&path) {
+                prop_assert_eq!(shell_words::quote(&path), path.as_str());
+                prop_assert!(!path.contains(['"', '\\', ',']));
+            }
+        }
+
+        /// An `authorized_keys` line is one line: the options, then exactly the stored key;
+        /// its forced command names exactly the user and fingerprint, and it may forward
+        /// only to port 22 of the user's VMs.
+        #[test]
+        fn authorized_keys_lines_say_only_what_was_stored(
+            line in ed25519_key_line(),
+            user in prop_oneof![Just("alice".to_owned()), any_text(10)],
+            ips in vec(any::<u32>().prop_map(Ipv4Addr::from), 0..4),
+            exe in prop_oneof![
+                text_of("ab1._+-/", 16).prop_map(|p| format!("/usr/{p}")),
+                text_near("/ab1._+- \"", 20),
+            ],
+        ) {
+            let key: PublicKey = line.parse().unwrap();
+            let auth = Authorized {
+                user: user.clone(),
+                fingerprint: key.fingerprint.clone(),
+                public_key: key.openssh.clone(),
+                vm_ips: ips.clone(),
+            };
+            let Ok(text) = authorized_keys_line(&auth, &exe) else {
+                prop_assert!(!plain_path(&exe) || user.parse::<crate::validate::UserId>().is_err());
+                return Ok(());
+            };
+            prop_assert_eq!(text.lines().count(), 1);
+            let (opts, stored) = read_line(&text);
+            prop_assert_eq!(stored, key.openssh.as_str());
+            let command = opts.iter().find_map(|o| o.strip_prefix("command=\"")?.strip_suffix('"'));
+            let expected = [exe.as_str(), "shell", "--user", &user, "--key", &key.fingerprint];
+            prop_assert_eq!(shell_words::split(command.unwrap()).unwrap(), expected);
+            let opened: Vec<&str> =
+                opts.iter().filter_map(|o| o.strip_prefix("permitopen=")).collect();
+            let wanted: Vec<String> = ips.iter().map(|ip| format!("\"{ip}:22\"")).collect();
+            prop_assert_eq!(opened, wanted);
+            prop_assert_eq!(opts.contains(&"port-forwarding"), !ips.is_empty());
+        }
+    }
+
+    /// Whatever sshd passes as `%t %k`, only alice's very key logs in, and as alice.
+    #[test]
+    fn only_the_stored_key_authorizes() {
+        let mut runner = TestRunner::new(config());
+        let pairs = prop_oneof![
+            key_line_like().prop_map(|l| {
+                let mut words = l.split(' ').map(str::to_owned);
+                (
+                    words.next().unwrap_or_default(),
+                    words.next().unwrap_or_default(),
+                )
+            }),
+            (any_text(20), any_text(80)),
+        ];
+        let strategy = (ed25519_key_line(), pairs, any::<bool>());
+        runner
+            .run(&strategy, |(line, (kind, blob), offer_alice)| {
+                let alice: PublicKey = line.parse().unwrap();
+                let conn = alice_with(&alice);
+                let (kind, blob) = match offer_alice {
+                    true => alice.openssh.split_once(' ').unwrap(),
+                    false => (kind.as_str(), blob.as_str()),
+                };
+                let is_alice = (kind, blob) == alice.openssh.split_once(' ').unwrap();
+                match authorize(&conn, kind, blob).unwrap() {
+                    Some(auth) => {
+                        prop_assert!(is_alice, "{kind:?} {blob:?} let in");
+                        prop_assert_eq!(auth.user, "alice");
+                        prop_assert_eq!(auth.fingerprint, alice.fingerprint);
+                    }
+                    None => prop_assert!(!is_alice, "alice's own key refused"),
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+}

@@ -40,16 +40,19 @@ pub struct SeedSpec<'a> {
 
 /// JSON text that is also a safe YAML flow scalar: besides JSON's own
 /// escapes, the characters YAML treats as line breaks or as unprintable
-/// (NEL, C1 controls, LS, PS, BOM) are written as `\uXXXX`.
+/// (DEL, NEL, C1 controls, LS, PS, BOM, U+FFFE, U+FFFF) are written as `\uXXXX`.
 fn to_yaml_json(value: &Value) -> std::result::Result<String, Error> {
     let json = serde_json::to_string(value)
         .map_err(|e| Error::new(ErrorKind::BadSerialization, e.to_string()))?;
     let mut out = String::with_capacity(json.len());
     for c in json.chars() {
         match c {
-            '\u{80}'..='\u{9f}' | '\u{2028}' | '\u{2029}' | '\u{feff}' => {
-                out.push_str(&format!("\\u{:04x}", c as u32))
-            }
+            '\u{7f}'..='\u{9f}'
+            | '\u{2028}'
+            | '\u{2029}'
+            | '\u{feff}'
+            | '\u{fffe}'
+            | '\u{ffff}' => out.push_str(&format!("\\u{:04x}", c as u32)),
             c => out.push(c),
         }
     }
@@ -249,11 +252,118 @@ mod tests {
         assert_eq!(decoded, vec![evil.to_string()]);
     }
 
+    /// DEL, U+FFFE and U+FFFF went out raw, and a YAML parser (cloud-init's too)
+    /// refuses a whole document for one of them: the VM would get no keys.
+    #[test]
+    fn characters_yaml_will_not_read_raw_are_escaped() {
+        let k = keys(&["ssh-ed25519 AAAA \u{7f}\u{fffe}\u{ffff}"]);
+        let (_, user) = render(&SeedSpec {
+            instance_id: "i-1",
+            hostname: "h\u{7f}",
+            os_user: "ubuntu",
+            ssh_keys: &k,
+        })
+        .unwrap();
+        assert!(user.contains("hostname: \"h\\u007f\"\n"), "{user}");
+        assert!(
+            user.contains("[\"ssh-ed25519 AAAA \\u007f\\ufffe\\uffff\"]"),
+            "{user}"
+        );
+    }
+
     #[test]
     fn printing_without_tojson_is_refused() {
         let e = env()
             .render_str("{{ x }}", context! { x => "a" })
             .unwrap_err();
         assert!(e.to_string().contains("tojson"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod prop {
+    use super::*;
+    use crate::testing::{config, ed25519_key_line, text_near};
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use serde_norway::{Mapping, Value as Yaml};
+
+    /// Characters that mean something to YAML or JSON, line breaks of every kind, and
+    /// characters YAML will not have unescaped.
+    const YAMLISH: &str =
+        "a1 :#-\"'\\{}[],&*!|>%@`\n\r\t\u{0}\u{7f}\u{85}\u{a0}\u{2028}\u{feff}\u{fffe}\u{ffff}";
+
+    fn text() -> impl Strategy<Value = String> {
+        text_near(YAMLISH, 30)
+    }
+
+    fn key_lines() -> impl Strategy<Value = Vec<String>> {
+        vec(prop_oneof![ed25519_key_line(), text()], 0..4)
+    }
+
+    /// `text` parsed by a YAML parser, or the parser's complaint and the text.
+    fn yaml(text: &str) -> std::result::Result<Yaml, TestCaseError> {
+        serde_norway::from_str(text).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))
+    }
+
+    fn get<'a>(map: &'a Yaml, key: &str) -> &'a Yaml {
+        map.get(key)
+            .unwrap_or_else(|| panic!("no `{key}` in {map:?}"))
+    }
+
+    fn keys(map: &Yaml) -> Vec<&str> {
+        let map: &Mapping = map.as_mapping().expect("a mapping");
+        map.keys()
+            .map(|k| k.as_str().expect("a string key"))
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Whatever text the values hold, both documents parse as YAML with exactly the
+        /// template's keys, and give back every value.
+        #[test]
+        fn seeds_give_back_every_value(
+            instance_id in text(),
+            hostname in text(),
+            os_user in text(),
+            ssh_keys in key_lines(),
+        ) {
+            let spec = SeedSpec {
+                instance_id: &instance_id,
+                hostname: &hostname,
+                os_user: &os_user,
+                ssh_keys: &ssh_keys,
+            };
+            let (meta, user) = render(&spec).unwrap();
+            let meta = yaml(&meta)?;
+            prop_assert_eq!(keys(&meta), ["instance-id", "local-hostname"]);
+            prop_assert_eq!(get(&meta, "instance-id").as_str(), Some(instance_id.as_str()));
+            prop_assert_eq!(get(&meta, "local-hostname").as_str(), Some(hostname.as_str()));
+
+            prop_assert!(user.starts_with("#cloud-config\n"));
+            let user = yaml(&user)?;
+            prop_assert_eq!(keys(&user), ["hostname", "manage_etc_hosts", "ssh_pwauth", "users"]);
+            prop_assert_eq!(get(&user, "hostname").as_str(), Some(hostname.as_str()));
+            prop_assert_eq!(get(&user, "manage_etc_hosts").as_bool(), Some(true));
+            prop_assert_eq!(get(&user, "ssh_pwauth").as_bool(), Some(false));
+            let users = get(&user, "users").as_sequence().unwrap();
+            prop_assert_eq!(users.len(), 1);
+            let account = &users[0];
+            let fields = ["name", "sudo", "shell", "lock_passwd", "ssh_authorized_keys"];
+            prop_assert_eq!(keys(account), fields);
+            prop_assert_eq!(get(account, "name").as_str(), Some(os_user.as_str()));
+            prop_assert_eq!(get(account, "sudo").as_str(), Some("ALL=(ALL) NOPASSWD:ALL"));
+            prop_assert_eq!(get(account, "shell").as_str(), Some("/bin/bash"));
+            prop_assert_eq!(get(account, "lock_passwd").as_bool(), Some(true));
+            let keys: Vec<&str> = get(account, "ssh_authorized_keys")
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|k| k.as_str().unwrap())
+                .collect();
+            prop_assert_eq!(keys, ssh_keys.iter().map(String::as_str).collect::<Vec<_>>());
+        }
     }
 }

@@ -1,13 +1,14 @@
 //! The XML basphere gives libvirt, rendered from `templates/*.xml`.
 //!
-//! Every value printed by a template is XML-escaped (`& < > " '`); only the
-//! template text itself is trusted. Undefined variables are errors.
+//! Every value printed by a template is XML-escaped (`& < > " '`, tabs and line
+//! breaks); only the template text itself is trusted. Undefined variables are errors,
+//! and so is a value holding a character XML cannot carry (most C0 controls).
 
 use std::net::Ipv4Addr;
 use std::sync::OnceLock;
 
 use minijinja::value::Value;
-use minijinja::{context, AutoEscape, Environment, UndefinedBehavior};
+use minijinja::{context, AutoEscape, Environment, ErrorKind, UndefinedBehavior};
 
 use super::{DhcpHost, DomainSpec, NetworkSpec, Result, VirtError};
 
@@ -25,6 +26,9 @@ fn env() -> &'static Environment<'static> {
             let text = value.to_string();
             if value.is_safe() {
                 out.write_str(&text)?;
+            } else if let Some(c) = text.chars().find(|c| !is_xml_char(*c)) {
+                let why = format!("{c:?} cannot be written in XML");
+                return Err(minijinja::Error::new(ErrorKind::InvalidOperation, why));
             } else {
                 out.write_str(&escape(&text))?;
             }
@@ -47,7 +51,14 @@ fn path_str<'a>(what: &str, path: &'a std::path::Path) -> Result<&'a str> {
         .ok_or_else(|| VirtError::Template(format!("{what} `{}` is not UTF-8", path.display())))
 }
 
-/// Escapes text for XML content and attribute values (either quote style).
+/// Whether XML 1.0 can carry `c` at all, escaped or not.
+fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | ' '..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..)
+}
+
+/// Escapes text for XML content and attribute values (either quote style). Tabs and
+/// line breaks become character references: a parser turns literal ones in an
+/// attribute into spaces, and a `\r` anywhere into `\n`.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -57,6 +68,9 @@ pub fn escape(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
+            '\t' => out.push_str("&#9;"),
+            '\n' => out.push_str("&#10;"),
+            '\r' => out.push_str("&#13;"),
             c => out.push(c),
         }
     }
@@ -319,6 +333,23 @@ mod tests {
         });
     }
 
+    /// A tab or line break in a path reached libvirt as a space; a control character
+    /// made XML that does not parse.
+    #[test]
+    fn line_breaks_survive_and_control_characters_are_refused() {
+        let mut s = spec(DomainType::Kvm, "alice", "web1");
+        let disk = Path::new("/srv/a\tb\nc\rd.qcow2");
+        s.disk_path = disk;
+        let xml = domain_xml(&s).unwrap();
+        assert!(
+            xml.contains("<source file='/srv/a&#9;b&#10;c&#13;d.qcow2'/>"),
+            "{xml}"
+        );
+        let bad = Path::new("/srv/a\u{1}b.qcow2");
+        s.disk_path = bad;
+        assert!(domain_xml(&s).is_err());
+    }
+
     #[test]
     fn network_xml_is_nat_with_dhcp_range() {
         let xml = network_xml(&NetworkSpec {
@@ -384,5 +415,395 @@ mod tests {
         let s = "a&b<c>d\"e'f &#x41;&#66;&unknown; &";
         assert_eq!(unescape(&escape(s)), s);
         assert_eq!(unescape("&#x41;&#66;&apos;"), "AB'");
+    }
+}
+
+#[cfg(test)]
+mod prop {
+    use super::super::{bridge_name, domain_name, network_name, reserved_mac, DomainType};
+    use super::*;
+    use crate::context::Paths;
+    use crate::testing::{any_text, config, text_near};
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::sample::select;
+    use roxmltree::{Document, Node};
+    use std::path::PathBuf;
+
+    const BSP: &str = "https://basphere.dev/xmlns/vm/1";
+
+    /// Characters that mean something to XML, line breaks, and plain ones.
+    const XMLISH: &str = "a1 &<>\"';#x/=\t\n\r";
+
+    /// Any text XML can carry: every character but the few it has no place for.
+    fn xml_text(max: usize) -> impl Strategy<Value = String> {
+        text_near(XMLISH, max).prop_map(|s| s.chars().filter(|c| is_xml_char(*c)).collect())
+    }
+
+    /// A name prefix, user id and VM name as the configuration and validators accept them.
+    fn names() -> impl Strategy<Value = (String, String, String)> {
+        let user = "[a-z][a-z0-9-]{2,31}".prop_filter("a user id", |u| {
+            u.parse::<crate::validate::UserId>().is_ok()
+        });
+        ("[a-z][a-z0-9]{0,7}", user, "[a-z][a-z0-9-]{0,62}")
+    }
+
+    /// Everything a domain's XML is rendered from, as owned values.
+    #[derive(Clone, Debug)]
+    struct Domain {
+        name: String,
+        uuid: uuid::Uuid,
+        domain_type: DomainType,
+        vcpus: u32,
+        memory_mib: u64,
+        disk: PathBuf,
+        seed: PathBuf,
+        network: String,
+        mac: String,
+        owner: String,
+        vm_name: String,
+    }
+
+    impl Domain {
+        fn spec(&self) -> DomainSpec<'_> {
+            DomainSpec {
+                name: &self.name,
+                uuid: self.uuid,
+                domain_type: self.domain_type,
+                vcpus: self.vcpus,
+                memory_mib: self.memory_mib,
+                disk_path: &self.disk,
+                seed_path: &self.seed,
+                network: &self.network,
+                mac: &self.mac,
+                owner: &self.owner,
+                vm_name: &self.vm_name,
+            }
+        }
+
+        /// Every string the template prints: the MAC only with a network.
+        fn texts(&self) -> [&str; 7] {
+            let disk = self.disk.to_str().unwrap_or("");
+            let seed = self.seed.to_str().unwrap_or("");
+            let mac = if self.network.is_empty() {
+                ""
+            } else {
+                &self.mac
+            };
+            [
+                &self.name,
+                disk,
+                seed,
+                &self.network,
+                mac,
+                &self.owner,
+                &self.vm_name,
+            ]
+        }
+    }
+
+    /// A VM as `create-vm` makes one: validated names, an id, any sizes, any absolute
+    /// data directory the configuration accepts.
+    fn accepted_domain() -> impl Strategy<Value = Domain> {
+        let data_dir = prop_oneof![
+            Just("/var/lib/basphere".to_owned()),
+            text_near("ab/ .-'&<\t\n", 20).prop_map(|d| format!("/{d}")),
+        ];
+        let mac = (0u32..=0xffff, any::<u8>()).prop_map(|(n, h)| reserved_mac(n, h));
+        (
+            names(),
+            any::<u128>(),
+            prop_oneof![Just(DomainType::Kvm), Just(DomainType::Qemu)],
+            any::<u32>(),
+            any::<u64>(),
+            data_dir,
+            mac,
+            any::<bool>(),
+        )
+            .prop_map(
+                |((prefix, owner, vm), id, domain_type, vcpus, memory_mib, data_dir, mac, nic)| {
+                    let uuid = uuid::Uuid::from_u128(id);
+                    let paths = Paths {
+                        root: data_dir.into(),
+                    };
+                    Domain {
+                        name: domain_name(&prefix, &owner, &vm),
+                        uuid,
+                        domain_type,
+                        vcpus,
+                        memory_mib,
+                        disk: paths.disk(&uuid.to_string()),
+                        seed: paths.seed(&uuid.to_string()),
+                        network: if nic {
+                            network_name(&prefix, &owner)
+                        } else {
+                            String::new()
+                        },
+                        mac,
+                        owner,
+                        vm_name: vm,
+                    }
+                },
+            )
+    }
+
+    /// A domain whose every string is any text at all.
+    fn any_domain() -> impl Strategy<Value = Domain> {
+        let text = || prop_oneof![xml_text(20), any_text(20)];
+        (
+            accepted_domain(),
+            [text(), text(), text(), text(), text(), text(), text()],
+        )
+            .prop_map(
+                |(d, [name, disk, seed, network, mac, owner, vm_name])| Domain {
+                    name,
+                    disk: disk.into(),
+                    seed: seed.into(),
+                    network,
+                    mac,
+                    owner,
+                    vm_name,
+                    ..d
+                },
+            )
+    }
+
+    /// The first element named `name` in the namespace `ns` (`None`: in none).
+    fn element<'a, 'i>(doc: &'a Document<'i>, ns: Option<&str>, name: &str) -> Node<'a, 'i> {
+        let found = doc.descendants().find(|n| {
+            let tag = n.tag_name();
+            n.is_element() && tag.namespace() == ns && tag.name() == name
+        });
+        found.unwrap_or_else(|| panic!("no <{name}>"))
+    }
+
+    fn text_of<'a>(doc: &'a Document, name: &str) -> &'a str {
+        element(doc, None, name).text().unwrap_or("")
+    }
+
+    /// The values `d` was rendered from, read back from `xml` by an XML parser.
+    fn reads_back(xml: &str, d: &Domain) -> std::result::Result<(), TestCaseError> {
+        let doc = Document::parse(xml).map_err(|e| TestCaseError::fail(format!("{e}\n{xml}")))?;
+        let root = doc.root_element();
+        prop_assert_eq!(root.attribute("type"), Some(d.domain_type.as_str()));
+        prop_assert_eq!(text_of(&doc, "name"), &d.name);
+        prop_assert_eq!(text_of(&doc, "uuid"), d.uuid.to_string());
+        prop_assert_eq!(
+            element(&doc, Some(BSP), "owner").text().unwrap_or(""),
+            &d.owner
+        );
+        prop_assert_eq!(
+            element(&doc, Some(BSP), "name").text().unwrap_or(""),
+            &d.vm_name
+        );
+        for tag in ["memory", "currentMemory"] {
+            prop_assert_eq!(text_of(&doc, tag), d.memory_mib.to_string());
+            prop_assert_eq!(element(&doc, None, tag).attribute("unit"), Some("MiB"));
+        }
+        prop_assert_eq!(text_of(&doc, "vcpu"), d.vcpus.to_string());
+        let sources: Vec<_> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("disk"))
+            .map(|disk| {
+                disk.children()
+                    .find(|n| n.has_tag_name("source"))
+                    .and_then(|s| s.attribute("file"))
+            })
+            .collect();
+        prop_assert_eq!(sources, [d.disk.to_str(), d.seed.to_str()]);
+        let nic = doc.descendants().find(|n| n.has_tag_name("interface"));
+        prop_assert_eq!(nic.is_some(), !d.network.is_empty());
+        if let Some(nic) = nic {
+            let attr = |tag: &str, name: &str| {
+                let node = nic.children().find(|n| n.has_tag_name(tag));
+                node.and_then(|n| n.attribute(name)).map(str::to_owned)
+            };
+            prop_assert_eq!(attr("source", "network"), Some(d.network.clone()));
+            prop_assert_eq!(attr("mac", "address"), Some(d.mac.clone()));
+        }
+        let log = element(&doc, None, "log").attribute("file");
+        let expected = format!("/var/log/libvirt/qemu/{}-serial0.log", d.name);
+        prop_assert_eq!(log, Some(expected.as_str()));
+        Ok(())
+    }
+
+    /// The element names of `xml`, in document order: its structure.
+    fn tags(xml: &str) -> Vec<String> {
+        let doc = Document::parse(xml).unwrap();
+        let names = doc.descendants().filter(|n| n.is_element());
+        names.map(|n| n.tag_name().name().to_owned()).collect()
+    }
+
+    /// A network as `create-vm` makes one, reservations included.
+    fn accepted_network() -> impl Strategy<Value = (String, String, [Ipv4Addr; 4], Vec<DhcpHost>)> {
+        let ip = || any::<u32>().prop_map(Ipv4Addr::from);
+        let host = (0u32..=0xffff, any::<u8>(), ip()).prop_map(|(n, h, ip)| DhcpHost {
+            mac: reserved_mac(n, h),
+            ip,
+            name: String::new(),
+        });
+        (names(), ip(), [ip(), ip(), ip(), ip()], vec(host, 0..6)).prop_map(
+            |((prefix, owner, _), subnet, ips, hosts)| {
+                let subnet = Ipv4Addr::from(u32::from(subnet) & 0xffff_ff00);
+                (
+                    network_name(&prefix, &owner),
+                    bridge_name(&prefix, subnet),
+                    ips,
+                    hosts,
+                )
+            },
+        )
+    }
+
+    /// Fragments of network XML, and any text between them.
+    fn network_ish() -> impl Strategy<Value = String> {
+        let fragment = select(vec![
+            "<dhcp>",
+            "</dhcp>",
+            "<host",
+            " mac=",
+            "'",
+            "\"",
+            " ip=",
+            "10.0.0.1",
+            "/>",
+            ">",
+            " name=",
+            "&amp;",
+            "&#x",
+            "&#",
+            ";",
+            " ",
+            "=",
+            "52:54:00:00:00:01",
+        ]);
+        let piece = prop_oneof![4 => fragment.prop_map(str::to_owned), 1 => any_text(3)];
+        vec(piece, 0..40).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// A VM's domain XML parses, and gives back its names, sizes, paths and MAC; only a
+        /// data directory holding a character XML cannot carry is refused.
+        #[test]
+        fn domain_xml_gives_back_every_value(d in accepted_domain()) {
+            match domain_xml(&d.spec()) {
+                Ok(xml) => reads_back(&xml, &d)?,
+                Err(_) => prop_assert!(d.disk.to_str().unwrap().chars().any(|c| !is_xml_char(c))),
+            }
+        }
+
+        /// Whatever text the values hold, the domain XML is refused or has exactly the
+        /// template's elements and gives back every value.
+        #[test]
+        fn domain_xml_cannot_be_injected(d in any_domain()) {
+            let carried = d.texts().iter().all(|t| t.chars().all(is_xml_char));
+            match domain_xml(&d.spec()) {
+                Ok(xml) => {
+                    prop_assert!(carried);
+                    reads_back(&xml, &d)?;
+                    let plain = Domain {
+                        name: "n".into(),
+                        disk: "/d".into(),
+                        seed: "/s".into(),
+                        network: if d.network.is_empty() { String::new() } else { "n".into() },
+                        mac: "m".into(),
+                        owner: "o".into(),
+                        vm_name: "v".into(),
+                        ..d.clone()
+                    };
+                    prop_assert_eq!(tags(&xml), tags(&domain_xml(&plain.spec()).unwrap()));
+                }
+                Err(_) => prop_assert!(!carried),
+            }
+        }
+
+        /// A tenant's network XML parses, and gives back its name, bridge, addresses and
+        /// every reservation, which `parse_dhcp_hosts` reads back too.
+        #[test]
+        fn network_xml_gives_back_every_value(
+            (name, bridge, [gateway, netmask, dhcp_start, dhcp_end], hosts) in accepted_network()
+        ) {
+            let spec = NetworkSpec {
+                name: &name,
+                bridge: &bridge,
+                gateway,
+                netmask,
+                dhcp_start,
+                dhcp_end,
+                hosts: &hosts,
+            };
+            let xml = network_xml(&spec).unwrap();
+            let doc = Document::parse(&xml).unwrap();
+            let attr = |tag: &str, name: &str| {
+                element(&doc, None, tag).attribute(name).map(str::to_owned)
+            };
+            prop_assert_eq!(text_of(&doc, "name"), &name);
+            prop_assert_eq!(attr("bridge", "name"), Some(bridge.clone()));
+            prop_assert_eq!(attr("ip", "address"), Some(gateway.to_string()));
+            prop_assert_eq!(attr("ip", "netmask"), Some(netmask.to_string()));
+            prop_assert_eq!(attr("range", "start"), Some(dhcp_start.to_string()));
+            prop_assert_eq!(attr("range", "end"), Some(dhcp_end.to_string()));
+            let read: Vec<(&str, String)> = doc
+                .descendants()
+                .filter(|n| n.has_tag_name("host"))
+                .map(|n| (n.attribute("mac").unwrap(), n.attribute("ip").unwrap().to_owned()))
+                .collect();
+            let expected: Vec<(&str, String)> =
+                hosts.iter().map(|h| (h.mac.as_str(), h.ip.to_string())).collect();
+            prop_assert_eq!(read, expected);
+            prop_assert_eq!(parse_dhcp_hosts(&xml), hosts);
+        }
+
+        /// A reservation's `<host/>` element gives back its MAC, name and address to an XML
+        /// parser and to `parse_dhcp_hosts`, whatever text they hold.
+        #[test]
+        fn dhcp_host_elements_read_back(
+            mac in xml_text(20),
+            name in xml_text(20),
+            ip in any::<u32>(),
+        ) {
+            let host = DhcpHost { mac, ip: Ipv4Addr::from(ip), name };
+            let elem = dhcp_host_xml(&host);
+            let doc = Document::parse(&elem).unwrap();
+            let root = doc.root_element();
+            prop_assert_eq!(root.attribute("mac"), Some(host.mac.as_str()));
+            prop_assert_eq!(root.attribute("name").unwrap_or(""), host.name.as_str());
+            let ip = host.ip.to_string();
+            prop_assert_eq!(root.attribute("ip"), Some(ip.as_str()));
+            let network = format!("<network><ip><dhcp>{elem}</dhcp></ip></network>");
+            prop_assert_eq!(parse_dhcp_hosts(&network), vec![host]);
+        }
+
+        /// Any text escaped into an element and into attributes of either quote style
+        /// reads back exactly, and nothing else is read.
+        #[test]
+        fn escaped_text_reads_back_exactly(s in xml_text(40)) {
+            let e = escape(&s);
+            let xml = format!("<a one='{e}' two=\"{e}\">{e}</a>");
+            let doc = Document::parse(&xml).unwrap();
+            let root = doc.root_element();
+            prop_assert_eq!(root.attribute("one"), Some(s.as_str()));
+            prop_assert_eq!(root.attribute("two"), Some(s.as_str()));
+            prop_assert_eq!(root.attributes().len(), 2);
+            prop_assert_eq!(root.text().unwrap_or(""), s.as_str());
+            prop_assert_eq!(root.children().filter(|n| n.is_element()).count(), 0);
+        }
+
+        /// `unescape` undoes `escape` for any text at all.
+        #[test]
+        fn unescape_undoes_escape(s in text_near(XMLISH, 40)) {
+            prop_assert_eq!(unescape(&escape(&s)), s);
+        }
+
+        /// Any text, such as libvirt's own network XML, is read for reservations without a
+        /// panic, and every one found has an IPv4 address.
+        #[test]
+        fn any_network_text_is_read_without_panic(doc in network_ish()) {
+            for host in parse_dhcp_hosts(&doc) {
+                prop_assert!(doc.contains(&host.ip.to_string()));
+            }
+        }
     }
 }

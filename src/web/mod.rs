@@ -499,3 +499,135 @@ async fn not_found(State(state): State<Arc<AppState>>) -> Response {
         true,
     )
 }
+
+#[cfg(test)]
+mod prop {
+    use super::*;
+    use crate::config::Overrides;
+    use crate::testing::{any_bytes, any_text, config, ed25519_key_line, key_line_like, text_near};
+    use proptest::prelude::*;
+    use proptest::sample::select;
+    use proptest::test_runner::TestRunner;
+
+    const FIELDS: [&str; 4] = ["user_id", "email", "public_key", "reason"];
+
+    /// A body as browsers and bots send them: fields, separators, escapes, any bytes.
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        let fragment = select(vec![
+            "user_id=",
+            "email=",
+            "public_key=",
+            "reason=",
+            "csrf=",
+            "website=",
+            "&",
+            "=",
+            "+",
+            "%",
+            "%2",
+            "%41",
+            "%C3%A9",
+            "%FF",
+            "%00",
+            ";",
+            "user_id[]=",
+        ]);
+        let piece = prop_oneof![
+            2 => fragment.prop_map(|f| f.as_bytes().to_vec()),
+            1 => any_bytes(6),
+        ];
+        prop_oneof![
+            any_bytes(200),
+            proptest::collection::vec(piece, 0..20).prop_map(|p| p.concat())
+        ]
+    }
+
+    /// A form as people fill it in: each field right, nearly right, or anything.
+    fn form() -> impl Strategy<Value = Form> {
+        let user_id = prop_oneof![text_near("abcxyz019- _.A", 34), "[a-z][a-z0-9-]{2,20}"];
+        let email = prop_oneof![
+            text_near("ab1.@-+ é", 30),
+            ("[a-z0-9.+-]{1,10}", "[a-z0-9-]{1,10}").prop_map(|(l, d)| format!("{l}@{d}.example")),
+        ];
+        let key = prop_oneof![
+            key_line_like(),
+            ed25519_key_line().prop_map(|k| format!(" {k}\n"))
+        ];
+        let reason = prop_oneof![any_text(40), any_text(1010), Just(" \t".to_owned())];
+        (user_id, email, key, reason).prop_map(|(user_id, email, public_key, reason)| Form {
+            user_id,
+            email,
+            public_key,
+            reason,
+        })
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Any body is read as the signup form or refused as unreadable, never a panic.
+        #[test]
+        fn any_body_is_read_or_refused(body in body()) {
+            let _ = serde_urlencoded::from_bytes::<Posted>(&body);
+        }
+
+        /// Fields a browser encodes, whatever text they hold, decode to exactly that text.
+        #[test]
+        fn encoded_fields_decode_exactly(values in proptest::array::uniform6(any_text(30))) {
+            let names = FIELDS.iter().chain(&["csrf", "website"]);
+            let pairs: Vec<(&str, &str)> =
+                names.zip(&values).map(|(n, v)| (*n, v.as_str())).collect();
+            let body = serde_urlencoded::to_string(&pairs).unwrap();
+            let posted = serde_urlencoded::from_bytes::<Posted>(body.as_bytes()).unwrap();
+            let f = &posted.form;
+            let got = [&f.user_id, &f.email, &f.public_key, &f.reason];
+            let got = got.into_iter().chain([&posted.csrf, &posted.website]);
+            prop_assert_eq!(got.collect::<Vec<_>>(), values.iter().collect::<Vec<_>>());
+        }
+    }
+
+    /// Whatever the form holds, it is stored or each wrong field gets a message; what is
+    /// stored is what was typed, trimmed, and the key in its checked form.
+    #[test]
+    fn signup_forms_are_stored_as_typed_or_refused_field_by_field() {
+        let env = BTreeMap::from([("BASPHERE_CONFIG".to_owned(), "/dev/null".to_owned())]);
+        let config = Config::load(&Overrides::default(), &env).unwrap();
+        let mut runner = TestRunner::new(crate::testing::config());
+        runner
+            .run(&form(), |form| {
+                let conn = Connection::open_in_memory().unwrap();
+                db::migrate(&conn).unwrap();
+                let key = form.public_key.trim().parse::<crate::validate::PublicKey>();
+                let reason = form.reason.trim();
+                let valid = form
+                    .user_id
+                    .trim()
+                    .parse::<crate::validate::UserId>()
+                    .is_ok()
+                    && crate::validate::email(form.email.trim()).is_ok()
+                    && key.is_ok()
+                    && !reason.is_empty()
+                    && reason.chars().count() <= signup::MAX_REASON_CHARS;
+                match signup::create(&conn, &config, &form, "192.0.2.1") {
+                    Ok(created) => {
+                        prop_assert!(valid, "{form:?} stored");
+                        let s = created.signup;
+                        prop_assert_eq!(s.user_id.as_str(), form.user_id.trim());
+                        prop_assert_eq!(s.email.as_str(), form.email.trim());
+                        prop_assert_eq!(s.reason.as_str(), reason);
+                        prop_assert_eq!(s.public_key, key.unwrap().openssh);
+                    }
+                    Err(Error::Fields(errors)) => {
+                        prop_assert!(!valid, "{form:?} refused");
+                        prop_assert!(!errors.is_empty());
+                        for (field, message) in errors {
+                            prop_assert!(FIELDS.contains(&field) && !message.is_empty());
+                        }
+                    }
+                    Err(e) => prop_assert!(false, "{form:?}: {e}"),
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+}

@@ -396,6 +396,7 @@ mod prop {
             line in ed25519_key_line(),
             user in prop_oneof![Just("alice".to_owned()), any_text(10)],
             ips in vec(any::<u32>().prop_map(Ipv4Addr::from), 0..4),
+            serial in any::<i64>(),
             exe in prop_oneof![
                 text_of("ab1._+-/", 16).prop_map(|p| format!("/usr/{p}")),
                 text_near("/ab1._+- \"", 20),
@@ -404,6 +405,7 @@ mod prop {
             let key: PublicKey = line.parse().unwrap();
             let auth = Authorized {
                 user: user.clone(),
+                serial,
                 fingerprint: key.fingerprint.clone(),
                 public_key: key.openssh.clone(),
                 vm_ips: ips.clone(),
@@ -416,7 +418,9 @@ mod prop {
             let (opts, stored) = read_line(&text);
             prop_assert_eq!(stored, key.openssh.as_str());
             let command = opts.iter().find_map(|o| o.strip_prefix("command=\"")?.strip_suffix('"'));
-            let expected = [exe.as_str(), "shell", "--user", &user, "--key", &key.fingerprint];
+            let serial = serial.to_string();
+            let expected =
+                [exe.as_str(), "shell", "--user", &user, "--key", &key.fingerprint, "--serial", &serial];
             prop_assert_eq!(shell_words::split(command.unwrap()).unwrap(), expected);
             let opened: Vec<&str> =
                 opts.iter().filter_map(|o| o.strip_prefix("permitopen=")).collect();

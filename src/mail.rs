@@ -361,10 +361,12 @@ mod tests {
                 jump => "basphere@bastion.example",
                 public_url => "http://bastion.example:8080",
                 fingerprint => "SHA256:x",
+                key_code => "ABCD-EFGH",
             },
         )
         .unwrap();
         assert!(subject.contains("alice"), "{subject}");
         assert!(body.contains("ssh basphere@bastion.example"), "{body}");
+        assert!(body.contains("key confirm ABCD-EFGH"), "{body}");
     }
 }

@@ -17,6 +17,87 @@ use crate::error::{Error, Result};
 use crate::output::{Io, Output};
 use crate::validate::Size;
 
+/// What a command that runs without the dispatcher answers.
+#[derive(Clone, Debug, Default)]
+pub struct Answer {
+    pub stdout: String,
+    pub stderr: String,
+    pub code: i32,
+}
+
+/// A key that logs in to no account, through either front door: it may run exactly
+/// `key confirm CODE` (a key `key add` or a signup left pending proves itself); any
+/// other line gets the screen of an unregistered key: its fingerprint, what is waiting
+/// for it, and where to sign up.
+pub fn unregistered(
+    conn: &rusqlite::Connection,
+    config: &Config,
+    fingerprint: &str,
+    line: Option<&str>,
+) -> Answer {
+    let words = line
+        .map(split_command)
+        .and_then(|w| w.ok())
+        .unwrap_or_default();
+    if let [key, confirm, code] = words.as_slice() {
+        if key == "key" && confirm == "confirm" {
+            return match crate::ops::key::confirm(conn, fingerprint, code) {
+                Ok(crate::ops::key::Confirmed::Key { user, fingerprint }) => Answer {
+                    stdout: format!("confirmed key {fingerprint}: it logs in to `{user}` now\n"),
+                    ..Answer::default()
+                },
+                Ok(crate::ops::key::Confirmed::Signup { user, fingerprint }) => Answer {
+                    stdout: format!(
+                        "confirmed key {fingerprint} for the signup `{user}`; a mail tells you when an administrator decides\n"
+                    ),
+                    ..Answer::default()
+                },
+                Err(e) => Answer {
+                    stderr: format!("{}\n", crate::error::Rendered(&e)),
+                    code: e.exit_code(),
+                    ..Answer::default()
+                },
+            };
+        }
+    }
+    Answer {
+        stderr: unregistered_screen(conn, config, fingerprint),
+        code: 1,
+        ..Answer::default()
+    }
+}
+
+fn unregistered_screen(conn: &rusqlite::Connection, config: &Config, fingerprint: &str) -> String {
+    let now = crate::hooks::now();
+    let signup = match crate::db::signups::open_for_key(conn, fingerprint, now) {
+        Ok(Some(s)) => format!(
+            "a signup for `{}` with this key is pending ({})",
+            s.user_id,
+            s.state.as_str().replace('_', " ")
+        ),
+        Ok(None) => "no signup with this key is pending".to_owned(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot look up signups");
+            "cannot tell whether a signup with this key is pending".to_owned()
+        }
+    };
+    let pending = crate::db::users::pending_by_fingerprint(conn, fingerprint, now)
+        .map(|p| !p.is_empty())
+        .unwrap_or(false);
+    let confirm = if pending {
+        format!(
+            "\nThis key was added to an account and waits for proof: run\n  {} key confirm CODE\nwith the code `key add` showed.\n",
+            config.ssh_command()
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "basphere: this key is not registered\n\n  key:     {fingerprint}\n  signup:  {signup}\n{confirm}\nSign up at {}\nIf you registered another key, connect with it: ssh -o IdentitiesOnly=yes -i PATH ...\n",
+        config.public_url()
+    )
+}
+
 /// The longest command line read at the prompt.
 const MAX_LINE: usize = 64 * 1024;
 

@@ -19,8 +19,9 @@ use crate::output::{Output, Report};
 #[derive(Debug, clap::Args)]
 #[command(after_help = "sshd_config (see `basphere sshd-config`):\n  \
 AuthorizedKeysCommand /usr/local/bin/basphere auth-keys %u %t %k\n\n\
-Prints nothing, and exits 0, for a key that is unknown or belongs to a disabled user, \
-and for any login name but the service account's.")]
+A key that `key add` (or a signup) left pending gets a line whose forced command runs \
+only `key confirm CODE`. Prints nothing, and exits 0, for a key that is unknown or belongs \
+to a disabled user, and for any login name but the service account's.")]
 pub struct Args {
     /// The login name sshd is authenticating (%u)
     pub login: String,
@@ -68,15 +69,20 @@ impl Run for Args {
             return Ok(Report::text(String::new()));
         }
         let conn = open_read_only(&ctx.config)?;
-        let Some(auth) = key::authorize(&conn, &self.key_type, &self.key)? else {
-            return Ok(Report::text(String::new()));
+        let exe = || match &self.exe {
+            Some(exe) => Ok(exe.clone()),
+            None => current_exe(),
         };
-        let exe = match &self.exe {
-            Some(exe) => exe.clone(),
-            None => current_exe()?,
-        };
-        let line = key::authorized_keys_line(&auth, &exe)?;
-        Ok(Report::text(line))
+        if let Some(auth) = key::authorize(&conn, &self.key_type, &self.key)? {
+            return Ok(Report::text(key::authorized_keys_line(&auth, &exe()?)?));
+        }
+        // A key waiting for proof may run `key confirm CODE` and nothing else.
+        if let Some(fingerprint) = key::awaiting_proof(&conn, &self.key_type, &self.key)? {
+            let public_key = format!("{} {}", self.key_type, self.key);
+            let line = key::unconfirmed_line(&fingerprint, &public_key, &exe()?)?;
+            return Ok(Report::text(line));
+        }
+        Ok(Report::text(String::new()))
     }
 }
 

@@ -6,7 +6,7 @@ use clap::Subcommand;
 
 use crate::cli::Run;
 use crate::context::{Allowed, Context};
-use crate::db::users::Key;
+use crate::db::users::{Key, PendingKey};
 use crate::error::{Error, Result};
 use crate::ops::key;
 use crate::output::{timestamp, Human, Output, Report};
@@ -38,6 +38,12 @@ cat laptop.pub | ssh basphere@HOST key add\n  ssh basphere@HOST key add \"$(cat 
             allow_hyphen_values = true
         )]
         key: Vec<String>,
+    },
+    /// Prove you hold a key `key add` left pending: run this connected with that key
+    #[command(after_help = "Example:\n  ssh -i ~/.ssh/laptop basphere@HOST key confirm ABCD-EFGH")]
+    Confirm {
+        /// The code `key add` printed (or the signup page showed)
+        code: String,
     },
     /// Remove one of your keys (never the last one)
     #[command(visible_alias = "rm")]
@@ -83,6 +89,42 @@ fn read_key(words: &[String], out: &mut Output) -> Result<PublicKey> {
     }
 }
 
+/// One row of `key list`: a key that logs in, or one waiting for proof until `expires_at`.
+#[derive(Debug, serde::Serialize)]
+struct Listed {
+    fingerprint: String,
+    algorithm: String,
+    comment: String,
+    state: &'static str,
+    created_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<i64>,
+}
+
+impl Listed {
+    fn active(k: &Key) -> Listed {
+        Listed {
+            fingerprint: k.fingerprint.clone(),
+            algorithm: k.algorithm.clone(),
+            comment: k.comment.clone(),
+            state: "active",
+            created_at: k.created_at,
+            expires_at: None,
+        }
+    }
+
+    fn pending(k: &PendingKey) -> Listed {
+        Listed {
+            fingerprint: k.fingerprint.clone(),
+            algorithm: k.algorithm.clone(),
+            comment: k.comment.clone(),
+            state: "pending",
+            created_at: k.created_at,
+            expires_at: Some(k.expires_at),
+        }
+    }
+}
+
 /// Tenants, and administrators acting for one.
 pub const ALLOWED: Allowed = Allowed::USERS;
 
@@ -94,27 +136,60 @@ impl Run for Args {
     fn exec(&self, ctx: &Context, out: &mut Output) -> Result<Report> {
         match &self.command {
             Command::List => {
-                let keys = key::list(ctx)?;
+                let listed = key::list(ctx)?;
                 let current = ctx.actor.fingerprint.as_deref();
-                let row = |k: &Key| {
+                let mut views: Vec<Listed> = listed.keys.iter().map(Listed::active).collect();
+                views.extend(listed.pending.iter().map(Listed::pending));
+                let row = |k: &Listed| {
                     let this = Some(k.fingerprint.as_str()) == current;
                     let mark = if this { " (this session)" } else { "" };
+                    let state = match k.expires_at {
+                        None => "active".to_owned(),
+                        Some(at) => format!("pending until {}", timestamp(at)),
+                    };
                     vec![
                         format!("{}{mark}", k.fingerprint),
                         k.algorithm.clone(),
                         k.comment.clone(),
+                        state,
                         timestamp(k.created_at),
                     ]
                 };
-                let rows = keys.iter().map(row).collect();
-                let headers = vec!["FINGERPRINT", "TYPE", "COMMENT", "ADDED"];
-                Ok(Report::new(&keys, Human::Table { headers, rows }))
+                let rows = views.iter().map(row).collect();
+                let headers = vec!["FINGERPRINT", "TYPE", "COMMENT", "STATE", "ADDED"];
+                Ok(Report::new(&views, Human::Table { headers, rows }))
             }
             Command::Add { key: words } => {
                 let public = read_key(words, out)?;
                 let added = key::add(ctx, &public)?;
-                let line = format!("added key {} ({})", added.fingerprint, added.algorithm);
-                Ok(Report::done(&added, line))
+                let lines = match &added {
+                    key::Added::Confirmed { key } => {
+                        vec![format!("added key {} ({})", key.fingerprint, key.algorithm)]
+                    }
+                    key::Added::Pending { key, code } => vec![
+                        format!(
+                            "added key {} ({}), pending: it logs in once you prove you hold it",
+                            key.fingerprint, key.algorithm
+                        ),
+                        String::new(),
+                        "Within an hour, connect with that key and confirm it:".to_owned(),
+                        format!(
+                            "  {} -i PATH-TO-THE-PRIVATE-KEY key confirm {code}",
+                            ctx.config.ssh_command()
+                        ),
+                    ],
+                };
+                Ok(Report::new(&added, Human::Lines(lines)))
+            }
+            Command::Confirm { code } => {
+                let confirmed = key::confirm_for(ctx, code)?;
+                let line = match &confirmed {
+                    key::Confirmed::Key { user, fingerprint }
+                    | key::Confirmed::Signup { user, fingerprint } => {
+                        format!("confirmed key {fingerprint}: it logs in to `{user}` now")
+                    }
+                };
+                Ok(Report::done(&confirmed, line))
             }
             Command::Remove { fingerprint } => {
                 let fingerprint = key::parse_fingerprint(fingerprint)?;

@@ -309,6 +309,15 @@ impl Config {
     }
 
     /// The bastion's name as people reach it: `public_host`, else this host's name.
+    /// How tenants reach this bastion: `ssh [-p PORT] USER@HOST`.
+    pub fn ssh_command(&self) -> String {
+        let target = format!("{}@{}", self.service_user, self.public_host());
+        match self.public_port {
+            22 => format!("ssh {target}"),
+            port => format!("ssh -p {port} {target}"),
+        }
+    }
+
     pub fn public_host(&self) -> String {
         if !self.public_host.is_empty() {
             return self.public_host.clone();

@@ -57,6 +57,11 @@ pub struct Signup {
     pub decided_by: Option<String>,
     pub decided_at: Option<i64>,
     pub decision_reason: Option<String>,
+    /// The code that proves the key: `key confirm CODE` over SSH with it.
+    #[serde(skip)]
+    pub key_code: Option<String>,
+    /// When a connection with the key ran `key confirm` with that code.
+    pub key_confirmed_at: Option<i64>,
 }
 
 pub struct NewSignup<'a> {
@@ -71,10 +76,11 @@ pub struct NewSignup<'a> {
     pub token_expires_at: i64,
     pub status_hash: &'a str,
     pub remote_addr: &'a str,
+    pub key_code: &'a str,
 }
 
 const COLUMNS: &str = "id, user_id, email, public_key, fingerprint, algorithm, comment, reason, state, \
-token_hash, token_expires_at, remote_addr, created_at, confirmed_at, decided_by, decided_at, decision_reason";
+token_hash, token_expires_at, remote_addr, created_at, confirmed_at, decided_by, decided_at, decision_reason, key_code, key_confirmed_at";
 
 /// An unconfirmed signup whose link has expired no longer holds its id or key.
 const OPEN: &str =
@@ -99,6 +105,8 @@ fn from_row(row: &Row) -> rusqlite::Result<Signup> {
         decided_by: row.get(14)?,
         decided_at: row.get(15)?,
         decision_reason: row.get(16)?,
+        key_code: row.get(17)?,
+        key_confirmed_at: row.get(18)?,
     })
 }
 
@@ -111,8 +119,8 @@ pub fn insert(conn: &Connection, s: &NewSignup, now: i64) -> Result<i64> {
     )?;
     conn.execute(
         "INSERT INTO signups (user_id, email, public_key, fingerprint, algorithm, comment, reason, state,
-             token_hash, token_expires_at, status_hash, remote_addr, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending_email', ?8, ?9, ?10, ?11, ?12)",
+             token_hash, token_expires_at, status_hash, remote_addr, created_at, key_code)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending_email', ?8, ?9, ?10, ?11, ?12, ?13)",
         params![
             s.user_id,
             s.email,
@@ -125,7 +133,8 @@ pub fn insert(conn: &Connection, s: &NewSignup, now: i64) -> Result<i64> {
             s.token_expires_at,
             s.status_hash,
             s.remote_addr,
-            now
+            now,
+            s.key_code
         ],
     )?;
     Ok(conn.last_insert_rowid())
@@ -145,6 +154,45 @@ pub fn open_for_key(conn: &Connection, fingerprint: &str, now: i64) -> Result<Op
     Ok(conn
         .query_row(&sql, params![fingerprint, now], from_row)
         .optional()?)
+}
+
+/// How long a signup with a confirmed email holds its key against everyone else.
+pub const KEY_HOLD_SECS: i64 = 14 * 86_400;
+
+/// The signup that holds a key against everyone else: one whose email is confirmed,
+/// for `KEY_HOLD_SECS` after that. An unconfirmed request holds nothing.
+pub fn holding_key(conn: &Connection, fingerprint: &str, now: i64) -> Result<Option<Signup>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM signups WHERE fingerprint = ?1
+         AND state = 'pending_approval' AND confirmed_at > ?2"
+    );
+    Ok(conn
+        .query_row(&sql, params![fingerprint, now - KEY_HOLD_SECS], from_row)
+        .optional()?)
+}
+
+/// Open signups for a key whose code is `code`: the one `key confirm CODE` proves.
+pub fn open_with_key_code(
+    conn: &Connection,
+    fingerprint: &str,
+    code: &str,
+    now: i64,
+) -> Result<Option<Signup>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM signups WHERE fingerprint = ?1 AND key_code = ?3 AND {OPEN}"
+    );
+    Ok(conn
+        .query_row(&sql, params![fingerprint, now, code], from_row)
+        .optional()?)
+}
+
+/// Records that the signup's key proved itself.
+pub fn confirm_key(conn: &Connection, id: i64, now: i64) -> Result<()> {
+    conn.execute(
+        "UPDATE signups SET key_confirmed_at = ?2 WHERE id = ?1 AND key_confirmed_at IS NULL",
+        params![id, now],
+    )?;
+    Ok(())
 }
 
 /// The newest signup for a user id, whatever its state.

@@ -215,3 +215,119 @@ pub fn delete_key(conn: &Connection, user_id: &str, fingerprint: &str) -> Result
         [user_id, fingerprint],
     )? == 1)
 }
+
+/// A key added but not yet proven by a connection authenticated with it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PendingKey {
+    pub id: i64,
+    pub fingerprint: String,
+    pub user_id: String,
+    pub algorithm: String,
+    pub public_key: String,
+    pub comment: String,
+    #[serde(skip)]
+    pub code_hash: String,
+    #[serde(skip)]
+    pub attempts: i64,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+const PENDING_COLUMNS: &str = "id, fingerprint, user_id, algorithm, public_key, comment, code_hash, attempts, created_at, expires_at";
+
+fn pending_from_row(row: &Row) -> rusqlite::Result<PendingKey> {
+    Ok(PendingKey {
+        id: row.get(0)?,
+        fingerprint: row.get(1)?,
+        user_id: row.get(2)?,
+        algorithm: row.get(3)?,
+        public_key: row.get(4)?,
+        comment: row.get(5)?,
+        code_hash: row.get(6)?,
+        attempts: row.get(7)?,
+        created_at: row.get(8)?,
+        expires_at: row.get(9)?,
+    })
+}
+
+/// Stores `key` as pending for its user, replacing one pending before for that user.
+pub fn insert_pending_key(
+    conn: &Connection,
+    key: &NewKey,
+    code_hash: &str,
+    now: i64,
+    expires_at: i64,
+) -> Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO pending_keys
+             (fingerprint, user_id, algorithm, public_key, comment, code_hash, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            key.fingerprint,
+            key.user_id,
+            key.algorithm,
+            key.public_key,
+            key.comment,
+            code_hash,
+            now,
+            expires_at
+        ],
+    )?;
+    Ok(())
+}
+
+/// The keys waiting for proof with this fingerprint, of any user, not expired.
+pub fn pending_by_fingerprint(
+    conn: &Connection,
+    fingerprint: &str,
+    now: i64,
+) -> Result<Vec<PendingKey>> {
+    let sql = format!(
+        "SELECT {PENDING_COLUMNS} FROM pending_keys WHERE fingerprint = ?1 AND expires_at > ?2 ORDER BY id"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![fingerprint, now], pending_from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// One user's keys waiting for proof, not expired.
+pub fn pending_keys(conn: &Connection, user_id: &str, now: i64) -> Result<Vec<PendingKey>> {
+    let sql = format!(
+        "SELECT {PENDING_COLUMNS} FROM pending_keys WHERE user_id = ?1 AND expires_at > ?2 ORDER BY id"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![user_id, now], pending_from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Counts a wrong code against every pending key with this fingerprint; those that had
+/// `max` wrong codes are dropped.
+pub fn pending_wrong_code(conn: &Connection, fingerprint: &str, max: i64) -> Result<()> {
+    conn.execute(
+        "UPDATE pending_keys SET attempts = attempts + 1 WHERE fingerprint = ?1",
+        [fingerprint],
+    )?;
+    conn.execute(
+        "DELETE FROM pending_keys WHERE fingerprint = ?1 AND attempts >= ?2",
+        params![fingerprint, max],
+    )?;
+    Ok(())
+}
+
+/// Drops pending keys: all with this fingerprint, or only one user's.
+pub fn delete_pending(
+    conn: &Connection,
+    fingerprint: &str,
+    user_id: Option<&str>,
+) -> Result<usize> {
+    Ok(match user_id {
+        Some(user) => conn.execute(
+            "DELETE FROM pending_keys WHERE fingerprint = ?1 AND user_id = ?2",
+            params![fingerprint, user],
+        )?,
+        None => conn.execute(
+            "DELETE FROM pending_keys WHERE fingerprint = ?1",
+            [fingerprint],
+        )?,
+    })
+}

@@ -6,41 +6,86 @@ use rusqlite::Connection;
 
 use crate::context::{Binding, Context};
 use crate::db;
-use crate::db::users::{Key, NewKey};
+use crate::db::users::{Key, NewKey, PendingKey};
 use crate::error::{Error, Result};
 use crate::validate::PublicKey;
 
 /// Keys one user may hold.
 pub const MAX_KEYS: u64 = 32;
 
-pub fn list(ctx: &Context) -> Result<Vec<Key>> {
-    let user = ctx.tenant()?;
-    db::users::keys(ctx.db()?, &user)
+/// A user's keys: those that log in, and those still waiting for proof.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Keys {
+    pub keys: Vec<Key>,
+    pub pending: Vec<PendingKey>,
 }
 
-/// Adds a key to the caller's account. A key registered to anyone else is refused
-/// without saying whose it is.
-pub fn add(ctx: &Context, key: &PublicKey) -> Result<Key> {
+pub fn list(ctx: &Context) -> Result<Keys> {
     let user = ctx.tenant()?;
+    let now = crate::hooks::now();
+    Ok(Keys {
+        keys: db::users::keys(ctx.db()?, &user)?,
+        pending: db::users::pending_keys(ctx.db()?, &user, now)?,
+    })
+}
+
+/// How long a pending key's code works.
+pub const CODE_LIFETIME_SECS: i64 = 3600;
+
+/// Wrong codes a pending key takes before it is dropped.
+pub const MAX_CODE_ATTEMPTS: i64 = 5;
+
+/// What `key add` did: the key logs in at once (an administrator at the bastion added
+/// it), or only after `key confirm CODE` from a connection made with it.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Added {
+    Confirmed {
+        key: Key,
+    },
+    Pending {
+        key: PendingKey,
+        /// Shown once; only its hash is stored.
+        code: String,
+    },
+}
+
+/// Adds a key to the caller's account. Over SSH the key is pending until a connection
+/// authenticated with that very key runs `key confirm CODE`, so nobody can add a key
+/// they do not hold; an administrator at the bastion vouches for the key instead. A key
+/// registered to anyone else, or held by a signup, is refused without saying whose.
+pub fn add(ctx: &Context, key: &PublicKey) -> Result<Added> {
+    let user = ctx.tenant()?;
+    let proven = ctx.actor.via != "ssh";
     let outcome = db::immediate(ctx.db()?, |tx| {
-        if let Some(existing) = db::users::key_by_fingerprint(tx, &key.fingerprint)? {
-            let whose = if existing.user_id == user {
-                " to your account"
-            } else {
-                ""
-            };
-            return Err(Error::conflict(
-                format!("key {} is already registered{whose}", key.fingerprint),
-                Some("one key belongs to one person; make a new one with `ssh-keygen -t ed25519`"),
-            ));
-        }
-        if db::signups::open_for_key(tx, &key.fingerprint, crate::hooks::now())?.is_some() {
-            return Err(Error::conflict(
+        let now = crate::hooks::now();
+        let taken = || {
+            Error::conflict(
                 format!("key {} is already registered", key.fingerprint),
                 Some("one key belongs to one person; make a new one with `ssh-keygen -t ed25519`"),
-            ));
+            )
+        };
+        if let Some(existing) = db::users::key_by_fingerprint(tx, &key.fingerprint)? {
+            if existing.user_id == user {
+                return Err(Error::conflict(
+                    format!(
+                        "key {} is already registered to your account",
+                        key.fingerprint
+                    ),
+                    None,
+                ));
+            }
+            return Err(taken());
         }
-        if db::users::key_count(tx, &user)? >= MAX_KEYS {
+        if db::signups::holding_key(tx, &key.fingerprint, now)?.is_some() {
+            return Err(taken());
+        }
+        let pending = db::users::pending_keys(tx, &user, now)?;
+        let others = pending
+            .iter()
+            .filter(|p| p.fingerprint != key.fingerprint)
+            .count();
+        if db::users::key_count(tx, &user)? + others as u64 >= MAX_KEYS {
             return Err(Error::conflict(
                 format!("you already have {MAX_KEYS} keys, the most one user may have"),
                 Some("remove one you no longer use with `key remove FINGERPRINT`"),
@@ -53,11 +98,178 @@ pub fn add(ctx: &Context, key: &PublicKey) -> Result<Key> {
             public_key: &key.openssh,
             comment: &key.comment,
         };
-        db::users::insert_key(tx, &new, crate::hooks::now())?;
-        Ok(db::users::key_by_fingerprint(tx, &key.fingerprint)?.expect("inserted above"))
+        if proven {
+            db::users::insert_key(tx, &new, now)?;
+            db::users::delete_pending(tx, &key.fingerprint, None)?;
+            let key = db::users::key_by_fingerprint(tx, &key.fingerprint)?.expect("inserted above");
+            return Ok(Added::Confirmed { key });
+        }
+        let code = new_code();
+        let hash = crate::ops::signup::token_hash(&code);
+        db::users::insert_pending_key(tx, &new, &hash, now, now + CODE_LIFETIME_SECS)?;
+        let key = db::users::pending_keys(tx, &user, now)?
+            .into_iter()
+            .find(|p| p.fingerprint == key.fingerprint)
+            .expect("inserted above");
+        Ok(Added::Pending { key, code })
     });
-    ctx.audit("key.add", &format!("{user}/{}", key.fingerprint), &outcome);
+    let action = if proven { "key.add" } else { "key.add_pending" };
+    ctx.audit(action, &format!("{user}/{}", key.fingerprint), &outcome);
     outcome
+}
+
+/// The letters of a code: no 0/O, 1/I/L, so it reads back from a screen.
+const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
+
+/// A new code: `XXXX-XXXX`, about 39 bits, good for a few tries within an hour.
+pub fn new_code() -> String {
+    use rand::Rng;
+    let mut rng = rand::rngs::OsRng;
+    let mut code: String = (0..8)
+        .map(|_| CODE_ALPHABET[rng.gen_range(0..CODE_ALPHABET.len())] as char)
+        .collect();
+    code.insert(4, '-');
+    code
+}
+
+/// A code as typed: any case, with or without the dash; `None` if it cannot be one.
+pub fn parse_code(text: &str) -> Option<String> {
+    let plain: String = text
+        .chars()
+        .filter(|c| *c != '-')
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    let ok = plain.len() == 8 && plain.bytes().all(|b| CODE_ALPHABET.contains(&b));
+    ok.then(|| format!("{}-{}", &plain[..4], &plain[4..]))
+}
+
+/// A pending key becomes its user's; whoever else added it never gets it.
+fn promote(tx: &Connection, p: &PendingKey, now: i64) -> Result<()> {
+    let new = NewKey {
+        fingerprint: &p.fingerprint,
+        user_id: &p.user_id,
+        algorithm: &p.algorithm,
+        public_key: &p.public_key,
+        comment: &p.comment,
+    };
+    db::users::insert_key(tx, &new, now)?;
+    db::users::delete_pending(tx, &p.fingerprint, None)?;
+    Ok(())
+}
+
+/// `key confirm CODE` by an administrator at the bastion for the user they act for:
+/// they vouch for the key, as `admin user add --key` does. Over SSH a connection's own
+/// key is confirmed already, so there it is refused with the way to do it.
+pub fn confirm_for(ctx: &Context, code: &str) -> Result<Confirmed> {
+    if ctx.actor.via == "ssh" {
+        return Err(Error::conflict(
+            "this connection's key is already confirmed",
+            Some(&format!(
+                "confirm a new key over a connection made with it: `{} -i PATH key confirm CODE`",
+                ctx.config.ssh_command()
+            )),
+        ));
+    }
+    let user = ctx.tenant()?;
+    let outcome = db::immediate(ctx.db()?, |tx| {
+        let now = crate::hooks::now();
+        let hash = parse_code(code).map(|c| crate::ops::signup::token_hash(&c));
+        let pending = db::users::pending_keys(tx, &user, now)?;
+        let Some(p) = pending.iter().find(|p| Some(&p.code_hash) == hash.as_ref()) else {
+            return Err(Error::not_found(
+                "pending key with the code",
+                code.to_owned(),
+            ));
+        };
+        promote(tx, p, now)?;
+        Ok(Confirmed::Key {
+            user: user.clone(),
+            fingerprint: p.fingerprint.clone(),
+        })
+    });
+    ctx.audit("key.confirm", &user, &outcome);
+    outcome
+}
+
+/// What `key confirm` proved.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "confirmed", rename_all = "snake_case")]
+pub enum Confirmed {
+    /// The pending key now logs in to `user`.
+    Key { user: String, fingerprint: String },
+    /// The key of the signup for `user` is proven; approval can make the account.
+    Signup { user: String, fingerprint: String },
+}
+
+/// `key confirm CODE` on a connection authenticated with the key `fingerprint`: the one
+/// way a pending key (or a signup's key) proves its holder asked for it. The code works
+/// once, for that key only; wrong codes count, and a key that took too many is dropped.
+/// Audited; for both SSH front doors, before any account is known.
+pub fn confirm(conn: &Connection, fingerprint: &str, code: &str) -> Result<Confirmed> {
+    let outcome = confirm_inner(conn, fingerprint, code);
+    let (actor, target) = match &outcome {
+        Ok(Confirmed::Key { user, .. }) | Ok(Confirmed::Signup { user, .. }) => {
+            (user.as_str(), format!("{user}/{fingerprint}"))
+        }
+        Err(_) => ("unknown", fingerprint.to_owned()),
+    };
+    let (result, detail) = match &outcome {
+        Ok(Confirmed::Key { .. }) => ("ok", String::new()),
+        Ok(Confirmed::Signup { .. }) => ("ok", "a signup's key".to_owned()),
+        Err(e) => ("error", e.report()),
+    };
+    let entry = db::audit::NewEntry {
+        actor,
+        via: "ssh",
+        action: "key.confirm",
+        target: &target,
+        result,
+        detail: &detail,
+    };
+    if let Err(e) = db::audit::insert(conn, &entry, crate::hooks::now()) {
+        tracing::error!(error = %e, "cannot write audit entry");
+    }
+    outcome
+}
+
+fn confirm_inner(conn: &Connection, fingerprint: &str, code: &str) -> Result<Confirmed> {
+    let wrong = || {
+        Error::denied(
+            "that code does not confirm this key: use the code `key add` (or the signup page) showed for it, connected with that key",
+        )
+    };
+    let Some(code) = parse_code(code) else {
+        return Err(wrong());
+    };
+    let hash = crate::ops::signup::token_hash(&code);
+    db::immediate(conn, |tx| {
+        let now = crate::hooks::now();
+        if db::users::key_by_fingerprint(tx, fingerprint)?.is_some() {
+            return Err(Error::conflict(
+                format!("key {fingerprint} is already registered"),
+                Some("it logs in already; `key confirm` is for a key `key add` left pending"),
+            ));
+        }
+        let pending = db::users::pending_by_fingerprint(tx, fingerprint, now)?;
+        if let Some(p) = pending.iter().find(|p| p.code_hash == hash) {
+            promote(tx, p, now)?;
+            return Ok(Ok(Confirmed::Key {
+                user: p.user_id.clone(),
+                fingerprint: fingerprint.to_owned(),
+            }));
+        }
+        if let Some(s) = db::signups::open_with_key_code(tx, fingerprint, &code, now)? {
+            db::signups::confirm_key(tx, s.id, now)?;
+            return Ok(Ok(Confirmed::Signup {
+                user: s.user_id,
+                fingerprint: fingerprint.to_owned(),
+            }));
+        }
+        db::users::pending_wrong_code(tx, fingerprint, MAX_CODE_ATTEMPTS)?;
+        Ok(Err(wrong()))
+    })
+    // A wrong code is counted, committed, then reported.
+    .and_then(|confirmed| confirmed)
 }
 
 /// `SHA256:` followed by 43 base64 characters, as `ssh-keygen -l` and `key list` print
@@ -148,18 +360,9 @@ pub fn authorize(
     key_type: &str,
     key_base64: &str,
 ) -> Result<Option<Authorized>> {
-    if key_type.is_empty()
-        || key_base64.is_empty()
-        || key_type.len() + key_base64.len() > 16 * 1024
-        || key_type.contains(char::is_whitespace)
-        || key_base64.contains(char::is_whitespace)
-    {
-        return Ok(None);
-    }
-    let Ok(key) = ssh_key::PublicKey::from_openssh(&format!("{key_type} {key_base64}")) else {
+    let Some(fingerprint) = offered_fingerprint(key_type, key_base64) else {
         return Ok(None);
     };
-    let fingerprint = key.fingerprint(ssh_key::HashAlg::Sha256).to_string();
     let Login::User(Binding { user, serial, .. }) = login(conn, &fingerprint, key_base64)? else {
         return Ok(None);
     };
@@ -177,6 +380,60 @@ pub fn authorize(
         public_key: format!("{key_type} {key_base64}"),
         vm_ips,
     }))
+}
+
+/// The fingerprint of the key sshd passes as `%t %k`, if it is a well-formed key.
+fn offered_fingerprint(key_type: &str, key_base64: &str) -> Option<String> {
+    if key_type.is_empty()
+        || key_base64.is_empty()
+        || key_type.len() + key_base64.len() > 16 * 1024
+        || key_type.contains(char::is_whitespace)
+        || key_base64.contains(char::is_whitespace)
+    {
+        return None;
+    }
+    let key = ssh_key::PublicKey::from_openssh(&format!("{key_type} {key_base64}")).ok()?;
+    Some(key.fingerprint(ssh_key::HashAlg::Sha256).to_string())
+}
+
+/// The fingerprint of a key sshd passes as `%t %k` that logs in to no account but may
+/// prove itself: one `key add` left pending, or a signup's. `None` for any other.
+pub fn awaiting_proof(
+    conn: &Connection,
+    key_type: &str,
+    key_base64: &str,
+) -> Result<Option<String>> {
+    let Some(fingerprint) = offered_fingerprint(key_type, key_base64) else {
+        return Ok(None);
+    };
+    let now = crate::hooks::now();
+    let stored = |public_key: &str| public_key.split_whitespace().nth(1) == Some(key_base64);
+    let pending = db::users::pending_by_fingerprint(conn, &fingerprint, now)?;
+    let signup = db::signups::open_for_key(conn, &fingerprint, now)?;
+    let waiting = pending.iter().any(|p| stored(&p.public_key))
+        || signup.is_some_and(|s| {
+            s.key_code.is_some() && s.public_key == format!("{key_type} {key_base64}")
+        });
+    Ok(waiting.then_some(fingerprint))
+}
+
+/// The `authorized_keys` line of a key awaiting proof: `restrict` and the forced
+/// command `EXE shell --unconfirmed --key FINGERPRINT`, which runs only `key confirm`.
+pub fn unconfirmed_line(fingerprint: &str, public_key: &str, exe: &str) -> Result<String> {
+    if !plain_path(exe) {
+        return Err(Error::Install(format!(
+            "the basphere executable `{}` needs an absolute path of letters, digits and `/._+-` to be used as sshd's forced command",
+            crate::validate::quoted(exe)
+        )));
+    }
+    let fingerprint = parse_fingerprint(fingerprint)?;
+    let mut words = public_key.split_whitespace();
+    let (Some(kind), Some(blob), None) = (words.next(), words.next(), words.next()) else {
+        return Err(Error::invalid("the offered public key is malformed"));
+    };
+    Ok(format!(
+        "restrict,command=\"{exe} shell --unconfirmed --key {fingerprint}\" {kind} {blob}\n"
+    ))
 }
 
 /// Whether `path` can stand in a forced command unquoted: inside sshd's `command="..."`

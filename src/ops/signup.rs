@@ -138,7 +138,7 @@ fn check(conn: &Connection, form: &Form, now: i64) -> Result<Checked> {
                 "public_key",
                 "This key is already registered. Each person uses their own key; make a new one with `ssh-keygen -t ed25519`.",
             );
-        } else if db::signups::open_for_key(conn, &key.fingerprint, now)?.is_some() {
+        } else if db::signups::holding_key(conn, &key.fingerprint, now)?.is_some() {
             errors.say("public_key", "A request with this key is already pending.");
         }
     }
@@ -257,6 +257,7 @@ fn store(conn: &Connection, config: &Config, form: &Form, remote_addr: &str) -> 
                 token_expires_at: now + lifetime,
                 status_hash: &status_hash,
                 remote_addr,
+                key_code: &crate::ops::key::new_code(),
             },
             now,
         )?;
@@ -441,11 +442,16 @@ fn approve_inner(ctx: &Context, user_id: &str, force: bool) -> Result<Approved> 
     // Approval is two transactions: the user (through `admin user add`'s own rules),
     // then the decision and the welcome mail. If a crash fell between them, the user
     // exists holding this signup's key: finish the approval instead of refusing it.
-    let user = match db::users::key_by_fingerprint(ctx.db()?, &s.fingerprint)? {
-        Some(k) if k.user_id == s.user_id => db::users::get(ctx.db()?, &s.user_id)?
-            .ok_or_else(|| Error::not_found("user", s.user_id.clone()))?,
-        _ => crate::ops::user::add(ctx, &id, &s.email, &[key], false)?,
+    // A key the signup did not prove yet is added pending, with the signup's code: the
+    // account lets it in once a connection made with it runs `key confirm CODE`.
+    let proven = s.key_confirmed_at.is_some();
+    let existing = db::users::get(ctx.db()?, &s.user_id)?;
+    let user = match existing {
+        Some(user) if user.email == s.email && crate::ops::user::holds_signup_key(ctx, &s)? => user,
+        _ if proven => crate::ops::user::add(ctx, &id, &s.email, &[key], false)?,
+        _ => crate::ops::user::add_with_pending_key(ctx, &id, &s, &key)?,
     };
+    let key_code = if proven { None } else { s.key_code.clone() };
     let config = &ctx.config;
     let port = config.public_port;
     let target = format!("{}@{}", config.service_user, config.public_host());
@@ -466,6 +472,7 @@ fn approve_inner(ctx: &Context, user_id: &str, force: bool) -> Result<Approved> 
             ssh => ssh,
             jump => jump,
             public_url => &config.public_url(),
+            key_code => key_code,
         },
     )?;
     let mail_id = db::immediate(ctx.db()?, |tx| {

@@ -36,7 +36,76 @@ fn check_key_free(conn: &rusqlite::Connection, key: &PublicKey) -> Result<()> {
             Some("one key belongs to one user; each person uses their own key"),
         ));
     }
+    // A key made an account's now: whoever else only added it never gets it.
+    db::users::delete_pending(conn, &key.fingerprint, None)?;
     Ok(())
+}
+
+/// Inserts the user row, refusing an id that exists.
+fn insert_user(
+    tx: &rusqlite::Connection,
+    id: &UserId,
+    email: &str,
+    admin: bool,
+    now: i64,
+) -> Result<()> {
+    if db::users::exists(tx, id.as_str())? {
+        return Err(Error::AlreadyExists {
+            kind: "user",
+            name: id.to_string(),
+        });
+    }
+    let role = if admin { Role::Admin } else { Role::User };
+    let user = NewUser {
+        id: id.as_str(),
+        email,
+        role,
+    };
+    db::users::insert(tx, &user, now)
+}
+
+/// How long the code of an approved signup's key works.
+pub const SIGNUP_CODE_LIFETIME_SECS: i64 = 7 * 86_400;
+
+/// The user of an approved signup whose key has not proven itself yet: the key is added
+/// pending, with the signup's code, and lets nobody in until `key confirm CODE`.
+pub fn add_with_pending_key(
+    ctx: &Context,
+    id: &UserId,
+    signup: &crate::db::signups::Signup,
+    key: &PublicKey,
+) -> Result<User> {
+    let outcome = db::immediate(ctx.db()?, |tx| {
+        let now = crate::hooks::now();
+        insert_user(tx, id, &signup.email, false, now)?;
+        check_key_free(tx, key)?;
+        let code = signup.key_code.as_deref().unwrap_or_default();
+        let new = NewKey {
+            fingerprint: &key.fingerprint,
+            user_id: id.as_str(),
+            algorithm: &key.algorithm,
+            public_key: &key.openssh,
+            comment: &key.comment,
+        };
+        let hash = crate::ops::signup::token_hash(code);
+        db::users::insert_pending_key(tx, &new, &hash, now, now + SIGNUP_CODE_LIFETIME_SECS)?;
+        Ok(db::users::get(tx, id.as_str())?.expect("inserted above"))
+    });
+    ctx.audit("user.add", id.as_str(), &outcome);
+    outcome
+}
+
+/// Whether the user of a signup holds its key, confirmed or pending: an approval that
+/// stopped between making the user and recording the decision.
+pub fn holds_signup_key(ctx: &Context, signup: &crate::db::signups::Signup) -> Result<bool> {
+    let db = ctx.db()?;
+    let now = crate::hooks::now();
+    let confirmed = db::users::key_by_fingerprint(db, &signup.fingerprint)?
+        .is_some_and(|k| k.user_id == signup.user_id);
+    let pending = db::users::pending_keys(db, &signup.user_id, now)?
+        .iter()
+        .any(|p| p.fingerprint == signup.fingerprint);
+    Ok(confirmed || pending)
 }
 
 pub fn add(
@@ -47,23 +116,8 @@ pub fn add(
     admin: bool,
 ) -> Result<User> {
     let outcome = db::immediate(ctx.db()?, |tx| {
-        if db::users::exists(tx, id.as_str())? {
-            return Err(Error::AlreadyExists {
-                kind: "user",
-                name: id.to_string(),
-            });
-        }
         let now = crate::hooks::now();
-        let role = if admin { Role::Admin } else { Role::User };
-        db::users::insert(
-            tx,
-            &NewUser {
-                id: id.as_str(),
-                email,
-                role,
-            },
-            now,
-        )?;
+        insert_user(tx, id, email, admin, now)?;
         let mut seen = std::collections::HashSet::new();
         for key in keys {
             if !seen.insert(key.fingerprint.clone()) {

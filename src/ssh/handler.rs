@@ -108,6 +108,7 @@ impl Handler {
                     session.handle(),
                     out,
                     fingerprint,
+                    line,
                     self.hangup.clone(),
                 );
                 return;

@@ -11,7 +11,6 @@ use super::limits::Slot;
 use super::Shared;
 use crate::cancel::{Cancel, TICK};
 use crate::context::{Binding, Caller};
-use crate::db;
 use crate::error::Result;
 use crate::ops::key::Login;
 use crate::output::Io;
@@ -164,29 +163,36 @@ fn run(
         .run(&shared.config(), &tenant, line, io, cancel)
 }
 
-/// The one channel of an unregistered key: its screen is sent without a thread of its
-/// own, within `MESSAGE_TIMEOUT` whatever the client's window, then the connection
-/// closes. Exit status 1.
+/// The one channel of an unregistered key: `key confirm CODE`, or the screen, sent
+/// without a thread of its own, within `MESSAGE_TIMEOUT` whatever the client's window;
+/// then the connection closes.
 pub fn greet(
     shared: Arc<Shared>,
     ssh: russh::server::Handle,
     out: Out,
     fingerprint: String,
+    line: Option<String>,
     hangup: Arc<tokio::sync::Notify>,
 ) {
     tokio::spawn(async move {
-        let url = shared.config().public_url();
+        let config = shared.config();
         let lookup = {
             let (shared, fingerprint) = (shared.clone(), fingerprint.clone());
-            tokio::task::spawn_blocking(move || unknown_key(&shared, &url, &fingerprint))
+            tokio::task::spawn_blocking(move || {
+                let db = shared.db.lock().unwrap_or_else(|e| e.into_inner());
+                crate::session::unregistered(&db, &config, &fingerprint, line.as_deref())
+            })
         };
         let sent = tokio::time::timeout(MESSAGE_TIMEOUT, async {
-            let screen = lookup.await.unwrap_or_default();
-            let _ = out
-                .make_writer_ext(Some(1))
-                .write_all(screen.as_bytes())
-                .await;
-            finish(&out, 1).await;
+            let answer = lookup.await.unwrap_or_else(|_| crate::session::Answer {
+                stderr: "basphere: internal error; it is logged on the server\n".to_owned(),
+                code: INTERNAL_ERROR,
+                ..Default::default()
+            });
+            let _ = out.make_writer().write_all(answer.stdout.as_bytes()).await;
+            let stderr = answer.stderr.as_bytes();
+            let _ = out.make_writer_ext(Some(1)).write_all(stderr).await;
+            finish(&out, u32::try_from(answer.code).unwrap_or(1)).await;
         });
         match sent.await {
             // A client closes the connection when its channel closes; one that does
@@ -201,30 +207,6 @@ pub fn greet(
         let _ = tokio::time::timeout(std::time::Duration::from_millis(200), bye).await;
         hangup.notify_one();
     });
-}
-
-/// The one screen an unregistered key gets: its fingerprint, any signup waiting for it,
-/// and where to sign up.
-fn unknown_key(shared: &Shared, url: &str, fingerprint: &str) -> String {
-    let pending = {
-        let db = shared.db.lock().unwrap_or_else(|e| e.into_inner());
-        db::signups::open_for_key(&db, fingerprint, crate::hooks::now())
-    };
-    let signup = match pending {
-        Ok(Some(s)) => format!(
-            "a signup for `{}` with this key is pending ({})",
-            s.user_id,
-            s.state.as_str().replace('_', " ")
-        ),
-        Ok(None) => "no signup with this key is pending".to_owned(),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot look up signups");
-            "cannot tell whether a signup with this key is pending".to_owned()
-        }
-    };
-    format!(
-        "basphere: this key is not registered\n\n  key:     {fingerprint}\n  signup:  {signup}\n\nSign up at {url}\nIf you registered another key, connect with it: ssh -o IdentitiesOnly=yes -i PATH ...\n"
-    )
 }
 
 /// Writes one stream of a channel (stdout as data, stderr as extended data 1) as the

@@ -99,6 +99,9 @@ pub fn status(config: &Config, s: &Signup, just_confirmed: bool) -> String {
             just_confirmed => just_confirmed,
             lifetime => crate::ops::signup::human_span(config.token_lifetime_secs()),
             ssh_target => format!("{}@{}", config.service_user, config.public_host()),
+            ssh_command => config.ssh_command(),
+            key_code => &s.key_code,
+            key_confirmed => s.key_confirmed_at.is_some(),
         },
     )
 }

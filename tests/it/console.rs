@@ -62,16 +62,13 @@ fn without_a_terminal_console_explains_and_changes_nothing() {
         .stderr_has("error: `console` needs a terminal")
         .stderr_has("help: run it with `ssh -t basphere@bastion.test console web1`");
     // The same through OpenSSH's forced command, as the tenant.
-    bsp.set_env("SSH_ORIGINAL_COMMAND", "console web1");
-    bsp.run(&["shell", "--user", "alice"])
+    bsp.forced_command("alice", "console web1")
         .code(USAGE)
         .stderr_has("`console` needs a terminal");
 
     // Someone else's VM looks exactly like a missing one.
-    bsp.set_env("SSH_ORIGINAL_COMMAND", "console bweb");
-    let theirs = bsp.run(&["shell", "--user", "alice"]).code(NOT_FOUND);
-    bsp.set_env("SSH_ORIGINAL_COMMAND", "console nope");
-    let missing = bsp.run(&["shell", "--user", "alice"]).code(NOT_FOUND);
+    let theirs = bsp.forced_command("alice", "console bweb").code(NOT_FOUND);
+    let missing = bsp.forced_command("alice", "console nope").code(NOT_FOUND);
     assert_eq!(missing.stderr, "error: VM `nope` not found\n");
     assert_eq!(
         shape(&theirs.stderr, "bweb"),

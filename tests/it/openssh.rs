@@ -448,10 +448,20 @@ fn tenants_use_basphere_through_debians_sshd() {
     let lines = bsp.run(&["auth-keys", "basphere", &t, &k]).success();
     assert_eq!(lines.stdout, "");
 
-    // Stdin reaches `key add`, and the new key signs in.
+    // Stdin reaches `key add`; the new key only proves itself until it is confirmed
+    // over a connection made with it, then it signs in.
     let run = sshd.ssh(&alice, &[], Some("key add"), Some(&public_key(&laptop)));
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stdout.contains(&fingerprint(&laptop)), "{}", run.stdout);
+    let code = crate::fixtures::confirm_code(&run.stdout);
+    let run = ssh(&laptop, "quota");
+    assert_eq!(run.code, 1, "a pending key runs nothing: {}", run.stderr);
+    assert!(run.stderr.contains("not registered"), "{}", run.stderr);
+    let run = ssh(&stranger, &format!("key confirm {code}"));
+    assert_eq!(run.code, 255, "a key nobody added is refused by sshd");
+    let run = ssh(&laptop, &format!("key confirm {code}"));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("logs in to `alice`"), "{}", run.stdout);
     let run = ssh(&laptop, "key list --json");
     assert_eq!(run.code, 0, "{}", run.stderr);
     let listed: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
@@ -504,8 +514,8 @@ fn tenants_use_basphere_through_debians_sshd() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|e| e["action"] == "key.add" && e["result"] == "ok")
-        .unwrap_or_else(|| panic!("no key.add entry: {audit}"));
+        .find(|e| e["action"] == "key.add_pending" && e["result"] == "ok")
+        .unwrap_or_else(|| panic!("no key.add_pending entry: {audit}"));
     assert_eq!(entry["via"], "ssh");
     assert_eq!(entry["actor"], "alice");
 }

@@ -71,6 +71,7 @@ const ROWS: &[(&str, &str, &[&str])] = &[
     ("key list",            "Y Y - - Y Y Y", &["key", "list"]),
     ("key add",             "Y Y - - Y Y Y", &["key", "add", "@KEY"]),
     ("key remove",          "Y Y - - Y Y Y", &["key", "remove", "@FP"]),
+    ("key confirm",         "Y Y - - Y Y Y", &["key", "confirm", "@CODE"]),
     // whoami: the tenant commands' callers, and the service account.
     ("whoami",              "Y Y Y - Y Y Y", &["whoami"]),
     // Administration: administrators, local or remote.
@@ -186,6 +187,8 @@ struct Install {
     image_file: String,
     /// The fingerprint of each user's key.
     fingerprints: std::collections::HashMap<String, String>,
+    /// The code of a key alice added over SSH, still pending.
+    code: String,
 }
 
 const ROOT: Caller = Caller::Local { uid: 0 };
@@ -234,6 +237,7 @@ impl Install {
             spare_fp,
             image_file,
             fingerprints: Default::default(),
+            code: String::new(),
         }
     }
 
@@ -303,6 +307,15 @@ impl Install {
             &ROOT,
             &["--as", "alice", "snapshot", "create", "web1", "snap1"],
         );
+        // A key alice added over SSH, waiting for its code.
+        let (pending, _) = keygen(install.dir.path(), "pending");
+        let ran = run(
+            &install.config,
+            &install.ssh("alice"),
+            &["key", "add", &pending],
+        );
+        assert_eq!(ran.code, 0, "{}", ran.stderr);
+        install.code = crate::fixtures::confirm_code(&ran.stdout);
         install
     }
 
@@ -326,6 +339,7 @@ impl Install {
                 "@KEY" => self.spare_key.clone(),
                 "@FP" => self.spare_fp.clone(),
                 "@ALICE_FP" => self.fingerprints["alice"].clone(),
+                "@CODE" => self.code.clone(),
                 "@FILE" => self.image_file.clone(),
                 a => a.to_owned(),
             })
@@ -594,6 +608,7 @@ const JSON: &[(&str, &[&str])] = &[
     ("key add",             &["--as", "alice", "key", "add", "@KEY"]),
     ("key list",            &["--as", "alice", "key", "list"]),
     ("key remove",          &["--as", "alice", "key", "remove", "@FP"]),
+    ("key confirm",         &["--as", "alice", "key", "confirm", "@CODE"]),
     ("whoami",              &["--as", "alice", "whoami"]),
     ("admin user add",      &["admin", "user", "add", "erin", "--email", "erin@example.com", "--key", "@KEY"]),
     ("admin user list",     &["admin", "user", "list"]),

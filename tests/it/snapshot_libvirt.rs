@@ -436,10 +436,7 @@ fn concurrent_and_killed_prunes_leave_no_trace() {
 
 /// Runs a command line as tenant `user` through the forced command, as sshd would.
 fn as_tenant(bsp: &mut Bsp, user: &str, line: &str) -> Run {
-    bsp.set_env("SSH_ORIGINAL_COMMAND", line);
-    let run = bsp.run(&["shell", "--user", user]);
-    bsp.set_env("SSH_ORIGINAL_COMMAND", "");
-    run
+    bsp.forced_command(user, line)
 }
 
 #[test]

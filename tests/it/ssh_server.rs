@@ -13,6 +13,8 @@ use crate::fixtures::poll;
 use crate::fixtures::ssh::SshServer;
 use crate::fixtures::terminal::CTRL_C;
 
+const DENIED: i32 = 4;
+
 const NOT_FOUND: i32 = 3;
 
 #[test]
@@ -149,18 +151,81 @@ fn stdin_is_piped_into_key_add() {
     let laptop = bsp.keygen("laptop");
     let server = SshServer::start(&bsp);
     let public = std::fs::read_to_string(laptop.with_extension("pub")).unwrap();
-    server
+    let added = server
         .ssh_with_stdin(&alice, &["key", "add"], &public)
         .success();
+    let code = crate::fixtures::confirm_code(&added.stdout);
     let keys = server.ssh(&alice, &["key", "list", "--json"]).success();
-    assert!(
-        keys.stdout.contains(&fingerprint(&laptop)),
-        "{}",
-        keys.stdout
-    );
+    let keys: serde_json::Value = serde_json::from_str(&keys.stdout).unwrap();
+    let laptop_row = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["fingerprint"] == fingerprint(&laptop).as_str())
+        .unwrap();
+    assert_eq!(laptop_row["state"], "pending", "{keys}");
+    // Pending: it logs in to nothing, and runs nothing but `key confirm`.
+    server
+        .ssh(&laptop, &["whoami"])
+        .code(1)
+        .stderr_has("not registered");
+    server
+        .ssh(&laptop, &["key", "confirm", "AAAA-AAAA"])
+        .code(DENIED)
+        .stderr_has("does not confirm");
+    server.ssh(&laptop, &["key", "confirm", &code]).success();
+    // Once only: the key logs in now, and has nothing left to confirm.
+    server
+        .ssh(&laptop, &["key", "confirm", &code])
+        .code(6)
+        .stderr_has("already confirmed");
     // The new key logs in as alice.
     let who = server.ssh(&laptop, &["whoami"]).success();
     assert!(who.stdout.contains("alice"), "{}", who.stdout);
+    let audit = bsp.run(&["admin", "audit", "--json"]).success().stdout;
+    assert!(
+        audit.contains("key.add_pending") && audit.contains("key.confirm"),
+        "{audit}"
+    );
+}
+
+/// Someone who adds a key they do not hold gets nothing: its holder's client offering
+/// it logs in to no account, and their code would be needed to confirm it.
+#[test]
+fn a_key_added_by_someone_who_does_not_hold_it_logs_in_nowhere() {
+    let bsp = Bsp::new();
+    let mallory = bsp.add_user("mallory");
+    let victim = bsp.keygen("victim");
+    let server = SshServer::start(&bsp);
+    let public = std::fs::read_to_string(victim.with_extension("pub")).unwrap();
+    let added = server
+        .ssh_with_stdin(&mallory, &["key", "add"], &public)
+        .success();
+    // Offering the key confirms nothing, and whatever it runs is not mallory's.
+    for command in [&["whoami"][..], &["vm", "list"], &["key", "add"]] {
+        let run = server.ssh(&victim, command);
+        assert_ne!(run.code, 0, "{command:?} ran as mallory: {}", run.stdout);
+        assert!(!run.stdout.contains("mallory"), "{}", run.stdout);
+    }
+    // Another user may add the same key pending: mallory's pending key blocks nobody.
+    let bob = bsp.add_user("bob");
+    let bobs = server
+        .ssh_with_stdin(&bob, &["key", "add"], &public)
+        .success();
+    // A code shown to another session is no code for this one... unless it is the
+    // holder's own: the holder confirms bob's code, and the key is bob's alone.
+    let mallorys = crate::fixtures::confirm_code(&added.stdout);
+    let bobs = crate::fixtures::confirm_code(&bobs.stdout);
+    assert_ne!(mallorys, bobs);
+    server.ssh(&victim, &["key", "confirm", &bobs]).success();
+    let who = server.ssh(&victim, &["whoami"]).success();
+    assert!(who.stdout.contains("bob"), "{}", who.stdout);
+    let keys = server.ssh(&mallory, &["key", "list", "--json"]).success();
+    assert!(
+        !keys.stdout.contains(&fingerprint(&victim)),
+        "{}",
+        keys.stdout
+    );
 }
 
 #[test]
@@ -226,6 +291,8 @@ fn two_connections_run_at_once() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let code = crate::fixtures::confirm_code(&String::from_utf8_lossy(&out.stdout));
+    server.ssh(&laptop, &["key", "confirm", &code]).success();
     let who = server.ssh(&laptop, &["whoami"]).success();
     assert!(who.stdout.contains("alice"), "{}", who.stdout);
 }

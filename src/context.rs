@@ -3,7 +3,7 @@
 
 use std::cell::OnceCell;
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -198,6 +198,10 @@ impl Paths {
     pub fn disk(&self, vm_id: &str) -> PathBuf {
         self.disks().join(format!("{vm_id}.qcow2"))
     }
+    /// The snapshots' XML of a VM whose domain was undefined, beside its disk.
+    pub fn snapshots(&self, vm_id: &str) -> PathBuf {
+        self.disks().join(format!("{vm_id}.snapshots.xml"))
+    }
     pub fn seed(&self, vm_id: &str) -> PathBuf {
         self.seeds().join(format!("{vm_id}.iso"))
     }
@@ -233,6 +237,7 @@ pub struct Context {
     pub paths: Paths,
     pub cancel: Cancel,
     db: OnceCell<Connection>,
+    installation: OnceCell<String>,
     hypervisor: OnceCell<Hypervisor>,
 }
 
@@ -276,6 +281,7 @@ impl Context {
             paths,
             cancel,
             db: OnceCell::new(),
+            installation: OnceCell::new(),
             hypervisor: OnceCell::new(),
         };
         if let Caller::Ssh(binding) = caller {
@@ -294,22 +300,22 @@ impl Context {
         Ok(ctx)
     }
 
-    /// The database, opened (and on a fresh data directory created) on first use.
+    /// The database, opened on first use. It must exist: only `admin init` makes one.
     pub fn db(&self) -> Result<&Connection> {
         if let Some(db) = self.db.get() {
             return Ok(db);
         }
-        if !self.paths.root.join("basphere.db").exists() {
-            self.paths.create()?;
-        }
-        // The database holds every tenant's keys: readable by its owner only.
-        let path = self.config.db_path();
-        let fresh = !path.exists();
-        let db = db::open(&path)?;
-        if fresh {
-            let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o600));
-        }
+        let db = db::open(&self.config.db_path())?;
         Ok(self.db.get_or_init(|| db))
+    }
+
+    /// This installation's id, which every libvirt object basphere defines carries.
+    pub fn installation(&self) -> Result<&str> {
+        if self.installation.get().is_none() {
+            let id = db::installation::id(self.db()?)?;
+            let _ = self.installation.set(id);
+        }
+        Ok(self.installation.get().expect("just read"))
     }
 
     /// The libvirt connection, opened on first use so commands that do not need it never wait for it.

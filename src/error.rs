@@ -91,6 +91,11 @@ pub enum Error {
     #[error("database: {0}")]
     Database(#[from] rusqlite::Error),
 
+    /// The data directory holds no database: a wrong `--data-dir`, a volume not mounted
+    /// yet, or an installation never initialised. Nothing is created in its place.
+    #[error("no basphere database at `{}`", .dir.display())]
+    NoDatabase { dir: std::path::PathBuf },
+
     #[error("cannot open database `{}`: {source}", .path.display())]
     DatabaseOpen {
         path: std::path::PathBuf,
@@ -175,6 +180,7 @@ impl Error {
             Error::PermissionDenied { .. } => exit::PERMISSION_DENIED,
             Error::QuotaExceeded { .. } => exit::QUOTA_EXCEEDED,
             Error::Virt(VirtError::Unavailable { .. }) => exit::UNAVAILABLE,
+            Error::Virt(VirtError::NotOurs { .. }) => exit::CONFLICT,
             Error::Fields(_) => exit::USAGE,
             Error::Step { source, .. } => source.exit_code(),
             _ => exit::FAILURE,
@@ -195,10 +201,13 @@ impl Error {
             Error::Corrupt(_) => "corrupt",
             Error::RateLimited { .. } => "rate_limited",
             Error::Virt(VirtError::Unavailable { .. }) => "unavailable",
+            Error::Virt(VirtError::NotOurs { .. }) => "conflict",
             Error::Virt(_) => "libvirt",
             Error::Step { source, .. } => source.kind(),
             Error::Cancelled => "cancelled",
-            Error::Database(_) | Error::DatabaseOpen { .. } => "database",
+            Error::Database(_) | Error::DatabaseOpen { .. } | Error::NoDatabase { .. } => {
+                "database"
+            }
             Error::Key { .. } | Error::Template(_) | Error::Task(_) | Error::Json(_) => "internal",
             Error::Io { .. } => "io",
         }
@@ -216,6 +225,9 @@ impl Error {
                 Some("is libvirtd running? check `libvirt_uri` in `basphere config`".into())
             }
             Error::Step { source, .. } => source.help(),
+            Error::NoDatabase { .. } => Some(
+                "check `--data-dir` (or `data_dir` in `basphere config`); a new installation starts with `basphere admin init --database-only`".into(),
+            ),
             Error::Corrupt(_) => Some(
                 "run `basphere admin reconcile --dry-run` to see what it would repair, then `basphere admin reconcile`".into(),
             ),

@@ -21,7 +21,8 @@ use crate::output::{Output, Report};
 AuthorizedKeysCommand /usr/local/bin/basphere auth-keys %u %t %k\n\n\
 A key that `key add` (or a signup) left pending gets a line whose forced command runs \
 only `key confirm CODE`. Prints nothing, and exits 0, for a key that is unknown or belongs \
-to a disabled user, and for any login name but the service account's.")]
+to a disabled user, for any login name but the service account's, and when there is no \
+database yet.")]
 pub struct Args {
     /// The login name sshd is authenticating (%u)
     pub login: String,
@@ -60,6 +61,10 @@ impl Run for Args {
         ALLOWED
     }
 
+    fn needs_database(&self) -> bool {
+        false
+    }
+
     fn speaks_json(&self) -> bool {
         false
     }
@@ -67,6 +72,14 @@ impl Run for Args {
     fn exec(&self, ctx: &Context, _out: &mut Output) -> Result<Report> {
         if self.login != ctx.config.service_user {
             return Ok(Report::text(String::new()));
+        }
+        // sshd asks before an installation exists, or while its volume is not mounted:
+        // no key is anyone's then, which is not a failure to log at every login.
+        if !ctx.config.db_path().exists() {
+            let missing = Error::NoDatabase {
+                dir: ctx.config.data_dir.clone(),
+            };
+            return Ok(Report::text(String::new()).note(format!("{missing}: no key is authorized")));
         }
         let conn = open_read_only(&ctx.config)?;
         let exe = || match &self.exe {

@@ -21,6 +21,10 @@ impl Run for Args {
         ALLOWED
     }
 
+    fn needs_database(&self) -> bool {
+        false
+    }
+
     fn exec(&self, ctx: &Context, _out: &mut Output) -> Result<Report> {
         let entries = ctx.config.entries();
         let row = |e: &Entry| vec![e.key.clone(), e.value.clone(), e.source.to_string()];

@@ -116,6 +116,13 @@ pub trait Run {
         true
     }
 
+    /// Whether the command works on an installation's database. It is opened before the
+    /// command runs, so that a missing one stops it before anything is touched; only
+    /// `admin init` creates one.
+    fn needs_database(&self) -> bool {
+        true
+    }
+
     /// Runs the command; what it returns is written by `Output` in the caller's mode.
     fn exec(&self, ctx: &Context, out: &mut Output) -> Result<Report>;
 }
@@ -222,6 +229,9 @@ pub fn execute(
     let role = ctx.actor.role;
     if !command.allowed().permits(role) {
         return Err(refusal(name, command.allowed(), role, &ctx.config));
+    }
+    if command.needs_database() {
+        ctx.db()?;
     }
     command.exec(&ctx, out)
 }

@@ -50,6 +50,10 @@ impl Run for Args {
         ALLOWED
     }
 
+    fn needs_database(&self) -> bool {
+        false
+    }
+
     fn speaks_json(&self) -> bool {
         false
     }

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod images;
+pub mod installation;
 pub mod mail;
 pub mod networks;
 pub mod quotas;
@@ -10,10 +11,11 @@ pub mod snapshots;
 pub mod users;
 pub mod vms;
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::error::{Error, Result};
 
@@ -25,22 +27,78 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sql/0004_create_signups.sql"),
     include_str!("sql/0005_user_serials.sql"),
     include_str!("sql/0006_pending_keys.sql"),
+    include_str!("sql/0007_create_installation.sql"),
 ];
 
 /// Writers wait this long for each other before giving up with "database is locked".
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Opens the database at `path` and applies any newer migrations. A missing database is
+/// an error, never created here: a wrong `--data-dir` must not look like an empty
+/// installation. Only [`create`] makes one.
 pub fn open(path: &Path) -> Result<Connection> {
-    let conn = Connection::open(path).map_err(|source| Error::DatabaseOpen {
+    let missing = || Error::NoDatabase {
+        dir: path.parent().unwrap_or(path).to_owned(),
+    };
+    if !path.exists() {
+        return Err(missing());
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = connect(path, flags)?;
+    // A file no basphere ever migrated (empty, or left by an `admin init` that was
+    // killed at once) is no database either.
+    if schema_version(&conn)? == 0 {
+        return Err(missing());
+    }
+    configure(&conn)?;
+    migrate(&conn)?;
+    Ok(conn)
+}
+
+/// Creates the database at `path` (its directory must exist), readable by its owner
+/// only, and applies every migration; the first makes the installation id. Returns the
+/// connection, and whether the database is new: an existing one is only migrated.
+pub fn create(path: &Path) -> Result<(Connection, bool)> {
+    // The file is made first, with its mode, so the keys it will hold are never readable
+    // by others, not even for a moment.
+    let made = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match made {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(Error::io(
+                format!("cannot create the database `{}`", path.display()),
+                e,
+            ))
+        }
+    }
+    let conn = connect(path, OpenFlags::default())?;
+    let fresh = schema_version(&conn)? == 0;
+    configure(&conn)?;
+    migrate(&conn)?;
+    Ok((conn, fresh))
+}
+
+fn connect(path: &Path, flags: OpenFlags) -> Result<Connection> {
+    let conn = Connection::open_with_flags(path, flags).map_err(|source| Error::DatabaseOpen {
         path: path.to_owned(),
         source,
     })?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    Ok(conn)
+}
+
+fn configure(conn: &Connection) -> Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    migrate(&conn)?;
-    Ok(conn)
+    Ok(())
 }
 
 pub fn schema_version(conn: &Connection) -> Result<usize> {
@@ -106,7 +164,8 @@ mod tests {
     fn migrating_twice_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
-        let conn = open(&path).unwrap();
+        let (conn, fresh) = create(&path).unwrap();
+        assert!(fresh);
         let before = tables(&conn);
         migrate(&conn).unwrap();
         drop(conn);
@@ -139,6 +198,59 @@ mod tests {
         assert_eq!(email, "a@example.com");
         assert!(tables(&conn).contains(&"vms".to_string()));
         assert_eq!(serial(&conn, "alice"), 1, "an existing user gets a serial");
+        let id = installation::id(&conn).unwrap();
+        assert!(
+            id.len() == 32
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+            "an upgraded database gets an installation id: {id}"
+        );
+    }
+
+    /// A typo in `--data-dir` once made a fresh, empty installation there.
+    #[test]
+    fn open_never_creates_a_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("basphere.db");
+        let err = open(&path).unwrap_err();
+        assert!(matches!(err, Error::NoDatabase { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!("no basphere database at `{}`", dir.path().display())
+        );
+        assert!(!path.exists());
+        // An empty file (an `admin init` killed at once) is no database either.
+        std::fs::write(&path, b"").unwrap();
+        assert!(matches!(open(&path), Err(Error::NoDatabase { .. })));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn create_makes_one_installation_and_then_keeps_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("basphere.db");
+        let (conn, fresh) = create(&path).unwrap();
+        assert!(fresh);
+        let id = installation::id(&conn).unwrap();
+        drop(conn);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let (conn, fresh) = create(&path).unwrap();
+        assert!(!fresh);
+        assert_eq!(installation::id(&conn).unwrap(), id);
+        assert_eq!(installation::id(&open(&path).unwrap()).unwrap(), id);
+        let other = tempfile::tempdir().unwrap();
+        let (conn, _) = create(&other.path().join("basphere.db")).unwrap();
+        assert_ne!(installation::id(&conn).unwrap(), id);
+        // One row, whatever anyone tries.
+        assert!(conn
+            .execute(
+                "INSERT INTO installation (singleton, id) VALUES (2, 'x')",
+                []
+            )
+            .is_err());
     }
 
     fn serial(conn: &Connection, id: &str) -> i64 {
@@ -149,7 +261,7 @@ mod tests {
     #[test]
     fn user_serials_are_never_reused() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = open(&dir.path().join("db")).unwrap();
+        let (conn, _) = create(&dir.path().join("db")).unwrap();
         let add = |id: &str| {
             let user = users::NewUser {
                 id,
@@ -173,7 +285,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         {
-            let conn = open(&path).unwrap();
+            let (conn, _) = create(&path).unwrap();
             conn.pragma_update(None, "user_version", 999).unwrap();
         }
         assert!(open(&path).is_err());
@@ -182,7 +294,7 @@ mod tests {
     #[test]
     fn uses_wal() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = open(&dir.path().join("db")).unwrap();
+        let (conn, _) = create(&dir.path().join("db")).unwrap();
         let mode: String = conn
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
             .unwrap();

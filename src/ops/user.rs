@@ -219,7 +219,8 @@ fn remove_inner(ctx: &Context, id: &str) -> Result<()> {
     // and if we are killed in between, `admin reconcile` removes a network without a user.
     // A user who never had a VM has no network, and libvirt need not be reachable.
     if let Some(net) = db::networks::for_user(ctx.db()?, id)? {
-        ctx.hypervisor()?.remove_network(&net.name)?;
+        ctx.hypervisor()?
+            .remove_network(&net.name, ctx.installation()?)?;
     }
     db::users::delete(ctx.db()?, id)?;
     Ok(())

@@ -170,7 +170,11 @@ fn subnet_base(net: &Network) -> Result<Ipv4Addr> {
 /// The libvirt network of a tenant. Every VM address is reserved for its MAC in the
 /// definition itself, so creating a VM never updates the running network (which
 /// costs libvirt about half a second per change).
-fn network_spec<'a>(net: &'a Network, hosts: &'a [DhcpHost]) -> Result<NetworkSpec<'a>> {
+fn network_spec<'a>(
+    net: &'a Network,
+    hosts: &'a [DhcpHost],
+    installation: &'a str,
+) -> Result<NetworkSpec<'a>> {
     let base = subnet_base(net)?;
     let host = |n: u32| Ipv4Addr::from(u32::from(base) + n);
     Ok(NetworkSpec {
@@ -182,6 +186,7 @@ fn network_spec<'a>(net: &'a Network, hosts: &'a [DhcpHost]) -> Result<NetworkSp
         dhcp_start: host(2),
         dhcp_end: host(FIRST_VM_HOST - 1),
         hosts,
+        installation,
     })
 }
 
@@ -471,8 +476,8 @@ fn write_seed(ctx: &Context, vm: &Vm, image: &Image) -> Result<()> {
 fn ensure_network(ctx: &Context, net: &Network, owner: &str) -> Result<()> {
     let _lock = lock::exclusive(&ctx.paths.lock(&format!("net-{owner}")))?;
     let hosts = reservations(net)?;
-    ctx.hypervisor()?
-        .ensure_network(&network_spec(net, &hosts)?)?;
+    let spec = network_spec(net, &hosts, ctx.installation()?)?;
+    ctx.hypervisor()?.ensure_network(&spec)?;
     Ok(())
 }
 
@@ -491,6 +496,7 @@ fn define(ctx: &Context, vm: &Vm, net: &Network, domain_type: virt::DomainType) 
         mac: &vm.mac,
         owner: &vm.owner,
         vm_name: &vm.name,
+        installation: ctx.installation()?,
     };
     ctx.hypervisor()?.define_domain(&spec)?;
     Ok(())
@@ -511,7 +517,7 @@ fn undo(ctx: &Context, vm: &Vm, mut done: Vec<Done>) -> Vec<String> {
         let (what, result) = match d {
             Done::Domain => (
                 "domain",
-                uuid_of(vm).and_then(|id| Ok(ctx.hypervisor()?.undefine(id)?)),
+                uuid_of(vm).and_then(|id| undefine(ctx, id, &vm.id)),
             ),
             Done::Seed => ("seed", remove_file(&ctx.paths.seed(&vm.id))),
             Done::Disk => ("disk", remove_file(&ctx.paths.disk(&vm.id))),
@@ -532,18 +538,28 @@ fn undo(ctx: &Context, vm: &Vm, mut done: Vec<Done>) -> Vec<String> {
     failures
 }
 
-/// Tears a VM down completely: domain, disk, seed, row. Safe to repeat. The address
-/// and its reservation stay with the network, free for the next VM.
+/// Undefines the domain of VM `id`, its snapshots' XML kept beside its disk.
+pub(crate) fn undefine(ctx: &Context, uuid: Uuid, id: &str) -> Result<()> {
+    let snapshots = ctx.paths.snapshots(id);
+    Ok(ctx
+        .hypervisor()?
+        .undefine(uuid, ctx.installation()?, &snapshots)?)
+}
+
+/// Tears a VM down completely: domain, disk (and the snapshots in it), seed, row. Safe
+/// to repeat. The address and its reservation stay with the network, free for the next VM.
 pub(crate) fn teardown(ctx: &Context, vm: &Vm) -> Result<()> {
-    ctx.hypervisor()?.undefine(uuid_of(vm)?)?;
+    undefine(ctx, uuid_of(vm)?, &vm.id)?;
     remove_file(&ctx.paths.disk(&vm.id))?;
+    remove_file(&ctx.paths.snapshots(&vm.id))?;
     remove_file(&ctx.paths.seed(&vm.id))?;
     db::vms::delete(ctx.db()?, &vm.id)?;
     let _ = fs::remove_file(ctx.paths.lock(&vm.id));
     Ok(())
 }
 
-/// Rebuilds the libvirt side of a VM whose row, disk and network survive but whose domain is gone.
+/// Rebuilds the libvirt side of a VM whose row, disk and network survive but whose domain
+/// is gone, with the snapshots saved beside its disk when it was undefined.
 pub(crate) fn redefine(ctx: &Context, vm: &Vm) -> Result<()> {
     let image = db::images::get(ctx.db()?, &vm.image)?
         .ok_or_else(|| Error::not_found("image", vm.image.clone()))?;
@@ -556,7 +572,15 @@ pub(crate) fn redefine(ctx: &Context, vm: &Vm) -> Result<()> {
     }
     ensure_network(ctx, &net, &vm.owner)?;
     let domain_type = ctx.domain_type()?;
-    define(ctx, vm, &net, domain_type)
+    define(ctx, vm, &net, domain_type)?;
+    restore_snapshots(ctx, vm)
+}
+
+/// Defines again the snapshots saved beside the VM's disk that its domain lacks.
+pub(crate) fn restore_snapshots(ctx: &Context, vm: &Vm) -> Result<()> {
+    let path = ctx.paths.snapshots(&vm.id);
+    ctx.hypervisor()?.restore_snapshots(uuid_of(vm)?, &path)?;
+    Ok(())
 }
 
 pub fn list(ctx: &Context, owner: Option<&str>) -> Result<Vec<View>> {

@@ -27,6 +27,10 @@ use virt::sys;
 /// networks `bsp-OWNER`, bridges `bspXXXXXX`.
 pub const DEFAULT_PREFIX: &str = "bsp";
 
+/// The XML namespace of the installation id that every domain and network basphere
+/// defines carries in its `<metadata>`: whose object it is, whatever its name says.
+pub const INSTALLATION_NS: &str = "https://basphere.dev/xmlns/installation/1";
+
 /// Linux limits interface names to 15 bytes (IFNAMSIZ - 1).
 const MAX_BRIDGE_NAME: usize = 15;
 
@@ -43,6 +47,10 @@ pub enum VirtError {
     Tool { tool: String, message: String },
     #[error("template: {0}")]
     Template(String),
+    /// A domain or network basphere would use or change carries another installation's
+    /// id: another basphere on the same libvirtd with the same name prefix.
+    #[error("{what} belongs to another basphere installation (`{installation}`)")]
+    NotOurs { what: String, installation: String },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -84,6 +92,19 @@ fn is_code(e: &virt::error::Error, code: ErrorNumber) -> bool {
 /// implements the call without the flag.
 fn is_unsupported(e: &virt::error::Error) -> bool {
     is_code(e, ErrorNumber::InvalidArg) || is_code(e, ErrorNumber::NoSupport)
+}
+
+/// The one rule for objects with basphere's names: one that carries another
+/// installation's id than `ours` is not ours to use, change or remove. One that carries
+/// none was defined before ids existed, and is judged by the caller.
+fn refuse_others(what: impl FnOnce() -> String, found: Option<String>, ours: &str) -> Result<()> {
+    match found {
+        Some(other) if other != ours => Err(VirtError::NotOurs {
+            what: what(),
+            installation: other,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The `<domain type=...>` basphere renders.
@@ -173,6 +194,8 @@ pub struct NetworkSpec<'a> {
     pub dhcp_end: Ipv4Addr,
     /// Static reservations, part of the network from its definition on.
     pub hosts: &'a [DhcpHost],
+    /// This installation's id, written into the network's metadata.
+    pub installation: &'a str,
 }
 
 /// Everything the domain XML needs.
@@ -190,6 +213,8 @@ pub struct DomainSpec<'a> {
     pub mac: &'a str,
     pub owner: &'a str,
     pub vm_name: &'a str,
+    /// This installation's id, written into the domain's metadata.
+    pub installation: &'a str,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -397,11 +422,16 @@ impl Hypervisor {
     }
 
     /// Defines the network if missing, starts it if inactive and marks it
-    /// autostart. An existing network is not compared with `spec`.
+    /// autostart. An existing network is not compared with `spec`, but one that
+    /// carries another installation's id is refused: it is not ours to use.
     pub fn ensure_network(&self, spec: &NetworkSpec) -> Result<()> {
         let name = spec.name;
         let net = match self.lookup_network(name)? {
-            Some(n) => n,
+            Some(n) => {
+                let found = xml::installation_of(&Self::net_xml(&n, name)?);
+                refuse_others(|| format!("network `{name}`"), found, spec.installation)?;
+                n
+            }
             None => {
                 let xml = xml::network_xml(spec)?;
                 match self.conn.define_network_xml(&xml) {
@@ -440,11 +470,14 @@ impl Hypervisor {
         Ok(())
     }
 
-    /// Stops and undefines a network; a missing one is fine.
-    pub fn remove_network(&self, name: &str) -> Result<()> {
+    /// Stops and undefines a network; a missing one is fine. One that carries another
+    /// installation's id than `installation` is refused.
+    pub fn remove_network(&self, name: &str, installation: &str) -> Result<()> {
         let Some(net) = self.lookup_network(name)? else {
             return Ok(());
         };
+        let found = xml::installation_of(&Self::net_xml(&net, name)?);
+        refuse_others(|| format!("network `{name}`"), found, installation)?;
         if net.is_active().unwrap_or(false) {
             if let Err(e) = net.destroy() {
                 if !is_code(&e, ErrorNumber::OperationInvalid) {
@@ -469,9 +502,12 @@ impl Hypervisor {
     }
 
     fn net_dhcp_hosts(net: &Network, name: &str) -> Result<Vec<DhcpHost>> {
-        // The persistent config; drivers without INACTIVE have only one.
-        let doc = net
-            .xml_desc(sys::VIR_NETWORK_XML_INACTIVE)
+        Ok(xml::parse_dhcp_hosts(&Self::net_xml(net, name)?))
+    }
+
+    /// The network's persistent configuration; drivers without INACTIVE have only one.
+    fn net_xml(net: &Network, name: &str) -> Result<String> {
+        net.xml_desc(sys::VIR_NETWORK_XML_INACTIVE)
             .or_else(|e| {
                 if is_unsupported(&e) {
                     net.xml_desc(0)
@@ -479,8 +515,43 @@ impl Hypervisor {
                     Err(e)
                 }
             })
-            .map_err(libvirt(format!("reading network `{name}`")))?;
-        Ok(xml::parse_dhcp_hosts(&doc))
+            .map_err(libvirt(format!("reading network `{name}`")))
+    }
+
+    /// basphere's networks (names starting with `bsp-`), each with the installation id
+    /// it carries, if any.
+    pub fn network_installations(&self) -> Result<Vec<(String, Option<String>)>> {
+        let mut out = Vec::new();
+        for name in self.networks()? {
+            // Removed between the listing and now: nothing to judge.
+            let Some(net) = self.lookup_network(&name)? else {
+                continue;
+            };
+            let id = xml::installation_of(&Self::net_xml(&net, &name)?);
+            out.push((name, id));
+        }
+        Ok(out)
+    }
+
+    /// Records `installation` in a network that carries no id yet (one defined before
+    /// basphere wrote ids). Only the persistent definition changes: the running
+    /// network, its bridge and its guests are not touched.
+    pub fn stamp_network(&self, name: &str, installation: &str) -> Result<()> {
+        let net = self.network(name)?;
+        let doc = Self::net_xml(&net, name)?;
+        let found = xml::installation_of(&doc);
+        if found.as_deref() == Some(installation) {
+            return Ok(());
+        }
+        refuse_others(|| format!("network `{name}`"), found, installation)?;
+        let stamped = xml::with_installation(&doc, installation)?;
+        self.conn
+            .define_network_xml(&stamped)
+            .map_err(libvirt(format!(
+                "recording the installation id in network `{name}`"
+            )))?;
+        tracing::info!(network = name, installation, "recorded installation id");
+        Ok(())
     }
 
     fn update_dhcp(
@@ -654,14 +725,29 @@ impl Hypervisor {
             .map_err(libvirt(format!("rebooting domain `{name}`")))
     }
 
-    /// Stops the domain if needed and removes its definition together with
-    /// snapshot, checkpoint, managed-save and NVRAM metadata. Disks stay.
-    /// A missing domain is fine.
-    pub fn undefine(&self, uuid: Uuid) -> Result<()> {
+    /// Stops the domain if needed and removes its definition. Its snapshots' XML is
+    /// first written to `snapshots_to` (beside the disk), so that
+    /// [`Hypervisor::restore_snapshots`] can define them again: libvirt forgets them
+    /// with the domain, while the disk keeps their data. Checkpoint, managed-save and
+    /// NVRAM metadata go; disks stay. A missing domain is fine; one that carries another
+    /// installation's id than `installation` is refused.
+    pub fn undefine(&self, uuid: Uuid, installation: &str, snapshots_to: &Path) -> Result<()> {
         let Some(dom) = self.lookup_domain(uuid)? else {
             return Ok(());
         };
         let name = dom.name().unwrap_or_else(|_| uuid.to_string());
+        let doc = match dom.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE) {
+            Ok(doc) => doc,
+            Err(e) if is_code(&e, ErrorNumber::NoDomain) => return Ok(()),
+            Err(e) => return Err(libvirt(format!("reading domain `{name}`"))(e)),
+        };
+        refuse_others(
+            || format!("domain `{name}`"),
+            xml::installation_of(&doc),
+            installation,
+        )?;
+        // Before anything stops: if they cannot be kept, the domain stays as it is.
+        snapshot::save_snapshots(&dom, &name, snapshots_to)?;
         if dom.is_active().unwrap_or(true) {
             Self::destroy_dom(&dom, &name)?;
         }
@@ -709,6 +795,57 @@ impl Hypervisor {
     /// The domains of one owner: only theirs cost a state query.
     pub fn domains_of(&self, owner: &str) -> Result<Vec<DomainInfo>> {
         self.domains_matching(&format!("{}.{owner}.", self.prefix))
+    }
+
+    /// basphere's domains (names starting with `bsp.`), each with the installation id
+    /// it carries in its persistent definition, if any.
+    pub fn domain_installations(&self) -> Result<Vec<(DomainInfo, Option<String>)>> {
+        let mut out = Vec::new();
+        for info in self.domains()? {
+            // Undefined between the listing and now: nothing to judge.
+            let Some(dom) = self.lookup_domain(info.uuid)? else {
+                continue;
+            };
+            let doc = match dom.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE) {
+                Ok(doc) => doc,
+                Err(e) if is_code(&e, ErrorNumber::NoDomain) => continue,
+                Err(e) => return Err(libvirt(format!("reading domain `{}`", info.name))(e)),
+            };
+            out.push((info, xml::installation_of(&doc)));
+        }
+        Ok(out)
+    }
+
+    /// Records `installation` in a domain that carries no id yet (one defined before
+    /// basphere wrote ids), in its persistent definition and, while it runs, its live one:
+    /// the guest is not touched.
+    pub fn stamp_domain(&self, uuid: Uuid, installation: &str) -> Result<()> {
+        let (dom, name) = self.domain(uuid)?;
+        let doc = dom
+            .xml_desc(sys::VIR_DOMAIN_XML_INACTIVE)
+            .map_err(libvirt(format!("reading domain `{name}`")))?;
+        let found = xml::installation_of(&doc);
+        if found.as_deref() == Some(installation) {
+            return Ok(());
+        }
+        refuse_others(|| format!("domain `{name}`"), found, installation)?;
+        let mut flags = sys::VIR_DOMAIN_AFFECT_CONFIG;
+        if dom.is_active().unwrap_or(false) {
+            flags |= sys::VIR_DOMAIN_AFFECT_LIVE;
+        }
+        let element = format!("<installation>{}</installation>", xml::escape(installation));
+        dom.set_metadata(
+            sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+            Some(&element),
+            Some("bsp"),
+            Some(INSTALLATION_NS),
+            flags,
+        )
+        .map_err(libvirt(format!(
+            "recording the installation id in domain `{name}`"
+        )))?;
+        tracing::info!(domain = %name, installation, "recorded installation id");
+        Ok(())
     }
 
     fn domains_matching(&self, start: &str) -> Result<Vec<DomainInfo>> {

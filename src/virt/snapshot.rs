@@ -1,10 +1,20 @@
 //! Internal qcow2 snapshots through libvirt. External snapshots cannot be reverted on
 //! libvirt 9.0; internal ones can, with memory state on a running VM (SeaBIOS only).
+//!
+//! The data of an internal snapshot lives in the disk, its description in libvirt,
+//! which forgets it with the domain. So before a domain is undefined its snapshots' XML
+//! is written beside the disk, and defined again from there with the domain.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 
 use uuid::Uuid;
 use virt::domain::Domain;
 use virt::domain_snapshot::DomainSnapshot;
 use virt::error::ErrorNumber;
+use virt::sys;
 
 use super::{is_code, libvirt, xml, Hypervisor, Result, VirtError};
 
@@ -24,7 +34,137 @@ fn creation_time(xml: &str) -> i64 {
         .unwrap_or(0)
 }
 
+/// The snapshots in a file [`save_snapshots`] wrote: each one's name and XML, oldest
+/// first. A missing file holds none.
+fn read_saved(path: &Path) -> Result<Vec<(String, String)>> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(VirtError::io(format!("cannot read `{}`", path.display()))(
+                e,
+            ))
+        }
+    };
+    let corrupt = |why: String| VirtError::Io {
+        context: format!("`{}` holds no saved snapshots", path.display()),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, why),
+    };
+    let doc = roxmltree::Document::parse(&text).map_err(|e| corrupt(e.to_string()))?;
+    let mut saved = Vec::new();
+    for snap in doc
+        .root_element()
+        .children()
+        .filter(|n| n.has_tag_name("domainsnapshot"))
+    {
+        let name = snap
+            .children()
+            .find(|n| n.has_tag_name("name"))
+            .and_then(|n| n.text())
+            .ok_or_else(|| corrupt("a snapshot without a name".into()))?;
+        saved.push((name.to_owned(), text[snap.range()].to_owned()));
+    }
+    Ok(saved)
+}
+
+/// The names of the snapshots saved in `path`, oldest first; none when it is missing.
+pub fn saved_snapshots(path: &Path) -> Result<Vec<String>> {
+    Ok(read_saved(path)?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect())
+}
+
+/// Writes the XML of every snapshot of `dom` to `path`, oldest first, together with
+/// any saved there before that the domain no longer has. Durable once it returns: the
+/// file is written beside and renamed into place. A domain without snapshots writes
+/// nothing.
+pub(super) fn save_snapshots(dom: &Domain, dom_name: &str, path: &Path) -> Result<usize> {
+    let all = dom
+        .list_all_snapshots(0)
+        .map_err(libvirt(format!("listing snapshots of `{dom_name}`")))?;
+    if all.is_empty() {
+        return Ok(0);
+    }
+    let mut snaps = Vec::new();
+    for snap in all {
+        let name = snap.name().map_err(libvirt("reading snapshot name"))?;
+        let doc = snap.xml_desc(0).map_err(libvirt(format!(
+            "reading snapshot `{name}` of `{dom_name}`"
+        )))?;
+        snaps.push((creation_time(&doc), name, doc));
+    }
+    for (name, doc) in read_saved(path)? {
+        if !snaps.iter().any(|(_, n, _)| *n == name) {
+            snaps.push((creation_time(&doc), name, doc));
+        }
+    }
+    // Parents before children: a snapshot is defined again after the one it grew from.
+    snaps.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    let mut text = format!("<snapshots domain='{}'>\n", xml::escape(dom_name));
+    for (_, _, doc) in &snaps {
+        text.push_str(doc.trim());
+        text.push('\n');
+    }
+    text.push_str("</snapshots>\n");
+    let io = |what: &str| VirtError::io(format!("cannot {what} `{}`", path.display()));
+    let tmp = path.with_extension("xml.tmp");
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io("write"))?;
+    file.write_all(text.as_bytes()).map_err(io("write"))?;
+    file.sync_all().map_err(io("write"))?;
+    fs::rename(&tmp, path).map_err(io("write"))?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("write"))?;
+    }
+    tracing::info!(domain = dom_name, snapshots = snaps.len(), path = %path.display(), "saved snapshot metadata");
+    Ok(snaps.len())
+}
+
 impl Hypervisor {
+    /// Defines again, from the file [`Hypervisor::undefine`] wrote, the snapshots the
+    /// domain lacks, oldest first; then removes the file. Returns how many it defined.
+    /// A missing file is fine. Safe to repeat: a crash leaves the file, and the
+    /// snapshots already back are skipped.
+    pub fn restore_snapshots(&self, uuid: Uuid, path: &Path) -> Result<usize> {
+        let saved = read_saved(path)?;
+        if saved.is_empty() {
+            return match fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(VirtError::io(format!("cannot remove `{}`", path.display()))(e))
+                }
+                _ => Ok(0),
+            };
+        }
+        let (dom, dom_name) = self.snapshot_domain(uuid)?;
+        let mut defined = 0;
+        for (name, doc) in &saved {
+            if self.find_snapshot(&dom, &dom_name, name)?.is_some() {
+                continue;
+            }
+            dom.create_snapshot_xml(doc, sys::VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE)
+                .map_err(libvirt(format!(
+                    "defining snapshot `{name}` of `{dom_name}` again"
+                )))?;
+            defined += 1;
+        }
+        fs::remove_file(path)
+            .map_err(VirtError::io(format!("cannot remove `{}`", path.display())))?;
+        tracing::info!(
+            domain = dom_name,
+            snapshots = defined,
+            "restored snapshot metadata"
+        );
+        Ok(defined)
+    }
+
     fn snapshot_domain(&self, uuid: Uuid) -> Result<(Domain, String)> {
         self.domain(uuid)
     }

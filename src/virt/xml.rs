@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use minijinja::value::Value;
 use minijinja::{context, AutoEscape, Environment, ErrorKind, UndefinedBehavior};
 
-use super::{DhcpHost, DomainSpec, NetworkSpec, Result, VirtError};
+use super::{DhcpHost, DomainSpec, NetworkSpec, Result, VirtError, INSTALLATION_NS};
 
 const DOMAIN_TEMPLATE: &str = include_str!("../../templates/domain.xml");
 const NETWORK_TEMPLATE: &str = include_str!("../../templates/network.xml");
@@ -129,6 +129,7 @@ pub fn domain_xml(spec: &DomainSpec) -> Result<String> {
             mac => spec.mac,
             owner => spec.owner,
             vm_name => spec.vm_name,
+            installation => spec.installation,
         },
     )
 }
@@ -145,8 +146,76 @@ pub fn network_xml(spec: &NetworkSpec) -> Result<String> {
             dhcp_start => spec.dhcp_start.to_string(),
             dhcp_end => spec.dhcp_end.to_string(),
             hosts => spec.hosts.iter().map(|h| context! { mac => h.mac, ip => h.ip.to_string() }).collect::<Vec<_>>(),
+            installation => spec.installation,
         },
     )
+}
+
+/// The installation id in a domain or network document: the text of the
+/// `<installation>` element of [`INSTALLATION_NS`] in its top-level `<metadata>`.
+/// `None` when it has none (or an empty one), or the document does not parse.
+pub fn installation_of(doc: &str) -> Option<String> {
+    let doc = roxmltree::Document::parse(doc).ok()?;
+    let metadata = doc
+        .root_element()
+        .children()
+        .find(|n| n.is_element() && n.has_tag_name("metadata"))?;
+    let element = metadata
+        .children()
+        .find(|n| n.has_tag_name((INSTALLATION_NS, "installation")))?;
+    let id = element.text().unwrap_or("").trim();
+    (!id.is_empty()).then(|| id.to_owned())
+}
+
+/// The `<installation>` element for the id `id`, in basphere's namespace.
+fn installation_element(id: &str) -> String {
+    format!(
+        "<bsp:installation xmlns:bsp=\"{INSTALLATION_NS}\">{}</bsp:installation>",
+        escape(id)
+    )
+}
+
+/// `doc` (a network's XML, as libvirt gives it) with the installation id `id` added to
+/// its `<metadata>`, which is made if missing. A document that already carries an id
+/// is refused: it is changed only by being stamped once.
+pub fn with_installation(doc: &str, id: &str) -> Result<String> {
+    let bad = |why: &str| VirtError::Template(format!("cannot add the installation id: {why}"));
+    if let Some(found) = installation_of(doc) {
+        return Err(bad(&format!("the document already carries `{found}`")));
+    }
+    let parsed = roxmltree::Document::parse(doc).map_err(|e| bad(&e.to_string()))?;
+    let root = parsed.root_element();
+    let child = |name: &str| {
+        root.children()
+            .find(|n| n.is_element() && n.has_tag_name(name))
+    };
+    let element = installation_element(id);
+    let (at, insert) = match child("metadata") {
+        Some(metadata) => {
+            let range = metadata.range();
+            let text = &doc[range.clone()];
+            match text.strip_suffix("</metadata>") {
+                Some(_) => (range.end - "</metadata>".len(), element),
+                // `<metadata/>`: put a whole element in its place.
+                None => {
+                    let mut out = doc.to_owned();
+                    out.replace_range(range, &format!("<metadata>{element}</metadata>"));
+                    return Ok(out);
+                }
+            }
+        }
+        None => {
+            let after = child("uuid").or_else(|| child("name"));
+            let after = after.ok_or_else(|| bad("it has no <name>"))?;
+            (
+                after.range().end,
+                format!("\n  <metadata>{element}</metadata>"),
+            )
+        }
+    };
+    let mut out = doc.to_owned();
+    out.insert_str(at, &insert);
+    Ok(out)
 }
 
 /// The `<host/>` element of a DHCP reservation, for `virNetworkUpdate`.
@@ -232,6 +301,7 @@ mod tests {
             mac: "52:54:00:12:34:56",
             owner,
             vm_name,
+            installation: "0f1e2d3c4b5a69788796a5b4c3d2e1f0",
         }
     }
 
@@ -269,6 +339,7 @@ mod tests {
             "<bsp:vm xmlns:bsp=\"https://basphere.dev/xmlns/vm/1\">",
             "<bsp:owner>alice</bsp:owner>",
             "<bsp:name>web1</bsp:name>",
+            "<bsp:installation xmlns:bsp=\"https://basphere.dev/xmlns/installation/1\">0f1e2d3c4b5a69788796a5b4c3d2e1f0</bsp:installation>",
             "<cpu mode='host-passthrough'",
         ] {
             assert!(xml.contains(part), "missing {part} in\n{xml}");
@@ -364,8 +435,13 @@ mod tests {
                 ip: "10.77.7.10".parse().unwrap(),
                 name: String::new(),
             }],
+            installation: "0f1e2d3c4b5a69788796a5b4c3d2e1f0",
         })
         .unwrap();
+        assert_eq!(
+            installation_of(&xml).as_deref(),
+            Some("0f1e2d3c4b5a69788796a5b4c3d2e1f0")
+        );
         for part in [
             "<name>bsp-alice</name>",
             "<forward mode='nat'/>",
@@ -408,6 +484,43 @@ mod tests {
                 }
             ]
         );
+    }
+
+    const ID: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+    /// Networks defined before installation ids existed are given ours, wherever
+    /// libvirt put (or left out) their metadata.
+    #[test]
+    fn an_installation_id_is_added_to_a_network_once() {
+        let plain = "<network>\n  <name>bsp-alice</name>\n  <uuid>6c1f</uuid>\n  <forward mode='nat'/>\n</network>\n";
+        let with_other =
+            "<network><name>n</name><metadata><x:y xmlns:x='urn:x'>keep</x:y></metadata></network>";
+        let empty = "<network><name>n</name><metadata/></network>";
+        for doc in [plain, with_other, empty] {
+            assert_eq!(installation_of(doc), None, "{doc}");
+            let stamped = with_installation(doc, ID).unwrap();
+            assert_eq!(installation_of(&stamped).as_deref(), Some(ID), "{stamped}");
+            let parsed = roxmltree::Document::parse(&stamped).unwrap();
+            let metadata = parsed
+                .descendants()
+                .filter(|n| n.has_tag_name("metadata"))
+                .count();
+            assert_eq!(metadata, 1, "{stamped}");
+            assert!(with_installation(&stamped, ID).is_err(), "stamped twice");
+        }
+        let stamped = with_installation(plain, ID).unwrap();
+        assert!(
+            stamped.contains("<uuid>6c1f</uuid>\n  <metadata>"),
+            "{stamped}"
+        );
+        assert!(with_installation(with_other, ID)
+            .unwrap()
+            .contains("keep</x:y>"));
+        // Another namespace's `installation` is not ours.
+        let lookalike =
+            "<network><name>n</name><metadata><installation>x</installation></metadata></network>";
+        assert_eq!(installation_of(lookalike), None);
+        assert_eq!(installation_of("not xml"), None);
     }
 
     #[test]
@@ -462,6 +575,7 @@ mod prop {
         mac: String,
         owner: String,
         vm_name: String,
+        installation: String,
     }
 
     impl Domain {
@@ -478,11 +592,12 @@ mod prop {
                 mac: &self.mac,
                 owner: &self.owner,
                 vm_name: &self.vm_name,
+                installation: &self.installation,
             }
         }
 
         /// Every string the template prints: the MAC only with a network.
-        fn texts(&self) -> [&str; 7] {
+        fn texts(&self) -> [&str; 8] {
             let disk = self.disk.to_str().unwrap_or("");
             let seed = self.seed.to_str().unwrap_or("");
             let mac = if self.network.is_empty() {
@@ -498,6 +613,7 @@ mod prop {
                 mac,
                 &self.owner,
                 &self.vm_name,
+                &self.installation,
             ]
         }
     }
@@ -542,6 +658,7 @@ mod prop {
                         mac,
                         owner,
                         vm_name: vm,
+                        installation: format!("{id:032x}"),
                     }
                 },
             )
@@ -552,10 +669,19 @@ mod prop {
         let text = || prop_oneof![xml_text(20), any_text(20)];
         (
             accepted_domain(),
-            [text(), text(), text(), text(), text(), text(), text()],
+            [
+                text(),
+                text(),
+                text(),
+                text(),
+                text(),
+                text(),
+                text(),
+                text(),
+            ],
         )
             .prop_map(
-                |(d, [name, disk, seed, network, mac, owner, vm_name])| Domain {
+                |(d, [name, disk, seed, network, mac, owner, vm_name, installation])| Domain {
                     name,
                     disk: disk.into(),
                     seed: seed.into(),
@@ -563,6 +689,7 @@ mod prop {
                     mac,
                     owner,
                     vm_name,
+                    installation,
                     ..d
                 },
             )
@@ -595,6 +722,17 @@ mod prop {
         prop_assert_eq!(
             element(&doc, Some(BSP), "name").text().unwrap_or(""),
             &d.vm_name
+        );
+        prop_assert_eq!(
+            element(&doc, Some(INSTALLATION_NS), "installation")
+                .text()
+                .unwrap_or(""),
+            &d.installation
+        );
+        let id = d.installation.trim();
+        prop_assert_eq!(
+            installation_of(xml),
+            (!id.is_empty()).then(|| id.to_owned())
         );
         for tag in ["memory", "currentMemory"] {
             prop_assert_eq!(text_of(&doc, tag), d.memory_mib.to_string());
@@ -711,6 +849,7 @@ mod prop {
                         mac: "m".into(),
                         owner: "o".into(),
                         vm_name: "v".into(),
+                        installation: "i".into(),
                         ..d.clone()
                     };
                     prop_assert_eq!(tags(&xml), tags(&domain_xml(&plain.spec()).unwrap()));
@@ -733,8 +872,11 @@ mod prop {
                 dhcp_start,
                 dhcp_end,
                 hosts: &hosts,
+                installation: "0f1e2d3c4b5a69788796a5b4c3d2e1f0",
             };
             let xml = network_xml(&spec).unwrap();
+            let found = installation_of(&xml);
+            prop_assert_eq!(found.as_deref(), Some(spec.installation));
             let doc = Document::parse(&xml).unwrap();
             let attr = |tag: &str, name: &str| {
                 element(&doc, None, tag).attribute(name).map(str::to_owned)

@@ -318,9 +318,25 @@ fn auth_keys_prints_one_restricted_line_for_a_known_key() {
 
 #[test]
 fn auth_keys_never_creates_a_database_and_errors_go_to_stderr() {
-    let bsp = Bsp::new();
+    // Before `admin init` (or with the volume not mounted): no key is anyone's, which is
+    // no failure for sshd to log at every login.
+    let bsp = Bsp::without_database("test:///default");
     let key = bsp.keygen("k");
     let (t, k) = type_and_blob(&key);
+    let run = bsp.run(&["auth-keys", "basphere", &t, &k]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout, "");
+    assert!(
+        run.stderr.contains("no basphere database at"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !bsp.data_dir().exists(),
+        "auth-keys created the data directory"
+    );
+    // A database that cannot be read is an error, on stderr alone.
+    std::fs::create_dir_all(bsp.data_dir().join("basphere.db")).unwrap();
     let run = bsp.run(&["auth-keys", "basphere", &t, &k]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert_eq!(run.stdout, "");
@@ -329,15 +345,11 @@ fn auth_keys_never_creates_a_database_and_errors_go_to_stderr() {
         "{}",
         run.stderr
     );
-    assert!(
-        !bsp.data_dir().exists(),
-        "auth-keys created the data directory"
-    );
 }
 
 #[test]
 fn sshd_config_snippet_names_this_binary_and_the_service_account() {
-    let bsp = Bsp::new();
+    let bsp = Bsp::without_database("test:///default");
     let run = bsp.run(&["sshd-config"]).success();
     let lines: Vec<&str> = run
         .stdout

@@ -74,6 +74,8 @@ const ROWS: &[(&str, &str, &[&str])] = &[
     ("key confirm",         "Y Y - - Y Y Y", &["key", "confirm", "@CODE"]),
     // whoami: the tenant commands' callers, and the service account.
     ("whoami",              "Y Y Y - Y Y Y", &["whoami"]),
+    // Setting the host up: administrators on the bastion and the service account.
+    ("admin init",          "Y Y Y - - - -", &["admin", "init", "--database-only"]),
     // Administration: administrators, local or remote.
     ("admin user add",      "Y Y - - - Y Y", &["admin", "user", "add", "erin", "--email", "erin@example.com", "--key", "@KEY"]),
     ("admin user list",     "Y Y - - - Y Y", &["admin", "user", "list"]),
@@ -230,7 +232,7 @@ impl Install {
         assert!(ok, "qemu-img create failed");
         let (spare_key, spare_fp) = keygen(dir.path(), "spare");
         let image_file = image.display().to_string();
-        Install {
+        let install = Install {
             dir,
             config,
             spare_key,
@@ -238,7 +240,9 @@ impl Install {
             image_file,
             fingerprints: Default::default(),
             code: String::new(),
-        }
+        };
+        install.setup(&ROOT, &["admin", "init", "--database-only"]);
+        install
     }
 
     /// `who` as the caller of a command; a user over SSH with their key.
@@ -610,6 +614,7 @@ const JSON: &[(&str, &[&str])] = &[
     ("key remove",          &["--as", "alice", "key", "remove", "@FP"]),
     ("key confirm",         &["--as", "alice", "key", "confirm", "@CODE"]),
     ("whoami",              &["--as", "alice", "whoami"]),
+    ("admin init",          &["admin", "init", "--database-only"]),
     ("admin user add",      &["admin", "user", "add", "erin", "--email", "erin@example.com", "--key", "@KEY"]),
     ("admin user list",     &["admin", "user", "list"]),
     ("admin user show",     &["admin", "user", "show", "alice"]),

@@ -552,7 +552,7 @@ fn reconcile_keeps_snapshot_rows_in_step_with_libvirt() {
     virsh(&uri, &["snapshot-delete", &dom, "vanished"]);
     virsh(&uri, &["snapshot-create-as", &dom, "by-hand"]);
     let plan = bsp.json(&["admin", "reconcile", "--dry-run"]);
-    let kinds: Vec<&str> = plan
+    let kinds: Vec<&str> = plan["repairs"]
         .as_array()
         .unwrap()
         .iter()
@@ -568,6 +568,52 @@ fn reconcile_keeps_snapshot_rows_in_step_with_libvirt() {
         recorded(&bsp, "alice", "web"),
         live_snapshots(&bsp, "alice", "web")
     );
+    bsp.run(&["admin", "reconcile", "--dry-run"])
+        .success()
+        .stdout_has("nothing to repair");
+}
+
+/// A domain basphere undefines (as `admin reconcile` does one it removes) keeps its
+/// snapshots' XML beside the disk; the reconcile that defines the domain again defines
+/// them too, and qemu restores from them as before.
+#[test]
+fn snapshots_saved_when_a_domain_is_undefined_come_back_with_it() {
+    let Some(uri) = require_libvirt() else {
+        return;
+    };
+    let (bsp, _c) = setup(&uri, &["alice"]);
+    create_vm(&bsp, "alice", "web", true);
+    bsp.run(&["--as", "alice", "snapshot", "create", "web", "running"])
+        .success();
+    bsp.run(&["--as", "alice", "vm", "stop", "web", "--force"])
+        .success();
+    bsp.run(&["--as", "alice", "snapshot", "create", "web", "stopped"])
+        .success();
+    let plan = bsp.json(&["admin", "reconcile", "--dry-run"]);
+    let installation = plan["installation"].as_str().unwrap().to_owned();
+    let vm = bsp.json(&["--as", "alice", "vm", "show", "web"]);
+    let uuid = uuid::Uuid::parse_str(vm["id"].as_str().unwrap()).unwrap();
+    let saved = bsp.data_dir().join(format!("disks/{uuid}.snapshots.xml"));
+
+    let hv = basphere::virt::Hypervisor::open(&uri).unwrap();
+    hv.undefine(uuid, &installation, &saved).unwrap();
+    assert!(saved.exists());
+    assert!(live_snapshots(&bsp, "alice", "web").is_empty());
+
+    bsp.run(&["admin", "reconcile"])
+        .success()
+        .stdout_has("define missing domain");
+    assert_eq!(live_snapshots(&bsp, "alice", "web"), ["running", "stopped"]);
+    assert!(!saved.exists());
+    bsp.run(&[
+        "--as", "alice", "snapshot", "restore", "web", "running", "--yes",
+    ])
+    .success();
+    assert_eq!(
+        bsp.json(&["--as", "alice", "vm", "show", "web"])["state"],
+        "running"
+    );
+    assert_eq!(recorded(&bsp, "alice", "web"), ["running", "stopped"]);
     bsp.run(&["admin", "reconcile", "--dry-run"])
         .success()
         .stdout_has("nothing to repair");

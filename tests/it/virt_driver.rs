@@ -45,6 +45,10 @@ fn hv() -> Hypervisor {
     Hypervisor::open(&format!("test://{}", node.display())).expect("libvirt test driver")
 }
 
+/// The installation id the tests' objects carry, and another installation's.
+const OURS: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+const THEIRS: &str = "aaaabbbbccccddddeeeeffff00001111";
+
 fn net_spec(name: &str) -> NetworkSpec<'_> {
     NetworkSpec {
         name,
@@ -54,6 +58,7 @@ fn net_spec(name: &str) -> NetworkSpec<'_> {
         dhcp_start: Ipv4Addr::new(10, 250, 1, 10),
         dhcp_end: Ipv4Addr::new(10, 250, 1, 250),
         hosts: &[],
+        installation: OURS,
     }
 }
 
@@ -69,6 +74,8 @@ struct Files {
     _dir: tempfile::TempDir,
     disk: std::path::PathBuf,
     seed: std::path::PathBuf,
+    /// Where the domain's snapshots are saved when it is undefined.
+    snapshots: std::path::PathBuf,
 }
 
 fn files() -> Files {
@@ -78,6 +85,7 @@ fn files() -> Files {
     std::fs::write(&disk, b"").unwrap();
     std::fs::write(&seed, b"").unwrap();
     Files {
+        snapshots: dir.path().join("disk.snapshots.xml"),
         _dir: dir,
         disk,
         seed,
@@ -97,6 +105,7 @@ fn dom_spec<'a>(name: &'a str, uuid: Uuid, f: &'a Files, network: &'a str) -> Do
         mac: "52:54:00:00:00:01",
         owner: "alice",
         vm_name: "web1",
+        installation: OURS,
     }
 }
 
@@ -109,9 +118,9 @@ fn ensure_network_is_idempotent_and_listed() {
     // The test driver's own "default" network is not ours.
     assert_eq!(hv.networks().unwrap(), vec![name.clone()]);
 
-    hv.remove_network(&name).unwrap();
+    hv.remove_network(&name, OURS).unwrap();
     assert!(hv.networks().unwrap().is_empty());
-    hv.remove_network(&name).unwrap();
+    hv.remove_network(&name, OURS).unwrap();
 }
 
 #[test]
@@ -143,7 +152,7 @@ fn ensure_network_tolerates_concurrent_callers() {
             }
         });
         assert!(hv.networks().unwrap().contains(&name));
-        hv.remove_network(&name).unwrap();
+        hv.remove_network(&name, OURS).unwrap();
         assert!(!hv.networks().unwrap().contains(&name));
     }
 }
@@ -212,9 +221,13 @@ fn domain_lifecycle() {
     hv.destroy(uuid).unwrap(); // already stopped
 
     hv.start(uuid).unwrap();
-    hv.undefine(uuid).unwrap(); // running: destroyed first
+    hv.undefine(uuid, OURS, &f.snapshots).unwrap(); // running: destroyed first
     assert_eq!(hv.power_state(uuid).unwrap(), None);
-    hv.undefine(uuid).unwrap(); // missing
+    assert!(
+        !f.snapshots.exists(),
+        "a domain without snapshots saves none"
+    );
+    hv.undefine(uuid, OURS, &f.snapshots).unwrap(); // missing
 }
 
 #[test]
@@ -280,10 +293,165 @@ fn domains_scales_to_hundreds() {
 #[test]
 fn undefine_of_a_missing_domain_is_ok() {
     let hv = hv();
-    hv.undefine(Uuid::new_v4()).unwrap();
+    let f = files();
+    hv.undefine(Uuid::new_v4(), OURS, &f.snapshots).unwrap();
     assert_eq!(hv.power_state(Uuid::new_v4()).unwrap(), None);
     let err = hv.start(Uuid::new_v4()).unwrap_err();
     assert!(err.to_string().contains("no such domain"), "{err}");
+}
+
+/// A domain with snapshots once lost them with its definition: `undefine` passed
+/// libvirt's "snapshots metadata" flag and kept nothing. Now their XML is written beside
+/// the disk first, and defined again with the domain, names and times as they were.
+#[test]
+fn undefine_keeps_snapshots_beside_the_disk_and_they_come_back() {
+    let hv = hv();
+    let f = files();
+    let name = domain_name("bsp", "alice", "web1");
+    let uuid = Uuid::new_v4();
+    hv.define_domain(&dom_spec(&name, uuid, &f, "")).unwrap();
+    hv.start(uuid).unwrap();
+    hv.create_snapshot(uuid, "first", "before the upgrade")
+        .unwrap();
+    hv.create_snapshot(uuid, "second", "").unwrap();
+    let before = hv.snapshots(uuid).unwrap();
+    assert_eq!(before.len(), 2);
+
+    hv.undefine(uuid, OURS, &f.snapshots).unwrap();
+    assert_eq!(hv.power_state(uuid).unwrap(), None);
+    assert_eq!(
+        basphere::virt::snapshot::saved_snapshots(&f.snapshots).unwrap(),
+        ["first", "second"]
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&f.snapshots).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    hv.define_domain(&dom_spec(&name, uuid, &f, "")).unwrap();
+    assert!(
+        hv.snapshots(uuid).unwrap().is_empty(),
+        "libvirt forgot them"
+    );
+    assert_eq!(hv.restore_snapshots(uuid, &f.snapshots).unwrap(), 2);
+    assert_eq!(hv.snapshots(uuid).unwrap(), before);
+    assert!(!f.snapshots.exists(), "the saved XML is gone once used");
+    hv.revert_snapshot(uuid, "first").unwrap();
+    // Nothing saved: nothing to do.
+    assert_eq!(hv.restore_snapshots(uuid, &f.snapshots).unwrap(), 0);
+
+    // Undefined again, a second save keeps what the first saved and the domain lost.
+    hv.undefine(uuid, OURS, &f.snapshots).unwrap();
+    hv.define_domain(&dom_spec(&name, uuid, &f, "")).unwrap();
+    hv.create_snapshot(uuid, "third", "").unwrap();
+    hv.undefine(uuid, OURS, &f.snapshots).unwrap();
+    assert_eq!(
+        basphere::virt::snapshot::saved_snapshots(&f.snapshots).unwrap(),
+        ["first", "second", "third"]
+    );
+}
+
+/// Objects another installation made (same prefix, same libvirtd) are never used,
+/// changed or removed.
+#[test]
+fn another_installations_objects_are_refused() {
+    let hv = hv();
+    let f = files();
+    let net = network_name("bsp", "alice");
+    let theirs = NetworkSpec {
+        installation: THEIRS,
+        ..net_spec(&net)
+    };
+    hv.ensure_network(&theirs).unwrap();
+    let err = hv.ensure_network(&net_spec(&net)).unwrap_err();
+    assert!(matches!(err, VirtError::NotOurs { .. }), "{err:?}");
+    assert!(err.to_string().contains(THEIRS), "{err}");
+    assert!(hv.remove_network(&net, OURS).is_err());
+    assert!(hv.stamp_network(&net, OURS).is_err());
+    assert_eq!(
+        hv.network_installations().unwrap(),
+        [(net.clone(), Some(THEIRS.to_owned()))]
+    );
+
+    let name = domain_name("bsp", "alice", "web1");
+    let uuid = Uuid::new_v4();
+    let spec = DomainSpec {
+        installation: THEIRS,
+        ..dom_spec(&name, uuid, &f, "")
+    };
+    hv.define_domain(&spec).unwrap();
+    hv.start(uuid).unwrap();
+    let err = hv.undefine(uuid, OURS, &f.snapshots).unwrap_err();
+    assert!(matches!(err, VirtError::NotOurs { .. }), "{err:?}");
+    assert_eq!(hv.power_state(uuid).unwrap(), Some(PowerState::Running));
+    assert!(hv.stamp_domain(uuid, OURS).is_err());
+    let found = hv.domain_installations().unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].1.as_deref(), Some(THEIRS));
+    hv.undefine(uuid, THEIRS, &f.snapshots).unwrap();
+    hv.remove_network(&net, THEIRS).unwrap();
+}
+
+/// Objects defined before ids existed carry none until stamped, running or not; the
+/// running network and guest are not disturbed.
+#[test]
+fn objects_without_an_id_are_stamped_once() {
+    // The shared instance, so that a raw connection sees the same objects.
+    let hv = Hypervisor::open("test:///default").unwrap();
+    let raw = virt::connect::Connect::open(Some("test:///default")).unwrap();
+    let owner = format!("u{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let without_id = |xml: String| {
+        let start = xml.find("<bsp:installation").unwrap();
+        let end = xml.find("</bsp:installation>").unwrap() + "</bsp:installation>".len();
+        format!("{}{}", &xml[..start], &xml[end..])
+    };
+
+    let net = network_name("bsp", &owner);
+    let bridge = format!("b{}", &owner[1..]);
+    let spec = NetworkSpec {
+        bridge: &bridge,
+        ..net_spec(&net)
+    };
+    let xml = without_id(basphere::virt::xml::network_xml(&spec).unwrap());
+    // Defined, not started: the test driver shows a running network's live definition
+    // only, where a stamp appears at its next start (libvirtd shows the persistent one).
+    let defined = raw.define_network_xml(&xml).unwrap();
+    let listed = |hv: &Hypervisor| {
+        let all = hv.network_installations().unwrap();
+        all.into_iter().find(|(n, _)| *n == net).unwrap().1
+    };
+    assert_eq!(listed(&hv), None);
+    hv.stamp_network(&net, OURS).unwrap();
+    assert_eq!(listed(&hv).as_deref(), Some(OURS));
+    hv.stamp_network(&net, OURS).unwrap(); // once is enough; again changes nothing
+    assert!(hv.stamp_network(&net, THEIRS).is_err());
+    defined.create().unwrap();
+    assert_eq!(
+        listed(&hv).as_deref(),
+        Some(OURS),
+        "started, it keeps the id"
+    );
+    let hosts = hv.dhcp_hosts(&net).unwrap();
+    assert!(hosts.is_empty(), "{hosts:?}");
+
+    let f = files();
+    let name = domain_name("bsp", &owner, "web1");
+    let uuid = Uuid::new_v4();
+    let xml = without_id(basphere::virt::xml::domain_xml(&dom_spec(&name, uuid, &f, "")).unwrap());
+    raw.define_domain_xml(&xml).unwrap();
+    hv.start(uuid).unwrap();
+    let of = |hv: &Hypervisor| {
+        let all = hv.domain_installations().unwrap();
+        all.into_iter().find(|(d, _)| d.uuid == uuid).unwrap().1
+    };
+    assert_eq!(of(&hv), None);
+    hv.stamp_domain(uuid, OURS).unwrap();
+    assert_eq!(of(&hv).as_deref(), Some(OURS));
+    assert_eq!(hv.power_state(uuid).unwrap(), Some(PowerState::Running));
+    assert!(hv.stamp_domain(uuid, THEIRS).is_err());
+
+    hv.undefine(uuid, OURS, &f.snapshots).unwrap();
+    hv.remove_network(&net, OURS).unwrap();
 }
 
 #[test]
@@ -307,7 +475,7 @@ fn shared_default_test_driver_works_too() {
         .unwrap()
         .iter()
         .any(|d| d.uuid == uuid && d.state == PowerState::Running));
-    hv.undefine(uuid).unwrap();
+    hv.undefine(uuid, OURS, &f.snapshots).unwrap();
     assert!(hv.domains().unwrap().iter().all(|d| d.uuid != uuid));
 }
 

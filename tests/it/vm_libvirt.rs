@@ -408,7 +408,8 @@ fn a_create_killed_at_any_step_is_repaired_by_reconcile() {
         );
         let plan = bsp.json(&["admin", "reconcile", "--dry-run"]);
         assert!(
-            plan.as_array()
+            plan["repairs"]
+                .as_array()
                 .unwrap()
                 .iter()
                 .any(|r| r["kind"] == "roll_back_create"),
@@ -444,18 +445,18 @@ fn a_create_killed_at_any_step_is_repaired_by_reconcile() {
     bsp.run(&["admin", "reconcile"]).success();
     assert_consistent(&bsp);
 
-    // Orphans that only something outside basphere could leave: a domain and a
-    // network nobody owns, a disk without a VM.
+    // Objects with the prefix but without this installation's id (made by hand, or by
+    // another basphere on this libvirtd) are listed and left alone; a disk in the data
+    // directory that no VM has is this installation's, and goes.
     let orphan_net = format!("{}-ghost", bsp.prefix);
     let net_xml = bsp.dir.path().join("net.xml");
-    std::fs::write(
-        &net_xml,
+    let net_def = |metadata: &str| {
         format!(
-            "<network><name>{orphan_net}</name><bridge name='{}ff'/></network>",
+            "<network><name>{orphan_net}</name>{metadata}<bridge name='{}ff'/></network>",
             bsp.prefix
-        ),
-    )
-    .unwrap();
+        )
+    };
+    std::fs::write(&net_xml, net_def("")).unwrap();
     virsh(&uri, &["net-define", net_xml.to_str().unwrap()]);
     let dom_xml = bsp.dir.path().join("dom.xml");
     let orphan_dom = format!("{}.ghost.vm", bsp.prefix);
@@ -470,24 +471,65 @@ fn a_create_killed_at_any_step_is_repaired_by_reconcile() {
         .join(format!("disks/{}.qcow2", uuid::Uuid::new_v4()));
     std::fs::write(&stray, b"").unwrap();
     let plan = bsp.json(&["admin", "reconcile", "--dry-run"]);
-    let kinds: Vec<&str> = plan
+    let kinds = |plan: &serde_json::Value| -> Vec<String> {
+        let repairs = plan["repairs"].as_array().unwrap().iter();
+        repairs
+            .map(|r| r["kind"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let alone: Vec<&str> = plan["left_alone"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| r["kind"].as_str().unwrap())
+        .map(|f| f["name"].as_str().unwrap())
         .collect();
+    assert_eq!(kinds(&plan), ["remove_file"], "{plan}");
     assert!(
-        kinds.contains(&"remove_domain")
-            && kinds.contains(&"remove_network")
-            && kinds.contains(&"remove_file"),
-        "{kinds:?}"
+        alone.contains(&orphan_dom.as_str()) && alone.contains(&orphan_net.as_str()),
+        "{plan}"
+    );
+    bsp.run(&["admin", "reconcile"]).success();
+    assert!(!stray.exists());
+    let (domains, networks) = libvirt_objects(&bsp);
+    assert!(domains.contains(&orphan_dom) && networks.contains(&orphan_net));
+
+    // Given this installation's id, they are its orphans: removed, with --force as the
+    // plan may remove more than it keeps.
+    let id = plan["installation"].as_str().unwrap();
+    let element = format!(
+        "<bsp:installation xmlns:bsp='https://basphere.dev/xmlns/installation/1'>{id}</bsp:installation>"
+    );
+    virsh(
+        &uri,
+        &[
+            "metadata",
+            &orphan_dom,
+            "https://basphere.dev/xmlns/installation/1",
+            "--key",
+            "bsp",
+            "--set",
+            &format!("<installation>{id}</installation>"),
+            "--config",
+        ],
+    );
+    virsh(&uri, &["net-undefine", &orphan_net]);
+    std::fs::write(
+        &net_xml,
+        net_def(&format!("<metadata>{element}</metadata>")),
+    )
+    .unwrap();
+    virsh(&uri, &["net-define", net_xml.to_str().unwrap()]);
+    let plan = bsp.json(&["admin", "reconcile", "--dry-run"]);
+    let found = kinds(&plan);
+    assert!(
+        found.contains(&"remove_domain".to_owned()) && found.contains(&"remove_network".to_owned()),
+        "{plan}"
     );
     assert!(
         libvirt_objects(&bsp).1.contains(&orphan_net),
         "dry run changed libvirt"
     );
-    bsp.run(&["admin", "reconcile"]).success();
-    assert!(!stray.exists());
+    bsp.run(&["admin", "reconcile", "--force"]).success();
     let (domains, networks) = libvirt_objects(&bsp);
     assert!(!domains.contains(&orphan_dom) && !networks.contains(&orphan_net));
     assert_consistent(&bsp);

@@ -3,6 +3,7 @@
 pub mod approve;
 pub mod audit;
 pub mod image;
+pub mod init;
 pub mod mail;
 pub mod quota;
 pub mod reconcile;
@@ -27,6 +28,7 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    Init(init::Args),
     User(user::Args),
     Image(image::Args),
     Quota(quota::Args),
@@ -42,13 +44,25 @@ pub enum Command {
 /// Administrators, on the bastion or over SSH.
 pub const ALLOWED: Allowed = Allowed::ADMINS;
 
+/// Setting the host up: administrators on the bastion, and the service account that
+/// owns the data directory.
+pub const INIT: Allowed = Allowed::LOCAL_ADMINS.and(Allowed::SERVICE);
+
 impl Run for Args {
     fn allowed(&self) -> Allowed {
-        ALLOWED
+        match &self.command {
+            Command::Init(_) => INIT,
+            _ => ALLOWED,
+        }
+    }
+
+    fn needs_database(&self) -> bool {
+        !matches!(self.command, Command::Init(_))
     }
 
     fn exec(&self, ctx: &Context, out: &mut Output) -> Result<Report> {
         match &self.command {
+            Command::Init(a) => init::exec(a, ctx, out),
             Command::User(a) => user::exec(a, ctx, out),
             Command::Image(a) => image::exec(a, ctx, out),
             Command::Quota(a) => quota::exec(a, ctx, out),

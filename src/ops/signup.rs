@@ -64,6 +64,9 @@ impl FieldErrors {
     }
 }
 
+/// Why free text with a format character (Cf) is refused.
+const FORMAT_CHARS: &str = "Remove the invisible formatting characters (such as right-to-left marks or zero-width spaces) from the text.";
+
 struct Checked {
     id: UserId,
     email: String,
@@ -123,6 +126,8 @@ fn check(conn: &Connection, form: &Form, now: i64) -> Result<Checked> {
             "reason",
             &format!("Keep the reason under {MAX_REASON_CHARS} characters."),
         );
+    } else if validate::has_format_chars(reason) {
+        errors.say("reason", FORMAT_CHARS);
     }
     if let Some(id) = &id {
         if db::users::exists(conn, id.as_str())? {
@@ -511,6 +516,11 @@ fn reject_inner(ctx: &Context, user_id: &str, reason: &str) -> Result<Rejected> 
     if reason.chars().any(|c| c.is_control() && c != '\n') {
         return Err(Error::invalid("the reason contains control characters"));
     }
+    if validate::has_format_chars(reason) {
+        return Err(Error::invalid(
+            "the reason contains invisible formatting characters (bidi marks, zero-width spaces, ...)",
+        ));
+    }
     let s = open_signup(ctx, user_id)?;
     let config = &ctx.config;
     let (subject, body) = mail::render(
@@ -556,4 +566,65 @@ pub fn prune(ctx: &Context, older_than: Span) -> Result<Vec<String>> {
         &outcome,
     );
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+
+    fn setup() -> (Connection, Config) {
+        let env = BTreeMap::from([("BASPHERE_CONFIG".to_owned(), "/dev/null".to_owned())]);
+        let config = Config::load(&Overrides::default(), &env).unwrap();
+        let conn = Connection::open_in_memory().unwrap();
+        db::migrate(&conn).unwrap();
+        (conn, config)
+    }
+
+    const KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+
+    /// A reason with U+202E read backwards in `admin signups`, and one with zero-width
+    /// characters looked like another; the form now refuses them, field by field.
+    #[test]
+    fn bidi_and_zero_width_characters_are_refused_in_the_form() {
+        let (conn, config) = setup();
+        for (reason, email) in [
+            ("build \u{202e}sevihcra", "erin@example.com"),
+            ("ci\u{200b} runners", "erin@example.com"),
+            ("\u{2066}isolated\u{2069}", "erin@example.com"),
+            ("\u{feff}bom", "erin@example.com"),
+            ("fine", "erin\u{200b}@example.com"),
+            ("fine", "erin@exam\u{202e}ple.com"),
+        ] {
+            let form = Form {
+                user_id: "erin".into(),
+                email: email.into(),
+                public_key: KEY.into(),
+                reason: reason.into(),
+            };
+            match create(&conn, &config, &form, "192.0.2.1") {
+                Err(Error::Fields(errors)) => {
+                    let field = if reason == "fine" { "email" } else { "reason" };
+                    assert!(
+                        errors.contains_key(field),
+                        "{reason:?} {email:?}: {errors:?}"
+                    );
+                }
+                other => panic!("{reason:?} {email:?} accepted: {other:?}"),
+            }
+        }
+        let stored: i64 = conn
+            .query_row("SELECT COUNT(*) FROM signups", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(stored, 0);
+        // Letters of any script are text, and stay.
+        let form = Form {
+            user_id: "erin".into(),
+            email: "erin@example.com".into(),
+            public_key: KEY.into(),
+            reason: "Entwicklung für 東京, naïve".into(),
+        };
+        assert!(create(&conn, &config, &form, "192.0.2.1").is_ok());
+    }
 }

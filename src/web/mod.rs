@@ -607,7 +607,8 @@ mod prop {
                     && crate::validate::email(form.email.trim()).is_ok()
                     && key.is_ok()
                     && !reason.is_empty()
-                    && reason.chars().count() <= signup::MAX_REASON_CHARS;
+                    && reason.chars().count() <= signup::MAX_REASON_CHARS
+                    && !crate::validate::has_format_chars(reason);
                 match signup::create(&conn, &config, &form, "192.0.2.1") {
                     Ok(created) => {
                         prop_assert!(valid, "{form:?} stored");

@@ -275,6 +275,13 @@ fn message(state: &AppState, status: StatusCode, title: &str, text: &str, back: 
     )
 }
 
+/// The visitor's address, as rate limits and the audit log count it: behind a trusted
+/// reverse proxy, the client the proxy names.
+fn client_addr(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> String {
+    let trusted = &state.config.get().web_trusted_proxies;
+    guard::client_addr(peer.ip(), headers, trusted).to_string()
+}
+
 /// The CSRF nonce of this browser, or a new one with the cookie that sets it.
 fn nonce(state: &AppState, headers: &HeaderMap) -> (String, Option<HeaderValue>) {
     if let Some(n) = guard::cookie(headers, CSRF_COOKIE).filter(|n| guard::valid_nonce(n)) {
@@ -350,7 +357,20 @@ async fn submit(
         Err(_) => return Err(unreadable()),
     };
     let posted = serde_urlencoded::from_bytes::<Posted>(&body).map_err(|_| unreadable())?;
-    let ip = peer.ip().to_string();
+    let csrf_ok = guard::cookie(&headers, CSRF_COOKIE)
+        .is_some_and(|nonce| state.csrf.check(nonce, &posted.csrf));
+    if !csrf_ok {
+        // Before the rate limit: a forged post must not use up a visitor's allowance.
+        return Ok(form_response(
+            &state,
+            &headers,
+            StatusCode::FORBIDDEN,
+            &posted.form,
+            &BTreeMap::new(),
+            Some("This form expired or your browser did not send its cookie. Check what you typed and send it again."),
+        ));
+    }
+    let ip = client_addr(&state, peer, &headers);
     if let Err(wait) = state.per_ip.hit(&ip) {
         let minutes = wait.as_secs().div_ceil(60).max(1);
         let message = format!(
@@ -362,18 +382,6 @@ async fn submit(
             message,
             retry_after,
         }));
-    }
-    let csrf_ok = guard::cookie(&headers, CSRF_COOKIE)
-        .is_some_and(|nonce| state.csrf.check(nonce, &posted.csrf));
-    if !csrf_ok {
-        return Ok(form_response(
-            &state,
-            &headers,
-            StatusCode::FORBIDDEN,
-            &posted.form,
-            &BTreeMap::new(),
-            Some("This form expired or your browser did not send its cookie. Check what you typed and send it again."),
-        ));
     }
     if !posted.website.is_empty() {
         // A bot filled the hidden field: answer as if it worked, store nothing.
@@ -410,9 +418,10 @@ async fn submit(
 async fn verify(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Path(token): Path<String>,
 ) -> Result<Response, Failure> {
-    let ip = peer.ip().to_string();
+    let ip = client_addr(&state, peer, &headers);
     let outcome = state
         .with_db(move |conn, config| signup::verify(conn, config, &token, &ip))
         .await;

@@ -571,6 +571,94 @@ fn rate_limits_answer_429_with_a_human_message() {
     assert_eq!(http.get(&server.url("/")).status, 200);
 }
 
+/// Posts the form with fields that are wrong but a valid CSRF token: it counts against
+/// the per-address limit and stores nothing. Returns the status.
+fn bad_signup(http: &mut Http, server: &Server) -> u16 {
+    http.signup(server, &fields("bad id", "x", "", "")).status
+}
+
+/// Behind a reverse proxy every request came from the proxy's address, so the per-IP
+/// limit was one bucket for every visitor. With the proxy listed in
+/// `web.trusted_proxies`, each client is counted by the address the proxy names.
+#[test]
+fn behind_a_trusted_proxy_each_client_has_its_own_rate_limit() {
+    let mut bsp = Bsp::new();
+    bsp.set_env("BASPHERE_SIGNUP_PER_IP_PER_HOUR", "2");
+    // The test's connections come from 127.0.0.1: that is the proxy.
+    bsp.set_env(
+        "BASPHERE_WEB_TRUSTED_PROXIES",
+        "127.0.0.0/8, 2001:db8:1::/48",
+    );
+    let server = Server::start(&mut bsp);
+    let via_proxy = |header: &str, value: &str| Http::new().with_header(header, value);
+
+    let mut first = via_proxy("X-Forwarded-For", "198.51.100.7");
+    assert_eq!(bad_signup(&mut first, &server), 400);
+    assert_eq!(bad_signup(&mut first, &server), 400);
+    assert_eq!(bad_signup(&mut first, &server), 429, "its own limit");
+    // Another client behind the same proxy is not held up by the first.
+    let mut second = via_proxy("X-Forwarded-For", "198.51.100.8");
+    assert_eq!(bad_signup(&mut second, &server), 400);
+    // X-Real-IP is read too, when X-Forwarded-For is absent.
+    let mut third = via_proxy("X-Real-IP", "198.51.100.9");
+    assert_eq!(bad_signup(&mut third, &server), 400);
+    assert_eq!(bad_signup(&mut third, &server), 400);
+    assert_eq!(bad_signup(&mut third, &server), 429);
+    // A client cannot escape its limit by sending its own X-Forwarded-For: the proxy
+    // appends the address it saw, and the right-most address no proxy owns counts.
+    let mut forger = via_proxy(
+        "X-Forwarded-For",
+        "203.0.113.50, 198.51.100.7, 2001:db8:1::5",
+    );
+    assert_eq!(bad_signup(&mut forger, &server), 429, "still 198.51.100.7");
+
+    // The stored request names the client, not the proxy.
+    let key = public_key(&bsp, "nina");
+    let mut nina = via_proxy("X-Forwarded-For", "192.0.2.44");
+    let reply = nina.signup(&server, &fields("nina", "nina@example.com", &key, "r"));
+    assert_eq!(reply.status, 303, "{}", reply.body);
+    assert_eq!(
+        bsp.json(&["admin", "signups"])[0]["remote_addr"],
+        "192.0.2.44"
+    );
+}
+
+/// Without `web.trusted_proxies` the headers are anyone's to write, so they are ignored:
+/// changing them does not buy a client a fresh limit.
+#[test]
+fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
+    let mut bsp = Bsp::new();
+    bsp.set_env("BASPHERE_SIGNUP_PER_IP_PER_HOUR", "2");
+    bsp.set_env("BASPHERE_WEB_TRUSTED_PROXIES", "192.0.2.1");
+    let server = Server::start(&mut bsp);
+    for (i, status) in [400, 400, 429, 429].into_iter().enumerate() {
+        let mut http = Http::new()
+            .with_header("X-Forwarded-For", &format!("198.51.100.{i}"))
+            .with_header("X-Real-IP", &format!("198.51.100.{}", i + 100));
+        assert_eq!(bad_signup(&mut http, &server), status, "request {i}");
+    }
+}
+
+/// A forged post (no valid CSRF token) used up the visitor's hourly allowance: a page
+/// on another site could lock a whole office out of the form. Only posts whose token
+/// checks out count now.
+#[test]
+fn posts_with_a_bad_csrf_token_do_not_count_against_the_rate_limit() {
+    let mut bsp = Bsp::new();
+    bsp.set_env("BASPHERE_SIGNUP_PER_IP_PER_HOUR", "2");
+    let server = Server::start(&mut bsp);
+    let mut http = Http::new();
+    let mut sent = fields("bad id", "x", "", "");
+    let forged = "0".repeat(64);
+    sent.push(("csrf", &forged));
+    for _ in 0..5 {
+        assert_eq!(http.post(&server.url("/signup"), &sent).status, 403);
+    }
+    assert_eq!(bad_signup(&mut http, &server), 400);
+    assert_eq!(bad_signup(&mut http, &server), 400);
+    assert_eq!(bad_signup(&mut http, &server), 429);
+}
+
 #[test]
 fn admins_reject_force_and_prune_with_mail_in_the_spool() {
     let mut bsp = Bsp::new();

@@ -306,15 +306,40 @@ fn web_audit(conn: &Connection, action: &str, target: &str, remote: &str, outcom
     }
 }
 
-/// What following a confirmation link did.
+/// What a confirmation link leads to, and what confirming it did.
 #[derive(Clone, Debug)]
 pub enum Verified {
+    /// The link is good and nothing has changed yet: only a confirmation (`verify`) does.
+    Open(Box<Signup>),
     /// Confirmed now; the admins' notices are in the outbox.
     Confirmed(Box<Signup>),
     /// The link was already used, or the request was decided.
     AlreadyDone,
     Expired,
     Unknown,
+}
+
+/// The request a confirmation link may still confirm, or why it may not.
+fn open_link(conn: &Connection, token: &str, now: i64) -> Result<Verified> {
+    if !plausible_token(token) {
+        return Ok(Verified::Unknown);
+    }
+    let Some(s) = db::signups::by_token(conn, &token_hash(token))? else {
+        return Ok(Verified::Unknown);
+    };
+    Ok(if s.state != State::PendingEmail {
+        Verified::AlreadyDone
+    } else if s.token_expires_at <= now {
+        Verified::Expired
+    } else {
+        Verified::Open(Box::new(s))
+    })
+}
+
+/// What the confirmation link `token` leads to, changing nothing: mail scanners fetch
+/// every link in a mail, so opening one must not confirm.
+pub fn look_up_link(conn: &Connection, token: &str) -> Result<Verified> {
+    open_link(conn, token, crate::hooks::now())
 }
 
 /// Marks the request `pending_approval` and queues a notice to every admin address.
@@ -324,21 +349,16 @@ pub fn verify(
     token: &str,
     remote_addr: &str,
 ) -> Result<Verified> {
+    // Junk never takes the write lock.
     if !plausible_token(token) {
         return Ok(Verified::Unknown);
     }
-    let hash = token_hash(token);
     let outcome = db::immediate(conn, |tx| {
-        let Some(s) = db::signups::by_token(tx, &hash)? else {
-            return Ok(Verified::Unknown);
-        };
         let now = crate::hooks::now();
-        if s.state != State::PendingEmail {
-            return Ok(Verified::AlreadyDone);
-        }
-        if s.token_expires_at <= now {
-            return Ok(Verified::Expired);
-        }
+        let s = match open_link(tx, token, now)? {
+            Verified::Open(s) => s,
+            other => return Ok(other),
+        };
         if !db::signups::confirm(tx, s.id, now)? {
             return Ok(Verified::AlreadyDone);
         }

@@ -106,7 +106,7 @@ fn a_stranger_signs_up_confirms_is_approved_and_logs_in() {
         .stderr_has("not confirmed")
         .stderr_has("--force");
 
-    let page = http.get(&verify);
+    let page = http.confirm(&verify);
     assert_eq!(page.status, 200);
     assert!(
         page.body.contains("email address is confirmed"),
@@ -116,6 +116,9 @@ fn a_stranger_signs_up_confirms_is_approved_and_logs_in() {
     assert!(page.body.contains("data-state=\"pending_approval\""));
     // The link works once.
     let again = http.get(&verify);
+    assert!(again.body.contains("already used"), "{}", again.body);
+    let csrf = page_csrf(&mut http, &server);
+    let again = http.post(&verify, &[("csrf", &csrf)]);
     assert!(again.body.contains("already used"), "{}", again.body);
 
     // Every admin is told, once.
@@ -209,6 +212,79 @@ fn a_stranger_signs_up_confirms_is_approved_and_logs_in() {
     }
     assert_eq!(smtp.messages().len(), 4, "no other mail");
     assert!(server.stop().success());
+}
+
+/// A valid CSRF token for `http`'s cookie, from the signup form.
+fn page_csrf(http: &mut Http, server: &Server) -> String {
+    http.get(&server.url("/")).csrf_field()
+}
+
+/// Mail scanners fetch every link in a mail, and `GET /verify/TOKEN` confirmed the
+/// address on that fetch alone. Now the link shows a page whose button posts (with the
+/// form's CSRF protection), and only the post confirms.
+#[test]
+fn fetching_the_mailed_link_confirms_nothing_until_its_button_is_pressed() {
+    let mut bsp = Bsp::new();
+    let server = Server::start(&mut bsp);
+    let key = public_key(&bsp, "omar");
+    let mut http = Http::new();
+    let reply = http.signup(&server, &fields("omar", "omar@example.com", &key, "r"));
+    assert_eq!(reply.status, 303, "{}", reply.body);
+    let mail = poll::eventually(Duration::from_secs(30), || {
+        spooled(&bsp)
+            .into_iter()
+            .next()
+            .ok_or("no mail in the spool")
+    });
+    let verify = link(&mail, "/verify/");
+    let state = || bsp.json(&["admin", "signups"])[0]["state"].clone();
+
+    // A scanner: no cookie, follows the link, twice, and a HEAD for good measure.
+    let mut scanner = Http::new();
+    for _ in 0..2 {
+        let page = scanner.get(&verify);
+        assert_eq!(page.status, 200);
+        let path = verify.trim_start_matches(&server.base);
+        assert!(
+            page.body.contains(&format!("action=\"{path}\""))
+                && page.body.contains("method=\"post\""),
+            "{}",
+            page.body
+        );
+        assert!(page.body.contains("id=\"confirm\""), "{}", page.body);
+        assert!(!page.body.contains("id=\"confirmed\""), "{}", page.body);
+    }
+    let head = ureq::head(&verify).call().unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(
+        state(),
+        "pending_email",
+        "fetching the link changed nothing"
+    );
+
+    // A post without the page's token, or with another browser's, is refused.
+    assert_eq!(scanner.post(&verify, &[("csrf", "")]).status, 403);
+    let mut other = Http::new();
+    let foreign = other.get(&verify).csrf_field();
+    assert_eq!(scanner.post(&verify, &[("csrf", &foreign)]).status, 403);
+    assert_eq!(Http::new().post(&verify, &[]).status, 403);
+    assert_eq!(state(), "pending_email");
+
+    // The person presses the button.
+    let confirmed = http.confirm(&verify);
+    assert_eq!(confirmed.status, 200, "{}", confirmed.body);
+    assert!(
+        confirmed.body.contains("email address is confirmed"),
+        "{}",
+        confirmed.body
+    );
+    assert_eq!(state(), "pending_approval");
+
+    // Links that lead nowhere say so on both methods, and change nothing.
+    let zeros = server.url(&format!("/verify/{}", "0".repeat(32)));
+    assert_eq!(http.get(&zeros).status, 404);
+    let csrf = page_csrf(&mut http, &server);
+    assert_eq!(http.post(&zeros, &[("csrf", &csrf)]).status, 404);
 }
 
 #[test]
@@ -850,6 +926,11 @@ fn chromium_fills_the_form_and_follows_the_mailed_link() {
 
     let mails = smtp.wait_for(1);
     browser.goto(&link(&mails[0].body, "/verify/"));
+    // Opening the link shows a button; only pressing it confirms.
+    browser.wait_for("#confirm");
+    browser.screenshot(&artifacts.join("signup-confirm.png"));
+    browser.click("#confirm");
+    browser.wait_for("#confirmed");
     assert!(browser.text("#confirmed").contains("confirmed"));
     browser.goto(&link(&mails[0].body, "/status/"));
     assert!(browser
@@ -889,7 +970,7 @@ fn secrets_stay_out_of_debug_logs_and_config() {
     });
     let verify = link(&mail, "/verify/");
     let verify_token = verify.rsplit('/').next().unwrap().to_owned();
-    assert_eq!(http.get(&verify).status, 200);
+    assert_eq!(http.confirm(&verify).status, 200);
     assert_eq!(http.get(&server.url(&status_path)).status, 200);
     let mut logs = String::new();
     for argv in [

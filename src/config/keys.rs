@@ -112,6 +112,7 @@ keys! {
     quota_snapshots "quota.snapshots": u64 = "100", "Snapshots one user may hold.";
     quota_snapshot_expire "quota.snapshot_expire": Duration = "30d", "Expiry of snapshots made without `--expire`.";
     quota_snapshot_keep_last "quota.snapshot_keep_last": u64 = "10", "Snapshots per VM that a prune keeps.";
+    storage_min_free "storage.min_free": Size = "5G", "`create-vm` and `snapshot create` are refused while the data directory has less free space than this.";
     smtp_host "smtp.host": Option<String> = "", "SMTP relay; without one, mail is written as .eml files to the spool directory.";
     smtp_port "smtp.port": Option<u16> = "", "SMTP port (default: 587 for starttls, 465 for tls, 25 for none).";
     smtp_security "smtp.security": SmtpSecurity = "starttls", "`starttls` (required), `tls` from the first byte, or `none`.";

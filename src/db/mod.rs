@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sql/0003_create_snapshots.sql"),
     include_str!("sql/0004_create_signups.sql"),
     include_str!("sql/0005_user_serials.sql"),
+    include_str!("sql/0006_snapshot_memory.sql"),
 ];
 
 /// Writers wait this long for each other before giving up with "database is locked".

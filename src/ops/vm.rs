@@ -295,6 +295,7 @@ fn create_inner(ctx: &Context, req: &CreateRequest, report: Progress) -> Result<
         .ok_or_else(|| Error::invalid("a VM name is required"))?;
     let image = resolve_image(ctx, req.image.as_ref())?;
     let shape = resolve_shape(ctx, req, &image)?;
+    quota::ensure_free_space(&ctx.config)?;
 
     // Reach libvirt before changing anything, so a dead libvirtd changes nothing.
     progress("connecting to libvirt");
@@ -318,6 +319,7 @@ fn create_inner(ctx: &Context, req: &CreateRequest, report: Progress) -> Result<
         let limits = quota::limits_for(tx, &ctx.config, &owner)?;
         let usage = db::vms::usage(tx, &owner)?;
         let request = quota::Request {
+            vms: 1,
             cpus: shape.cpus.into(),
             memory_mib: shape.memory_mib,
             disk_bytes: shape.disk_bytes,

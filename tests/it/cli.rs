@@ -639,3 +639,59 @@ fn config_keys_come_from_file_env_and_flag_each_with_its_own_source() {
     .unwrap();
     bsp.run(&["config"]).code(1).stderr_has("at least 1");
 }
+
+/// Two `admin image add` of one name at once: the second passed the check for the name
+/// before the first registered it, then copied over the first's file and, when the
+/// name was taken after all, deleted the file the catalogue now pointed at.
+#[test]
+fn a_second_image_add_of_the_same_name_leaves_the_first_intact() {
+    let bsp = Bsp::new();
+    let source = bsp.dir.path().join("src.qcow2");
+    let made = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&source)
+        .arg("16M")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let source = source.to_str().unwrap();
+    let add = [
+        "admin",
+        "image",
+        "add",
+        "dup",
+        source,
+        "--os-user",
+        "debian",
+    ];
+    // The first has copied the image into place and is about to register it; the
+    // second has found the name free and waits for its turn.
+    let first = bsp.start_paused("image-copied", &add);
+    let second = bsp.start_paused("image-checked", &add);
+    first.open().success().stdout_has("added image dup");
+    second
+        .open()
+        .code(CONFLICT)
+        .stderr_has("image `dup` already exists");
+    let images = bsp.json(&["admin", "image", "list"]);
+    let path = images[0]["path"].as_str().unwrap().to_owned();
+    assert!(
+        std::path::Path::new(&path).is_file(),
+        "the registered file is gone: {images}"
+    );
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "-U", &path])
+        .output()
+        .unwrap();
+    assert!(
+        info.status.success(),
+        "{}",
+        String::from_utf8_lossy(&info.stderr)
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(bsp.data_dir().join("images"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(leftovers, ["dup.qcow2"]);
+}

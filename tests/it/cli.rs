@@ -695,3 +695,48 @@ fn a_second_image_add_of_the_same_name_leaves_the_first_intact() {
         .collect();
     assert_eq!(leftovers, ["dup.qcow2"]);
 }
+
+/// `admin user remove` while that user's `create-vm` ran: the removal found no VM yet
+/// and went ahead, and the create went on for a user who was gone (or left a domain on
+/// the network the removal deleted). The two now exclude each other: the removal waits
+/// for the create, then refuses because the user owns a VM.
+#[test]
+fn removing_a_user_waits_for_their_create_vm() {
+    let bsp = Bsp::new();
+    bsp.add_user("alice");
+    bsp.add_blank_image("blank");
+    let create = bsp.start_paused(
+        "reserve",
+        &[
+            "--as",
+            "alice",
+            "create-vm",
+            "web1",
+            "--memory",
+            "128M",
+            "--disk",
+            "1G",
+        ],
+    );
+    let mut remove = bsp
+        .command(&["admin", "user", "remove", "alice", "--yes"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let early = remove.try_wait().unwrap();
+    let created = create.open();
+    let removed = remove.wait_with_output().unwrap();
+    assert!(
+        early.is_none(),
+        "the removal did not wait for the create: {early:?}\n{}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
+    created.success().stdout_has("web1");
+    assert_eq!(removed.status.code(), Some(CONFLICT));
+    let stderr = String::from_utf8_lossy(&removed.stderr);
+    assert!(stderr.contains("still owns 1 VM"), "{stderr}");
+    assert_eq!(bsp.json(&["admin", "user", "list"])[0]["id"], "alice");
+    assert_eq!(bsp.json(&["admin", "vms"])[0]["name"], "web1");
+}

@@ -54,7 +54,7 @@ pub enum Command {
     Disable { id: UserId },
     /// Let a disabled user log in again
     Enable { id: UserId },
-    /// Remove a user who owns no VMs, with their keys and network
+    /// Remove a user who owns no VMs, with their keys and network (waits for their create-vm in progress)
     #[command(visible_alias = "rm")]
     Remove {
         id: UserId,

@@ -740,3 +740,87 @@ fn removing_a_user_waits_for_their_create_vm() {
     assert_eq!(bsp.json(&["admin", "user", "list"])[0]["id"], "alice");
     assert_eq!(bsp.json(&["admin", "vms"])[0]["name"], "web1");
 }
+
+/// Runs `cmd` with at most 1 GiB of address space and 20 s: a command that reads
+/// without end fails instead of taking the machine's memory or hanging the test.
+fn run_bounded(mut cmd: std::process::Command, args: &[&str]) -> crate::fixtures::bin::Run {
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let gib = 1 << 30;
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_AS, gib, gib)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let done = crate::fixtures::poll::within(
+        std::time::Duration::from_secs(20),
+        std::time::Duration::from_millis(50),
+        || child.try_wait().unwrap(),
+    );
+    if done.is_none() {
+        let _ = child.kill();
+    }
+    crate::fixtures::bin::Run::from(child.wait_with_output().unwrap(), args)
+}
+
+/// `--key-file /dev/zero` read until memory ran out, a FIFO hung the command, and
+/// stdin was cut at 64 KiB without a word. Keys are read from regular files and stdin
+/// only, at most 64 KiB, and more is refused.
+#[test]
+fn key_files_are_regular_files_or_stdin_of_at_most_64_kib() {
+    let bsp = Bsp::new();
+    let key = keygen(bsp.dir.path(), "bob", "ed25519", None);
+    let line = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let add = |file: &str| {
+        vec![
+            "admin".to_owned(),
+            "user".into(),
+            "add".into(),
+            "bob".into(),
+            "--email".into(),
+            "bob@example.com".into(),
+            "--key-file".into(),
+            file.into(),
+        ]
+    };
+    let fifo = bsp.dir.path().join("keys.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    for file in ["/dev/zero", "/dev/urandom", fifo.to_str().unwrap(), "/tmp"] {
+        let args = add(file);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_bounded(bsp.command(&args), &args)
+            .code(USAGE)
+            .stderr_has("not a regular file");
+    }
+    // Over 64 KiB: a key, then a long comment line.
+    let big = format!("{line}#{}\n", "x".repeat(70 * 1024));
+    let big_file = bsp.dir.path().join("big.pub");
+    std::fs::write(&big_file, &big).unwrap();
+    let args = add(big_file.to_str().unwrap());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    bsp.run(&args).code(USAGE).stderr_has("64 KiB");
+    let args = add("-");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    bsp.run_with_stdin(&args, &big)
+        .code(USAGE)
+        .stderr_has("64 KiB");
+    bsp.run_with_stdin(&["key", "add"], &big).code(USAGE);
+    assert!(bsp
+        .json(&["admin", "user", "list"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+    // Within the limit, from a file and from stdin.
+    let small = bsp.dir.path().join("bob.pub");
+    std::fs::write(&small, &line).unwrap();
+    let args = add(small.to_str().unwrap());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    bsp.run(&args).success();
+}

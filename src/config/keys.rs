@@ -120,6 +120,7 @@ keys! {
     smtp_password "smtp.password": Option<Secret> = "", "SMTP password; shown only as `(set)`.";
     smtp_from "smtp.from": Option<String> = "", "Sender of every mail (default: basphere@PUBLIC_HOST).";
     admin_emails "admin_emails": Vec<String> = "", "Who is told about new signups.";
+    audit_retention "audit.retention": Duration = "400d", "Audit entries older than this are deleted as new ones are written (`never` keeps them all).";
     signup_per_ip_per_hour "signup.per_ip_per_hour": u32 = "30", "Signup form submissions accepted from one address per hour.";
     signup_per_email_per_day "signup.per_email_per_day": u32 = "3", "Signups accepted for one email address per day.";
     signup_token_lifetime "signup.token_lifetime": Duration = "1d", "How long a confirmation link works.";

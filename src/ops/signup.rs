@@ -227,7 +227,14 @@ pub fn create(
             Ok(_) => Ok(()),
             Err(e) => Err(Error::invalid(e.report())),
         };
-        web_audit(conn, "signup.create", &target, remote_addr, &audited);
+        web_audit(
+            conn,
+            config,
+            "signup.create",
+            &target,
+            remote_addr,
+            &audited,
+        );
     }
     result
 }
@@ -288,7 +295,14 @@ fn store(conn: &Connection, config: &Config, form: &Form, remote_addr: &str) -> 
 }
 
 /// Audit entries for what anonymous visitors did, recorded as actor `web`.
-fn web_audit(conn: &Connection, action: &str, target: &str, remote: &str, outcome: &Result<()>) {
+fn web_audit(
+    conn: &Connection,
+    config: &Config,
+    action: &str,
+    target: &str,
+    remote: &str,
+    outcome: &Result<()>,
+) {
     let (result, detail) = match outcome {
         Ok(()) => ("ok", format!("from {remote}")),
         Err(e) => ("error", format!("from {remote}; {e}")),
@@ -301,7 +315,7 @@ fn web_audit(conn: &Connection, action: &str, target: &str, remote: &str, outcom
         result,
         detail: &detail,
     };
-    if let Err(e) = db::audit::insert(conn, &entry, crate::hooks::now()) {
+    if let Err(e) = crate::ops::audit::record(conn, config, &entry) {
         tracing::error!(error = %e, action, "cannot write audit entry");
     }
 }
@@ -380,7 +394,14 @@ pub fn verify(
         Ok(Verified::Confirmed(Box::new(s)))
     });
     if let Ok(Verified::Confirmed(s)) = &outcome {
-        web_audit(conn, "signup.confirm", &s.user_id, remote_addr, &Ok(()));
+        web_audit(
+            conn,
+            config,
+            "signup.confirm",
+            &s.user_id,
+            remote_addr,
+            &Ok(()),
+        );
     }
     outcome
 }

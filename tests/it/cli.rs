@@ -824,3 +824,48 @@ fn key_files_are_regular_files_or_stdin_of_at_most_64_kib() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     bsp.run(&args).success();
 }
+
+/// The audit log grew forever. Entries older than `audit.retention` (400 days unless
+/// set) are deleted as new ones are written; `never` keeps them all.
+#[test]
+fn audit_entries_older_than_the_retention_are_pruned() {
+    const DAY: i64 = 86_400;
+    let t0: i64 = 1_800_000_000;
+    let mut bsp = Bsp::new();
+    let at = |bsp: &mut Bsp, t: i64| bsp.set_env("BASPHERE_NOW", &t.to_string());
+    let times = |bsp: &Bsp| -> Vec<i64> {
+        let log = bsp.json(&["admin", "audit", "--limit", "1000"]);
+        log.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["at"].as_i64().unwrap() - t0) / DAY)
+            .collect()
+    };
+    at(&mut bsp, t0);
+    bsp.add_user("alice");
+    bsp.run(&["admin", "quota", "set", "alice", "--cpus", "4"])
+        .success();
+    at(&mut bsp, t0 + 399 * DAY);
+    bsp.run(&["admin", "quota", "set", "alice", "--cpus", "5"])
+        .success();
+    assert_eq!(times(&bsp), [0, 0, 399], "nothing is 400 days old yet");
+    at(&mut bsp, t0 + 401 * DAY);
+    bsp.run(&["admin", "quota", "set", "alice", "--cpus", "6"])
+        .success();
+    assert_eq!(times(&bsp), [399, 401], "the entries of day 0 are gone");
+
+    bsp.set_env("BASPHERE_AUDIT_RETENTION", "never");
+    at(&mut bsp, t0 + 3000 * DAY);
+    bsp.run(&["admin", "quota", "set", "alice", "--cpus", "7"])
+        .success();
+    assert_eq!(times(&bsp), [399, 401, 3000]);
+    bsp.set_env("BASPHERE_AUDIT_RETENTION", "30d");
+    at(&mut bsp, t0 + 3010 * DAY);
+    bsp.run(&["admin", "quota", "set", "alice", "--cpus", "8"])
+        .success();
+    assert_eq!(times(&bsp), [3000, 3010]);
+    bsp.set_env("BASPHERE_AUDIT_RETENTION", "soon");
+    bsp.run(&["admin", "audit"])
+        .code(1)
+        .stderr_has("BASPHERE_AUDIT_RETENTION");
+}

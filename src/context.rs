@@ -413,7 +413,7 @@ impl Context {
         };
         let written = self
             .db()
-            .and_then(|db| db::audit::insert(db, &entry, crate::hooks::now()));
+            .and_then(|db| crate::ops::audit::record(db, &self.config, &entry));
         if let Err(e) = written {
             tracing::error!(error = %e, action, target, "cannot write audit entry");
         }

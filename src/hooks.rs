@@ -5,6 +5,9 @@
 //!   holds them, read at every call, so a test can move time forward while `serve` runs.
 //! - `BASPHERE_CRASH_AT`: the step at which a long operation kills its own process, so
 //!   tests can show that `admin reconcile` repairs what any crash leaves.
+//! - `BASPHERE_PAUSE_AT`: `STEP:FILE`; at that step an operation creates `FILE.reached`
+//!   and waits while `FILE` exists (a minute at most), so tests can run two commands
+//!   in exactly the order a race would.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,6 +15,7 @@ use std::sync::OnceLock;
 
 const NOW: &str = "BASPHERE_NOW";
 const CRASH_AT: &str = "BASPHERE_CRASH_AT";
+const PAUSE_AT: &str = "BASPHERE_PAUSE_AT";
 
 enum Clock {
     System,
@@ -50,9 +54,30 @@ pub fn crash_point(step: &str) {
     }
 }
 
+/// Waits at `step` while the gate file of `BASPHERE_PAUSE_AT` exists, when it names `step`.
+pub fn pause_point(step: &str) {
+    static AT: OnceLock<Option<(String, PathBuf)>> = OnceLock::new();
+    let at = AT.get_or_init(|| {
+        let value = std::env::var(PAUSE_AT).ok()?;
+        let (at, gate) = value.split_once(':')?;
+        Some((at.to_owned(), PathBuf::from(gate)))
+    });
+    let Some((at, gate)) = at else { return };
+    if at != step {
+        return;
+    }
+    let mut reached = gate.clone().into_os_string();
+    reached.push(".reached");
+    let _ = std::fs::write(reached, step);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while gate.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// The hooks set in this process, for a child process to inherit.
 pub fn env() -> BTreeMap<String, String> {
-    [NOW, CRASH_AT]
+    [NOW, CRASH_AT, PAUSE_AT]
         .into_iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_owned(), v)))
         .collect()

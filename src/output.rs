@@ -355,11 +355,13 @@ impl<'a, 'io> Output<'a, 'io> {
     }
 }
 
-/// Neutralises control characters so stored text cannot steer a terminal.
+/// Neutralises control and format characters (bidi overrides, zero-width spaces, ...)
+/// so stored text can neither steer a terminal nor read as something else there.
 pub fn sanitize(text: &str) -> String {
-    if text.chars().any(char::is_control) {
+    use crate::validate::steers;
+    if text.chars().any(steers) {
         text.chars()
-            .map(|c| if c.is_control() { '?' } else { c })
+            .map(|c| if steers(c) { '?' } else { c })
             .collect()
     } else {
         text.to_owned()
@@ -401,6 +403,16 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "NAME      STATE\nweb1      running\ndatabase  shut? off\n"
         );
+    }
+
+    /// A reason with U+202E showed in `admin signups` reversed; a zero-width space made
+    /// two emails look the same.
+    #[test]
+    fn sanitize_neutralises_format_characters() {
+        assert_eq!(sanitize("gpj.\u{202e}exe"), "gpj.?exe");
+        assert_eq!(sanitize("a\u{200b}b\u{2066}c\u{2069}\u{feff}"), "a?b?c??");
+        assert_eq!(sanitize("naïve\tcafé"), "naïve?café");
+        assert_eq!(sanitize("東京"), "東京");
     }
 
     #[test]

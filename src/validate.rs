@@ -6,6 +6,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+
 use crate::error::{Error, Result};
 
 /// Ids that would be confusing or dangerous as tenant names.
@@ -40,6 +42,20 @@ const RESERVED_USER_IDS: &[&str] = &[
     "test",
 ];
 
+/// Whether `c` steers a terminal or how text reads instead of being text: a control
+/// character (Cc), or a format character (Cf: bidi overrides and isolates such as
+/// U+202E and U+2066..U+2069, zero-width spaces and joiners, the byte-order mark, ...).
+pub fn steers(c: char) -> bool {
+    c.is_control() || c.general_category() == GeneralCategory::Format
+}
+
+/// Whether `text` holds a format character (Cf), which free text from a form has no use
+/// for and which makes what a terminal shows differ from what is stored.
+pub fn has_format_chars(text: &str) -> bool {
+    text.chars()
+        .any(|c| c.general_category() == GeneralCategory::Format)
+}
+
 /// Shows untrusted text inside an error message without letting it steer the terminal.
 pub fn quoted(text: &str) -> String {
     const LIMIT: usize = 64;
@@ -49,7 +65,7 @@ pub fn quoted(text: &str) -> String {
             out.push('…');
             break;
         }
-        if c.is_control() {
+        if steers(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -300,7 +316,7 @@ pub fn email(s: &str) -> Result<String> {
     let bad = || Error::invalid(format!("invalid email address `{}`", quoted(s)));
     if s.len() > 254
         || s.chars()
-            .any(|c| c.is_whitespace() || c.is_control() || "<>\"'`,;\\()[]".contains(c))
+            .any(|c| c.is_whitespace() || steers(c) || "<>\"'`,;\\()[]".contains(c))
     {
         return Err(bad());
     }
@@ -531,7 +547,7 @@ impl FromStr for PublicKey {
         let comment: String = key
             .comment()
             .chars()
-            .filter(|c| !c.is_control())
+            .filter(|c| !steers(*c))
             .take(100)
             .collect();
         let mut bare = key.clone();
@@ -702,6 +718,31 @@ mod tests {
     #[test]
     fn quoted_neutralises_control_characters() {
         assert_eq!(quoted("a\x1b[31mb\n"), "a\\u{1b}[31mb\\n");
+    }
+
+    /// Bidi overrides and zero-width characters passed through: `admin signups` could
+    /// show `moc.elpmaxe@evil` reversed, or two ids that look alike.
+    #[test]
+    fn quoted_neutralises_format_characters() {
+        let text = "a\u{202e}b\u{200b}c\u{2066}d\u{2069}e\u{feff}f\u{ad}g";
+        assert_eq!(
+            quoted(text),
+            "a\\u{202e}b\\u{200b}c\\u{2066}d\\u{2069}e\\u{feff}f\\u{ad}g"
+        );
+        assert_eq!(quoted("naïve 東京"), "naïve 東京", "letters are kept");
+    }
+
+    #[test]
+    fn emails_and_key_comments_hold_no_format_characters() {
+        for bad in [
+            "a\u{200b}@example.com",
+            "a@exa\u{202e}mple.com",
+            "\u{feff}a@b.example",
+        ] {
+            assert!(email(bad).is_err(), "{bad:?}");
+        }
+        let line = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl al\u{202e}ice\u{200b}@lap\u{2066}top";
+        assert_eq!(line.parse::<PublicKey>().unwrap().comment, "alice@laptop");
     }
 }
 
@@ -910,13 +951,13 @@ mod prop {
             prop_assert_eq!(whole_number("count", &s).ok(), s.trim().parse::<u64>().ok());
         }
 
-        /// Untrusted text quoted for a message has no control character and at most 64
-        /// characters and an ellipsis; text that needs neither is kept as it is.
+        /// Untrusted text quoted for a message has no control or format character and at
+        /// most 64 characters and an ellipsis; text that needs neither is kept as it is.
         #[test]
         fn quoted_text_cannot_steer_a_terminal(s in any_text(80)) {
             let q = quoted(&s);
-            prop_assert!(!q.chars().any(char::is_control), "{:?}", q);
-            if s.chars().count() <= 64 && !s.chars().any(char::is_control) {
+            prop_assert!(!q.chars().any(steers), "{:?}", q);
+            if s.chars().count() <= 64 && !s.chars().any(steers) {
                 prop_assert_eq!(q, s);
             }
         }
@@ -940,7 +981,7 @@ mod prop {
             let base64 = |b: u8| b.is_ascii_alphanumeric() || b"+/=".contains(&b);
             prop_assert!(words[1].bytes().all(base64));
             let comment = &key.comment;
-            prop_assert!(comment.chars().count() <= 100 && !comment.chars().any(char::is_control));
+            prop_assert!(comment.chars().count() <= 100 && !comment.chars().any(steers));
             let parsed = ssh_key::PublicKey::from_openssh(&key.openssh).unwrap();
             if let Some(rsa) = parsed.key_data().rsa() {
                 let n = rsa.n.as_positive_bytes();

@@ -1,7 +1,5 @@
 //! `basphere key ...`: a tenant manages the SSH keys that sign them in.
 
-use std::io::Read;
-
 use clap::Subcommand;
 
 use crate::cli::Run;
@@ -53,21 +51,11 @@ cat laptop.pub | ssh basphere@HOST key add\n  ssh basphere@HOST key add \"$(cat 
     },
 }
 
-const MAX_INPUT: u64 = 64 * 1024;
-
 /// The one key given as arguments (joined, since `ssh HOST key add $(cat k.pub)` splits
 /// it into words) or on stdin.
 fn read_key(words: &[String], out: &mut Output) -> Result<PublicKey> {
     let text = if words.is_empty() {
-        let mut text = String::new();
-        out.stdin()
-            .take(MAX_INPUT + 1)
-            .read_to_string(&mut text)
-            .map_err(|e| Error::io("cannot read the key from stdin", e))?;
-        if text.len() as u64 > MAX_INPUT {
-            return Err(Error::invalid("stdin is too large for an SSH public key"));
-        }
-        text
+        crate::cli::input::keys_from_stdin(out)?
     } else {
         words.join(" ")
     };

@@ -8,6 +8,7 @@ pub mod config;
 pub mod console;
 pub mod create_vm;
 pub mod images;
+pub mod input;
 pub mod key;
 pub mod mail;
 pub mod quota;

@@ -21,7 +21,9 @@ const DEFAULT_SSH: &str = "0.0.0.0:2222";
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "With no front door named, the web form listens on 127.0.0.1:8080. Put a TLS \
-reverse proxy in front of it and set `public_url` to the address people use.\n\nWith `--ssh`, \
+reverse proxy in front of it, set `public_url` to the address people use, and list the proxy \
+in `web.trusted_proxies` so that rate limits count each visitor by the address the proxy names \
+(`X-Forwarded-For`, `X-Real-IP`) rather than all of them as the proxy.\n\nWith `--ssh`, \
 tenants log in as the service account (`basphere@HOST`) with their registered key. The host key \
 is made on first start in DATA_DIR/ssh_host_ed25519_key and reused. Limits on authentication \
 attempts, connections per address, sessions per user and idle time are in the `[ssh]` section \

@@ -21,7 +21,7 @@ pub struct Args {
 pub enum Command {
     /// Snapshot a VM (with memory state when it runs)
     #[command(
-        after_help = "Examples:\n  basphere snapshot create web1 pre-upgrade --expire 7d\n  basphere snapshot create web1"
+        after_help = "A snapshot of a running VM stores its memory on the bastion's disk: it counts the VM's memory size against your disk quota until it is deleted (see `quota`).\n\nExamples:\n  basphere snapshot create web1 pre-upgrade --expire 7d\n  basphere snapshot create web1"
     )]
     Create {
         vm: VmName,

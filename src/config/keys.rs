@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::value::{Duration, Flavors, NetworkPool, SmtpSecurity, Value};
+use super::value::{Duration, Flavors, NetworkPool, Networks, SmtpSecurity, Value};
 use super::Source;
 use crate::secret::Secret;
 use crate::validate::Size;
@@ -112,6 +112,7 @@ keys! {
     quota_snapshots "quota.snapshots": u64 = "100", "Snapshots one user may hold.";
     quota_snapshot_expire "quota.snapshot_expire": Duration = "30d", "Expiry of snapshots made without `--expire`.";
     quota_snapshot_keep_last "quota.snapshot_keep_last": u64 = "10", "Snapshots per VM that a prune keeps.";
+    storage_min_free "storage.min_free": Size = "5G", "`create-vm` and `snapshot create` are refused while the data directory has less free space than this.";
     smtp_host "smtp.host": Option<String> = "", "SMTP relay; without one, mail is written as .eml files to the spool directory.";
     smtp_port "smtp.port": Option<u16> = "", "SMTP port (default: 587 for starttls, 465 for tls, 25 for none).";
     smtp_security "smtp.security": SmtpSecurity = "starttls", "`starttls` (required), `tls` from the first byte, or `none`.";
@@ -119,9 +120,11 @@ keys! {
     smtp_password "smtp.password": Option<Secret> = "", "SMTP password; shown only as `(set)`.";
     smtp_from "smtp.from": Option<String> = "", "Sender of every mail (default: basphere@PUBLIC_HOST).";
     admin_emails "admin_emails": Vec<String> = "", "Who is told about new signups.";
+    audit_retention "audit.retention": Duration = "400d", "Audit entries older than this are deleted as new ones are written (`never` keeps them all).";
     signup_per_ip_per_hour "signup.per_ip_per_hour": u32 = "30", "Signup form submissions accepted from one address per hour.";
     signup_per_email_per_day "signup.per_email_per_day": u32 = "3", "Signups accepted for one email address per day.";
     signup_token_lifetime "signup.token_lifetime": Duration = "1d", "How long a confirmation link works.";
+    web_trusted_proxies "web.trusted_proxies": Networks = "", "Reverse proxies (addresses or networks) whose X-Forwarded-For or X-Real-IP names the client; from any other peer those headers are ignored.";
     ssh_max_auth_attempts "ssh.max_auth_attempts": u32 = "6", "Failed authentication attempts before a connection is dropped.";
     ssh_connections_per_minute "ssh.connections_per_minute": u32 = "60", "New connections accepted from one address (IPv6: one /64) per minute.";
     ssh_connection_burst "ssh.connection_burst": u32 = "10", "Of those, how many at once; the allowance comes back at the per-minute rate.";

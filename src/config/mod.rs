@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 
 pub use crate::secret::Secret;
 pub use keys::{Config, Row, ROWS};
-pub use value::{Duration, Flavor, Flavors, NetworkPool, SmtpSecurity, Value};
+pub use value::{Duration, Flavor, Flavors, IpNet, NetworkPool, Networks, SmtpSecurity, Value};
 
 use crate::error::{Error, Result};
 use keys::Raw;
@@ -486,6 +486,10 @@ mod prop {
             "duration" => "([1-9][0-9]{0,3}[smhdw]|never)".boxed(),
             "path" => "/[a-z/]{0,12}".boxed(),
             "list" => "[a-z]{1,4}@[a-z]{1,4}\\.com( ?, ?[a-z]{1,4}@example\\.com){0,2}".boxed(),
+            "list of addresses" => {
+                "(10\\.[0-9]{1,3}\\.0\\.0/(8|16|24)|127\\.0\\.0\\.1|fd00::/8|::1)( ?, ?192\\.0\\.2\\.[0-9]{1,3}){0,2}"
+                    .boxed()
+            }
             "IPv4 network" => "10\\.[0-9]{1,3}\\.0\\.0/(8|12|16|20|24)".boxed(),
             "flavors" => "([a-z]{1,5}=[1-8]/[1-9][0-9]{0,2}[kMG]/[1-9][0-9]{0,2}G,?){1,3}".boxed(),
             "auto|kvm|qemu" => select(vec!["auto", "kvm", "qemu"])
@@ -511,7 +515,7 @@ mod prop {
             "integer" => prop_oneof![(0i64..100_000), any::<i64>()]
                 .prop_map(toml::Value::Integer)
                 .boxed(),
-            "list" => vec(typical("list"), 0..3)
+            "list" | "list of addresses" => vec(typical(kind), 0..3)
                 .prop_map(|items| items.into_iter().map(toml::Value::String).collect())
                 .prop_map(toml::Value::Array)
                 .boxed(),

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use crate::secret::Secret;
@@ -263,6 +263,115 @@ impl Value for NetworkPool {
     }
 }
 
+/// One address (`192.0.2.10`, `2001:db8::5`) or network (`10.0.0.0/8`, `fd00::/8`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+/// The top `bits` of 128 set: an IPv6 netmask, or an IPv4 one as its mapped form.
+fn mask(bits: u32) -> u128 {
+    u128::MAX.checked_shl(128 - bits).unwrap_or(0)
+}
+
+impl IpNet {
+    fn max_prefix(addr: IpAddr) -> u8 {
+        if addr.is_ipv4() {
+            32
+        } else {
+            128
+        }
+    }
+
+    /// `ip` with the host bits of this network cleared, as 128 bits (IPv4 mapped), or
+    /// `None` for an address of the other family.
+    fn network_of(&self, ip: IpAddr) -> Option<u128> {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(_), IpAddr::V4(ip)) => {
+                Some(u128::from(ip.to_ipv6_mapped()) & mask(u32::from(self.prefix) + 96))
+            }
+            (IpAddr::V6(_), IpAddr::V6(ip)) => Some(u128::from(ip) & mask(u32::from(self.prefix))),
+            _ => None,
+        }
+    }
+
+    /// Whether `ip` is in the network; an IPv4 address written as IPv6 (`::ffff:a.b.c.d`)
+    /// is the IPv4 address.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.network_of(ip).is_some() && self.network_of(ip) == self.network_of(self.addr)
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.prefix == IpNet::max_prefix(self.addr) {
+            write!(f, "{}", self.addr)
+        } else {
+            write!(f, "{}/{}", self.addr, self.prefix)
+        }
+    }
+}
+
+impl std::str::FromStr for IpNet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("`{s}`: {why} (examples: 192.0.2.10, 10.0.0.0/8, fd00::/8)");
+        let (addr, prefix) = match s.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (s, None),
+        };
+        let addr = addr
+            .parse::<IpAddr>()
+            .map_err(|_| bad("not an IP address"))?
+            .to_canonical();
+        let max = IpNet::max_prefix(addr);
+        let prefix = match prefix.map(str::parse::<u8>) {
+            None => max,
+            Some(Ok(p)) if p <= max => p,
+            Some(_) => return Err(bad(&format!("the prefix length must be 0 to {max}"))),
+        };
+        let net = IpNet { addr, prefix };
+        let host = match addr {
+            IpAddr::V4(a) => u128::from(a.to_ipv6_mapped()),
+            IpAddr::V6(a) => u128::from(a),
+        };
+        if net.network_of(addr) != Some(host) {
+            return Err(bad("host bits are set"));
+        }
+        Ok(net)
+    }
+}
+
+/// Addresses and networks: a TOML array of strings, or comma-separated text.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Networks(pub Vec<IpNet>);
+
+impl Networks {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|n| n.contains(ip))
+    }
+}
+
+impl Value for Networks {
+    const KIND: &'static str = "list of addresses";
+    fn parse(text: &str) -> Result<Self, String> {
+        let items = text.split(',').map(str::trim).filter(|s| !s.is_empty());
+        items
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .map(Networks)
+    }
+    fn show(&self) -> String {
+        let items: Vec<String> = self.0.iter().map(IpNet::to_string).collect();
+        items.join(",")
+    }
+    fn from_toml(value: &toml::Value) -> Result<Self, String> {
+        let items = Vec::<String>::from_toml(value)?;
+        Networks::parse(&items.join(","))
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Flavor {
     pub cpus: u32,
@@ -390,6 +499,44 @@ mod tests {
         assert_eq!(Vec::<String>::parse(&items.show()), Ok(items));
     }
 
+    #[test]
+    fn networks_hold_addresses_and_prefixes() {
+        let n = Networks::parse("127.0.0.1, 10.0.0.0/8,fd00::/8, ::1").unwrap();
+        assert_eq!(n.show(), "127.0.0.1,10.0.0.0/8,fd00::/8,::1");
+        for (ip, inside) in [
+            ("127.0.0.1", true),
+            ("127.0.0.2", false),
+            ("10.200.3.4", true),
+            ("11.0.0.1", false),
+            ("::ffff:10.1.2.3", true),
+            ("fd12:3456::1", true),
+            ("fe80::1", false),
+            ("::1", true),
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(n.contains(ip), inside, "{ip}");
+        }
+        assert!(Networks::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("192.0.2.1".parse().unwrap()));
+        assert!(!Networks::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("::2".parse().unwrap()));
+        assert_eq!(Networks::parse(""), Ok(Networks::default()));
+        for bad in [
+            "10.0.0.1/8",
+            "10.0.0.0/33",
+            "fd00::/129",
+            "proxy",
+            "10.0.0.0/",
+            "::1/x",
+        ] {
+            assert!(Networks::parse(bad).is_err(), "{bad}");
+        }
+        let list = toml::Value::Array(vec![toml::Value::String("192.0.2.0/24".into())]);
+        assert_eq!(Networks::from_toml(&list).unwrap().show(), "192.0.2.0/24");
+    }
+
     /// `memory = "1k"` made a flavor of 0 MiB, shown as `0`, which does not parse.
     #[test]
     fn flavor_memory_is_rounded_up_to_whole_mib() {
@@ -486,6 +633,7 @@ pub(super) mod prop {
             $check::<Duration>($arg)?;
             $check::<NetworkPool>($arg)?;
             $check::<Flavors>($arg)?;
+            $check::<Networks>($arg)?;
         };
     }
 

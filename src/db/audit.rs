@@ -33,6 +33,18 @@ pub fn insert(conn: &Connection, e: &NewEntry, now: i64) -> Result<()> {
     Ok(())
 }
 
+/// Deletes those of the `batch` oldest entries (by id) that were written before
+/// `before`. Looking at the oldest few alone keeps this cheap on every write however
+/// long the log is; entries are written in time order, so the oldest go first.
+pub fn prune_before(conn: &Connection, before: i64, batch: u32) -> Result<usize> {
+    Ok(conn
+        .prepare_cached(
+            "DELETE FROM audit_log
+             WHERE id IN (SELECT id FROM audit_log ORDER BY id LIMIT ?2) AND at < ?1",
+        )?
+        .execute(params![before, batch])?)
+}
+
 fn from_row(row: &Row) -> rusqlite::Result<Entry> {
     Ok(Entry {
         id: row.get(0)?,

@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sql/0005_user_serials.sql"),
     include_str!("sql/0006_pending_keys.sql"),
     include_str!("sql/0007_create_installation.sql"),
+    include_str!("sql/0008_snapshot_memory.sql"),
 ];
 
 /// Writers wait this long for each other before giving up with "database is locked".

@@ -17,6 +17,9 @@ pub struct Snapshot {
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub description: String,
+    /// Guest RAM the snapshot stores (a snapshot of a running VM), held against the
+    /// disk quota.
+    pub memory_bytes: u64,
 }
 
 pub struct NewSnapshot<'a> {
@@ -26,9 +29,10 @@ pub struct NewSnapshot<'a> {
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub description: &'a str,
+    pub memory_bytes: u64,
 }
 
-const SELECT: &str = "SELECT s.id, s.vm_id, s.owner, v.name, s.name, s.state, s.created_at, s.expires_at, s.description
+const SELECT: &str = "SELECT s.id, s.vm_id, s.owner, v.name, s.name, s.state, s.created_at, s.expires_at, s.description, s.memory_bytes
      FROM snapshots s JOIN vms v ON v.id = s.vm_id";
 
 fn from_row(row: &Row) -> rusqlite::Result<Snapshot> {
@@ -42,14 +46,15 @@ fn from_row(row: &Row) -> rusqlite::Result<Snapshot> {
         created_at: row.get(6)?,
         expires_at: row.get(7)?,
         description: row.get(8)?,
+        memory_bytes: row.get::<_, i64>(9)? as u64,
     })
 }
 
 /// Inserts a snapshot in state `creating`, or `ready` when `ready` (an adopted one).
 pub fn insert(conn: &Connection, s: &NewSnapshot, ready: bool) -> Result<i64> {
     conn.execute(
-        "INSERT INTO snapshots (vm_id, owner, name, state, created_at, expires_at, description)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO snapshots (vm_id, owner, name, state, created_at, expires_at, description, memory_bytes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             s.vm_id,
             s.owner,
@@ -57,7 +62,8 @@ pub fn insert(conn: &Connection, s: &NewSnapshot, ready: bool) -> Result<i64> {
             if ready { "ready" } else { "creating" },
             s.created_at,
             s.expires_at,
-            s.description
+            s.description,
+            s.memory_bytes as i64
         ],
     )?;
     Ok(conn.last_insert_rowid())
@@ -91,6 +97,15 @@ pub fn set_state(conn: &Connection, id: i64, state: State) -> Result<()> {
     conn.execute(
         "UPDATE snapshots SET state = ?2 WHERE id = ?1",
         params![id, state.as_str()],
+    )?;
+    Ok(())
+}
+
+/// Sets what the snapshot holds of guest RAM, once libvirt says what it stored.
+pub fn set_memory(conn: &Connection, id: i64, memory_bytes: u64) -> Result<()> {
+    conn.execute(
+        "UPDATE snapshots SET memory_bytes = ?2 WHERE id = ?1",
+        params![id, memory_bytes as i64],
     )?;
     Ok(())
 }

@@ -66,7 +66,8 @@ pub struct NewVm<'a> {
     pub domain: &'a str,
 }
 
-/// What a user holds: every VM counts, whatever its state.
+/// What a user holds: every VM counts, whatever its state; disk includes the guest RAM
+/// that snapshots of running VMs store.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Usage {
     pub cpus: u64,
@@ -150,7 +151,10 @@ pub fn list(conn: &Connection, owner: Option<&str>) -> Result<Vec<Vm>> {
 
 pub fn usage(conn: &Connection, owner: &str) -> Result<Usage> {
     Ok(conn.query_row(
-        "SELECT COALESCE(SUM(cpus), 0), COALESCE(SUM(memory_mib), 0), COALESCE(SUM(disk_bytes), 0), COUNT(*)
+        "SELECT COALESCE(SUM(cpus), 0), COALESCE(SUM(memory_mib), 0),
+                COALESCE(SUM(disk_bytes), 0)
+                    + (SELECT COALESCE(SUM(memory_bytes), 0) FROM snapshots WHERE owner = ?1),
+                COUNT(*)
          FROM vms WHERE owner = ?1",
         [owner],
         |r| {

@@ -55,6 +55,7 @@ fn add_inner(ctx: &Context, name: &ImageName, file: &Path, os_user: Option<&str>
             name: name.to_string(),
         });
     }
+    crate::hooks::pause_point("image-checked");
     let meta = fs::metadata(file)
         .map_err(|e| Error::io(format!("cannot read image file `{}`", file.display()), e))?;
     if !meta.is_file() {
@@ -78,8 +79,19 @@ fn add_inner(ctx: &Context, name: &ImageName, file: &Path, os_user: Option<&str>
     }
     ctx.paths.create()?;
     // Held while the copy is written, so `admin reconcile` can tell a `.partial` that
-    // is being written from one a killed add left behind.
+    // is being written from one a killed add left behind, and so that of two adds (or
+    // an add and a remove) of one name only one touches its files at a time.
     let _lock = crate::ops::lock::exclusive(&ctx.paths.lock(&format!("image-{name}")))?;
+    // Again under the lock: another add may have registered the name since the check
+    // above, and its file must be left alone.
+    if db::images::get(ctx.db()?, name.as_str())?.is_some() {
+        return Err(Error::AlreadyExists {
+            kind: "image",
+            name: name.to_string(),
+        });
+    }
+    // No row names this file: whatever is there was left by an add or a remove that
+    // was killed, and is replaced.
     let dest = ctx.paths.image(name.as_str());
     let partial = dest.with_extension("partial");
     let copied = Command::new("qemu-img")
@@ -99,6 +111,7 @@ fn add_inner(ctx: &Context, name: &ImageName, file: &Path, os_user: Option<&str>
     fs::set_permissions(&partial, fs::Permissions::from_mode(0o444))
         .map_err(|e| Error::io("cannot make the image read-only", e))?;
     fs::rename(&partial, &dest).map_err(|e| Error::io("cannot move the image into place", e))?;
+    crate::hooks::pause_point("image-copied");
     let path = dest.display().to_string();
     let new = NewImage {
         name: name.as_str(),
@@ -108,6 +121,7 @@ fn add_inner(ctx: &Context, name: &ImageName, file: &Path, os_user: Option<&str>
         os_user: &os_user,
     };
     if let Err(e) = db::images::insert(ctx.db()?, &new, crate::hooks::now()) {
+        // This call put the file there, under the lock, and no row names it.
         let _ = fs::remove_file(&dest);
         return Err(e);
     }
@@ -120,6 +134,12 @@ pub fn list(ctx: &Context) -> Result<Vec<Image>> {
 
 pub fn remove(ctx: &Context, name: &str) -> Result<()> {
     let outcome = (|| {
+        if db::images::get(ctx.db()?, name)?.is_none() {
+            return Err(Error::not_found("image", name));
+        }
+        ctx.paths.create()?;
+        // An add of the same name waits until the row and the file are both gone.
+        let _lock = crate::ops::lock::exclusive(&ctx.paths.lock(&format!("image-{name}")))?;
         let image =
             db::images::get(ctx.db()?, name)?.ok_or_else(|| Error::not_found("image", name))?;
         let users = db::images::users_of(ctx.db()?, name)?;

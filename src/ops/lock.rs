@@ -29,6 +29,15 @@ pub fn exclusive(path: &Path) -> Result<Lock> {
         .map_err(|(_, errno)| Error::io(format!("cannot lock `{}`", path.display()), errno.into()))
 }
 
+/// Waits for the lock in shared mode: others may hold it shared too, but nobody
+/// exclusively.
+pub fn shared(path: &Path) -> Result<Lock> {
+    let file = open(path)?;
+    Flock::lock(file, FlockArg::LockShared)
+        .map(|flock| Lock { _flock: flock })
+        .map_err(|(_, errno)| Error::io(format!("cannot lock `{}`", path.display()), errno.into()))
+}
+
 /// Takes the lock only if nobody holds it.
 pub fn try_exclusive(path: &Path) -> Result<Option<Lock>> {
     let file = open(path)?;

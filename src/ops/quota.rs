@@ -17,19 +17,33 @@ pub struct Standing {
     pub snapshots: u64,
 }
 
-/// What a new VM would add to its owner's usage.
+/// What a new VM, or a snapshot, would add to its owner's usage.
 #[derive(Clone, Copy, Debug)]
 pub struct Request {
+    pub vms: u64,
     pub cpus: u64,
     pub memory_mib: u64,
     pub disk_bytes: u64,
+}
+
+impl Request {
+    /// A snapshot that stores `memory_bytes` of guest RAM on the bastion's disk.
+    pub fn snapshot(memory_bytes: u64) -> Request {
+        Request {
+            vms: 0,
+            cpus: 0,
+            memory_mib: 0,
+            disk_bytes: memory_bytes,
+        }
+    }
 }
 
 pub fn limits_for(conn: &Connection, config: &Config, user: &str) -> Result<Limits> {
     Ok(db::quotas::get(conn, user)?.apply(config.limits()))
 }
 
-/// Refuses a request that would take any resource past its limit.
+/// Refuses a request that would take any resource it asks for past its limit; what it
+/// does not ask for is not checked (a snapshot needs no room for another VM).
 pub fn check(limits: &Limits, usage: &Usage, req: &Request) -> Result<()> {
     let exceeded = |resource, limit: String, used: String, requested: String| {
         Err(Error::QuotaExceeded {
@@ -39,15 +53,15 @@ pub fn check(limits: &Limits, usage: &Usage, req: &Request) -> Result<()> {
             requested,
         })
     };
-    if usage.vms + 1 > limits.vms {
+    if req.vms > 0 && usage.vms + req.vms > limits.vms {
         return exceeded(
             "vms",
             limits.vms.to_string(),
             usage.vms.to_string(),
-            "1".into(),
+            req.vms.to_string(),
         );
     }
-    if usage.cpus + req.cpus > limits.cpus {
+    if req.cpus > 0 && usage.cpus + req.cpus > limits.cpus {
         return exceeded(
             "cpus",
             limits.cpus.to_string(),
@@ -55,7 +69,7 @@ pub fn check(limits: &Limits, usage: &Usage, req: &Request) -> Result<()> {
             req.cpus.to_string(),
         );
     }
-    if usage.memory_mib + req.memory_mib > limits.memory_mib {
+    if req.memory_mib > 0 && usage.memory_mib + req.memory_mib > limits.memory_mib {
         let s = |m| Size::from_mib(m).to_string();
         return exceeded(
             "memory",
@@ -64,7 +78,7 @@ pub fn check(limits: &Limits, usage: &Usage, req: &Request) -> Result<()> {
             s(req.memory_mib),
         );
     }
-    if usage.disk_bytes + req.disk_bytes > limits.disk_bytes {
+    if req.disk_bytes > 0 && usage.disk_bytes + req.disk_bytes > limits.disk_bytes {
         let s = |b| Size::from_bytes(b).to_string();
         return exceeded(
             "disk",
@@ -72,6 +86,30 @@ pub fn check(limits: &Limits, usage: &Usage, req: &Request) -> Result<()> {
             s(usage.disk_bytes),
             s(req.disk_bytes),
         );
+    }
+    Ok(())
+}
+
+/// Refuses to write anything new (a VM's disk, a snapshot) to the data directory while
+/// its free space is below `storage.min_free`: a full disk pauses every guest on it.
+pub fn ensure_free_space(config: &Config) -> Result<()> {
+    let dir = &config.data_dir;
+    let stat = nix::sys::statvfs::statvfs(dir.as_path()).map_err(|e| {
+        Error::io(
+            format!("cannot read the free space of `{}`", dir.display()),
+            e.into(),
+        )
+    })?;
+    let free = stat.blocks_available().saturating_mul(stat.fragment_size());
+    let floor = config.storage_min_free;
+    if free < floor.bytes() {
+        return Err(Error::conflict(
+            format!(
+                "the bastion is short of disk space: {} free in the data directory, below `storage.min_free` ({floor}); nothing new is written there",
+                Size::from_bytes(free)
+            ),
+            Some("an administrator frees space on the bastion (old snapshots, unused images) or lowers `storage.min_free`"),
+        ));
     }
     Ok(())
 }
@@ -136,6 +174,7 @@ mod tests {
             vms: 1,
         };
         let req = Request {
+            vms: 1,
             cpus: 2,
             memory_mib: 1024,
             disk_bytes: 10 << 30,
@@ -143,6 +182,7 @@ mod tests {
         let err = check(&limits(), &usage, &req).unwrap_err().to_string();
         assert_eq!(err, "quota exceeded: cpus: limit 4, used 3, requested 2");
         let req = Request {
+            vms: 1,
             cpus: 1,
             memory_mib: 4096,
             disk_bytes: 1,
@@ -157,6 +197,7 @@ mod tests {
             &limits(),
             &full,
             &Request {
+                vms: 1,
                 cpus: 1,
                 memory_mib: 1,
                 disk_bytes: 1
@@ -164,6 +205,7 @@ mod tests {
         )
         .is_err());
         let req = Request {
+            vms: 1,
             cpus: 1,
             memory_mib: 3072,
             disk_bytes: 90 << 30,

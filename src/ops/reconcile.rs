@@ -103,6 +103,8 @@ pub enum Repair {
         snapshot: String,
         vm_id: String,
         created_at: i64,
+        /// Guest RAM it stores, held against the owner's disk quota.
+        memory_bytes: u64,
     },
     /// A tenant network whose reservations differ from the addresses it must reserve.
     RepairReservations {
@@ -351,6 +353,11 @@ fn plan_snapshots(ctx: &Context, vm: &Vm, repairs: &mut Vec<Repair>) -> Result<(
             snapshot: l.name.clone(),
             vm_id: vm.id.clone(),
             created_at: l.created_at,
+            memory_bytes: if l.with_memory {
+                vm.memory_mib * crate::validate::MIB
+            } else {
+                0
+            },
         });
     }
     Ok(())
@@ -708,6 +715,7 @@ fn apply(ctx: &Context, repair: &Repair) -> Result<()> {
             snapshot,
             vm_id,
             created_at,
+            memory_bytes,
             ..
         } => {
             let new = db::snapshots::NewSnapshot {
@@ -717,6 +725,7 @@ fn apply(ctx: &Context, repair: &Repair) -> Result<()> {
                 created_at: *created_at,
                 expires_at: None,
                 description: "",
+                memory_bytes: *memory_bytes,
             };
             db::snapshots::insert(ctx.db()?, &new, true)?;
         }

@@ -64,6 +64,9 @@ impl FieldErrors {
     }
 }
 
+/// Why free text with a format character (Cf) is refused.
+const FORMAT_CHARS: &str = "Remove the invisible formatting characters (such as right-to-left marks or zero-width spaces) from the text.";
+
 struct Checked {
     id: UserId,
     email: String,
@@ -123,6 +126,8 @@ fn check(conn: &Connection, form: &Form, now: i64) -> Result<Checked> {
             "reason",
             &format!("Keep the reason under {MAX_REASON_CHARS} characters."),
         );
+    } else if validate::has_format_chars(reason) {
+        errors.say("reason", FORMAT_CHARS);
     }
     if let Some(id) = &id {
         if db::users::exists(conn, id.as_str())? {
@@ -222,7 +227,14 @@ pub fn create(
             Ok(_) => Ok(()),
             Err(e) => Err(Error::invalid(e.report())),
         };
-        web_audit(conn, "signup.create", &target, remote_addr, &audited);
+        web_audit(
+            conn,
+            config,
+            "signup.create",
+            &target,
+            remote_addr,
+            &audited,
+        );
     }
     result
 }
@@ -284,7 +296,14 @@ fn store(conn: &Connection, config: &Config, form: &Form, remote_addr: &str) -> 
 }
 
 /// Audit entries for what anonymous visitors did, recorded as actor `web`.
-fn web_audit(conn: &Connection, action: &str, target: &str, remote: &str, outcome: &Result<()>) {
+fn web_audit(
+    conn: &Connection,
+    config: &Config,
+    action: &str,
+    target: &str,
+    remote: &str,
+    outcome: &Result<()>,
+) {
     let (result, detail) = match outcome {
         Ok(()) => ("ok", format!("from {remote}")),
         Err(e) => ("error", format!("from {remote}; {e}")),
@@ -297,20 +316,45 @@ fn web_audit(conn: &Connection, action: &str, target: &str, remote: &str, outcom
         result,
         detail: &detail,
     };
-    if let Err(e) = db::audit::insert(conn, &entry, crate::hooks::now()) {
+    if let Err(e) = crate::ops::audit::record(conn, config, &entry) {
         tracing::error!(error = %e, action, "cannot write audit entry");
     }
 }
 
-/// What following a confirmation link did.
+/// What a confirmation link leads to, and what confirming it did.
 #[derive(Clone, Debug)]
 pub enum Verified {
+    /// The link is good and nothing has changed yet: only a confirmation (`verify`) does.
+    Open(Box<Signup>),
     /// Confirmed now; the admins' notices are in the outbox.
     Confirmed(Box<Signup>),
     /// The link was already used, or the request was decided.
     AlreadyDone,
     Expired,
     Unknown,
+}
+
+/// The request a confirmation link may still confirm, or why it may not.
+fn open_link(conn: &Connection, token: &str, now: i64) -> Result<Verified> {
+    if !plausible_token(token) {
+        return Ok(Verified::Unknown);
+    }
+    let Some(s) = db::signups::by_token(conn, &token_hash(token))? else {
+        return Ok(Verified::Unknown);
+    };
+    Ok(if s.state != State::PendingEmail {
+        Verified::AlreadyDone
+    } else if s.token_expires_at <= now {
+        Verified::Expired
+    } else {
+        Verified::Open(Box::new(s))
+    })
+}
+
+/// What the confirmation link `token` leads to, changing nothing: mail scanners fetch
+/// every link in a mail, so opening one must not confirm.
+pub fn look_up_link(conn: &Connection, token: &str) -> Result<Verified> {
+    open_link(conn, token, crate::hooks::now())
 }
 
 /// Marks the request `pending_approval` and queues a notice to every admin address.
@@ -320,21 +364,16 @@ pub fn verify(
     token: &str,
     remote_addr: &str,
 ) -> Result<Verified> {
+    // Junk never takes the write lock.
     if !plausible_token(token) {
         return Ok(Verified::Unknown);
     }
-    let hash = token_hash(token);
     let outcome = db::immediate(conn, |tx| {
-        let Some(s) = db::signups::by_token(tx, &hash)? else {
-            return Ok(Verified::Unknown);
-        };
         let now = crate::hooks::now();
-        if s.state != State::PendingEmail {
-            return Ok(Verified::AlreadyDone);
-        }
-        if s.token_expires_at <= now {
-            return Ok(Verified::Expired);
-        }
+        let s = match open_link(tx, token, now)? {
+            Verified::Open(s) => s,
+            other => return Ok(other),
+        };
         if !db::signups::confirm(tx, s.id, now)? {
             return Ok(Verified::AlreadyDone);
         }
@@ -356,7 +395,14 @@ pub fn verify(
         Ok(Verified::Confirmed(Box::new(s)))
     });
     if let Ok(Verified::Confirmed(s)) = &outcome {
-        web_audit(conn, "signup.confirm", &s.user_id, remote_addr, &Ok(()));
+        web_audit(
+            conn,
+            config,
+            "signup.confirm",
+            &s.user_id,
+            remote_addr,
+            &Ok(()),
+        );
     }
     outcome
 }
@@ -518,6 +564,11 @@ fn reject_inner(ctx: &Context, user_id: &str, reason: &str) -> Result<Rejected> 
     if reason.chars().any(|c| c.is_control() && c != '\n') {
         return Err(Error::invalid("the reason contains control characters"));
     }
+    if validate::has_format_chars(reason) {
+        return Err(Error::invalid(
+            "the reason contains invisible formatting characters (bidi marks, zero-width spaces, ...)",
+        ));
+    }
     let s = open_signup(ctx, user_id)?;
     let config = &ctx.config;
     let (subject, body) = mail::render(
@@ -563,4 +614,65 @@ pub fn prune(ctx: &Context, older_than: Span) -> Result<Vec<String>> {
         &outcome,
     );
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+
+    fn setup() -> (Connection, Config) {
+        let env = BTreeMap::from([("BASPHERE_CONFIG".to_owned(), "/dev/null".to_owned())]);
+        let config = Config::load(&Overrides::default(), &env).unwrap();
+        let conn = Connection::open_in_memory().unwrap();
+        db::migrate(&conn).unwrap();
+        (conn, config)
+    }
+
+    const KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+
+    /// A reason with U+202E read backwards in `admin signups`, and one with zero-width
+    /// characters looked like another; the form now refuses them, field by field.
+    #[test]
+    fn bidi_and_zero_width_characters_are_refused_in_the_form() {
+        let (conn, config) = setup();
+        for (reason, email) in [
+            ("build \u{202e}sevihcra", "erin@example.com"),
+            ("ci\u{200b} runners", "erin@example.com"),
+            ("\u{2066}isolated\u{2069}", "erin@example.com"),
+            ("\u{feff}bom", "erin@example.com"),
+            ("fine", "erin\u{200b}@example.com"),
+            ("fine", "erin@exam\u{202e}ple.com"),
+        ] {
+            let form = Form {
+                user_id: "erin".into(),
+                email: email.into(),
+                public_key: KEY.into(),
+                reason: reason.into(),
+            };
+            match create(&conn, &config, &form, "192.0.2.1") {
+                Err(Error::Fields(errors)) => {
+                    let field = if reason == "fine" { "email" } else { "reason" };
+                    assert!(
+                        errors.contains_key(field),
+                        "{reason:?} {email:?}: {errors:?}"
+                    );
+                }
+                other => panic!("{reason:?} {email:?} accepted: {other:?}"),
+            }
+        }
+        let stored: i64 = conn
+            .query_row("SELECT COUNT(*) FROM signups", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(stored, 0);
+        // Letters of any script are text, and stay.
+        let form = Form {
+            user_id: "erin".into(),
+            email: "erin@example.com".into(),
+            public_key: KEY.into(),
+            reason: "Entwicklung für 東京, naïve".into(),
+        };
+        assert!(create(&conn, &config, &form, "192.0.2.1").is_ok());
+    }
 }

@@ -12,7 +12,8 @@ use crate::db::snapshots::{NewSnapshot, Snapshot};
 use crate::db::vms::State;
 use crate::error::{Error, Result};
 use crate::ops::{lock, quota, vm};
-use crate::validate::{SnapshotName, Span};
+use crate::validate::{SnapshotName, Span, MIB};
+use crate::virt::PowerState;
 
 fn target(s: &Snapshot) -> String {
     format!("{}/{}/{}", s.owner, s.vm, s.name)
@@ -55,6 +56,7 @@ fn create_inner(ctx: &Context, owner: &str, name: &str, req: &CreateRequest) -> 
             None,
         ));
     }
+    quota::ensure_free_space(&ctx.config)?;
     let uuid = vm::uuid_of(&vm)?;
     let hv = ctx.hypervisor()?;
     let limits = quota::limits_for(ctx.db()?, &ctx.config, owner)?;
@@ -65,6 +67,10 @@ fn create_inner(ctx: &Context, owner: &str, name: &str, req: &CreateRequest) -> 
         (None, secs) => Some(created_at + secs as i64),
     };
     let _lock = lock::exclusive(&ctx.paths.lock(&vm.id))?;
+    // A running VM's snapshot stores its RAM in the overlay: that is held against the
+    // disk quota, like the disk itself.
+    let memory_bytes = |running: bool| if running { vm.memory_mib * MIB } else { 0 };
+    let reserved = memory_bytes(hv.power_state(uuid)?.is_some_and(holds_memory));
     let id = db::immediate(ctx.db()?, |tx| {
         if db::snapshots::get(tx, &vm.id, name)?.is_some() {
             return Err(Error::AlreadyExists {
@@ -81,6 +87,8 @@ fn create_inner(ctx: &Context, owner: &str, name: &str, req: &CreateRequest) -> 
                 requested: "1".into(),
             });
         }
+        let usage = db::vms::usage(tx, owner)?;
+        quota::check(&limits, &usage, &quota::Request::snapshot(reserved))?;
         let new = NewSnapshot {
             vm_id: &vm.id,
             owner,
@@ -88,6 +96,7 @@ fn create_inner(ctx: &Context, owner: &str, name: &str, req: &CreateRequest) -> 
             created_at,
             expires_at,
             description: &req.description,
+            memory_bytes: reserved,
         };
         db::snapshots::insert(tx, &new, false)
     })?;
@@ -95,8 +104,35 @@ fn create_inner(ctx: &Context, owner: &str, name: &str, req: &CreateRequest) -> 
         db::snapshots::delete(ctx.db()?, id)?;
         return Err(e.into());
     }
+    // The VM may have started or stopped since its state was read: what libvirt stored
+    // decides. RAM that was not reserved is not kept.
+    let stored = memory_bytes(hv.snapshot_holds_memory(uuid, name)?);
+    if stored != reserved {
+        let held = db::immediate(ctx.db()?, |tx| {
+            if stored > reserved {
+                let usage = db::vms::usage(tx, owner)?;
+                quota::check(
+                    &limits,
+                    &usage,
+                    &quota::Request::snapshot(stored - reserved),
+                )?;
+            }
+            db::snapshots::set_memory(tx, id, stored)
+        });
+        if let Err(e) = held {
+            hv.delete_snapshot(uuid, name)?;
+            db::snapshots::delete(ctx.db()?, id)?;
+            return Err(e);
+        }
+    }
     db::snapshots::set_state(ctx.db()?, id, State::Ready)?;
     Ok(db::snapshots::get(ctx.db()?, &vm.id, name)?.expect("created above"))
+}
+
+/// Whether a snapshot of a domain in `state` stores its memory: it does unless the
+/// domain is off.
+fn holds_memory(state: PowerState) -> bool {
+    !matches!(state, PowerState::ShutOff | PowerState::Crashed)
 }
 
 /// The tenant's snapshots, of one VM or all of them.
@@ -324,6 +360,7 @@ mod tests {
             created_at,
             expires_at,
             description: String::new(),
+            memory_bytes: 0,
         }
     }
 

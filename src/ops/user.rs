@@ -5,7 +5,7 @@ use crate::db;
 use crate::db::users::{Key, NewKey, NewUser, Role, User};
 use crate::db::vms::Vm;
 use crate::error::{Error, Result};
-use crate::ops::quota;
+use crate::ops::{lock, quota};
 use crate::validate::{PublicKey, UserId};
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -197,6 +197,19 @@ pub fn set_disabled(ctx: &Context, id: &str, disabled: bool) -> Result<()> {
     outcome
 }
 
+/// The lock of user `id`: held shared by each `create-vm` for them for its whole run,
+/// and exclusively by `admin user remove`, so a user is never removed while a VM is
+/// being made for them (which would leave it without an owner, on a deleted network).
+pub(crate) fn lock(ctx: &Context, id: &str, exclusive: bool) -> Result<lock::Lock> {
+    ctx.paths.create()?;
+    let path = ctx.paths.lock(&format!("user-{id}"));
+    if exclusive {
+        lock::exclusive(&path)
+    } else {
+        lock::shared(&path)
+    }
+}
+
 /// Removes a user who owns no VMs, with their keys, quota and network.
 pub fn remove(ctx: &Context, id: &str) -> Result<()> {
     let outcome = remove_inner(ctx, id);
@@ -205,6 +218,9 @@ pub fn remove(ctx: &Context, id: &str) -> Result<()> {
 }
 
 fn remove_inner(ctx: &Context, id: &str) -> Result<()> {
+    get(ctx, id)?;
+    // Waits for the user's creates in progress; then they have rows, and count below.
+    let _lock = lock(ctx, id, true)?;
     get(ctx, id)?;
     let vms = db::vms::count_for_owner(ctx.db()?, id)?;
     if vms > 0 {

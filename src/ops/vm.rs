@@ -298,8 +298,11 @@ fn create_inner(ctx: &Context, req: &CreateRequest, report: Progress) -> Result<
         .name
         .as_ref()
         .ok_or_else(|| Error::invalid("a VM name is required"))?;
+    // Held until we return: `admin user remove` waits for it.
+    let _owner_lock = crate::ops::user::lock(ctx, &owner, false)?;
     let image = resolve_image(ctx, req.image.as_ref())?;
     let shape = resolve_shape(ctx, req, &image)?;
+    quota::ensure_free_space(&ctx.config)?;
 
     // Reach libvirt before changing anything, so a dead libvirtd changes nothing.
     progress("connecting to libvirt");
@@ -312,8 +315,13 @@ fn create_inner(ctx: &Context, req: &CreateRequest, report: Progress) -> Result<
     let _lock = lock::exclusive(&ctx.paths.lock(&id_text))?;
     let domain_name = virt::domain_name(ctx.prefix(), &owner, name.as_str());
 
+    crate::hooks::pause_point("reserve");
     progress("reserving quota");
     let (vm, net) = db::immediate(ctx.db()?, |tx| {
+        // Removed before this create took the owner's lock.
+        if !db::users::exists(tx, &owner)? {
+            return Err(Error::not_found("user", owner.clone()));
+        }
         if db::vms::get(tx, &owner, name.as_str())?.is_some() {
             return Err(Error::AlreadyExists {
                 kind: "VM",
@@ -323,6 +331,7 @@ fn create_inner(ctx: &Context, req: &CreateRequest, report: Progress) -> Result<
         let limits = quota::limits_for(tx, &ctx.config, &owner)?;
         let usage = db::vms::usage(tx, &owner)?;
         let request = quota::Request {
+            vms: 1,
             cpus: shape.cpus.into(),
             memory_mib: shape.memory_mib,
             disk_bytes: shape.disk_bytes,

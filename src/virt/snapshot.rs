@@ -24,13 +24,31 @@ pub struct SnapshotInfo {
     pub name: String,
     /// Unix seconds, from the snapshot's `<creationTime>`.
     pub created_at: i64,
+    /// Whether it stores the guest's memory (it was taken of a running domain).
+    pub with_memory: bool,
+}
+
+/// The text of the first `<tag>` element of `xml`.
+fn element<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
+    let rest = xml.split(&format!("<{tag}>")).nth(1)?;
+    rest.split(&format!("</{tag}>")).next().map(str::trim)
+}
+
+/// Whether a snapshot's XML says it stores memory: an internal snapshot of a domain
+/// that was not off does, unless its `<memory>` says otherwise.
+fn stores_memory(xml: &str) -> bool {
+    let off = matches!(
+        element(xml, "state"),
+        None | Some("shutoff" | "crashed" | "disk-snapshot")
+    );
+    let no_memory =
+        xml.contains("<memory snapshot='no'") || xml.contains("<memory snapshot=\"no\"");
+    !off && !no_memory
 }
 
 fn creation_time(xml: &str) -> i64 {
-    xml.split("<creationTime>")
-        .nth(1)
-        .and_then(|rest| rest.split("</creationTime>").next())
-        .and_then(|t| t.trim().parse().ok())
+    element(xml, "creationTime")
+        .and_then(|t| t.parse().ok())
         .unwrap_or(0)
 }
 
@@ -214,11 +232,30 @@ impl Hypervisor {
         let mut out = Vec::new();
         for snap in all {
             let name = snap.name().map_err(libvirt("reading snapshot name"))?;
-            let created_at = snap.xml_desc(0).map(|x| creation_time(&x)).unwrap_or(0);
-            out.push(SnapshotInfo { name, created_at });
+            let xml = snap.xml_desc(0).unwrap_or_default();
+            out.push(SnapshotInfo {
+                name,
+                created_at: creation_time(&xml),
+                with_memory: stores_memory(&xml),
+            });
         }
         out.sort_by(|a, b| (a.created_at, &a.name).cmp(&(b.created_at, &b.name)));
         Ok(out)
+    }
+
+    /// Whether the snapshot `name` stores the guest's memory.
+    pub fn snapshot_holds_memory(&self, uuid: Uuid, name: &str) -> Result<bool> {
+        let (dom, dom_name) = self.snapshot_domain(uuid)?;
+        let snap =
+            self.find_snapshot(&dom, &dom_name, name)?
+                .ok_or_else(|| VirtError::Libvirt {
+                    action: format!("reading snapshot `{name}` of `{dom_name}`"),
+                    message: "no such snapshot".into(),
+                })?;
+        let xml = snap.xml_desc(0).map_err(libvirt(format!(
+            "reading snapshot `{name}` of `{dom_name}`"
+        )))?;
+        Ok(stores_memory(&xml))
     }
 
     /// Returns the domain to the snapshot's state: running if it was taken running.
@@ -266,5 +303,24 @@ mod tests {
         let xml = "<domainsnapshot><name>a</name><creationTime>1795264095</creationTime></domainsnapshot>";
         assert_eq!(super::creation_time(xml), 1795264095);
         assert_eq!(super::creation_time("<domainsnapshot/>"), 0);
+    }
+
+    #[test]
+    fn reads_whether_memory_is_stored() {
+        let snap = |state: &str, extra: &str| {
+            format!("<domainsnapshot><name>a</name><state>{state}</state>{extra}</domainsnapshot>")
+        };
+        assert!(super::stores_memory(&snap(
+            "running",
+            "<memory snapshot='internal'/>"
+        )));
+        assert!(super::stores_memory(&snap("paused", "")));
+        assert!(!super::stores_memory(&snap("shutoff", "")));
+        assert!(!super::stores_memory(&snap("disk-snapshot", "")));
+        assert!(!super::stores_memory(&snap(
+            "running",
+            "<memory snapshot='no'/>"
+        )));
+        assert!(!super::stores_memory("<domainsnapshot/>"));
     }
 }

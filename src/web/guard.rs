@@ -1,6 +1,7 @@
 //! What stands between the form and the database: CSRF tokens, rate limits, headers.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -10,6 +11,7 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 
+use crate::config::Networks;
 use crate::error::{Error, Result};
 use crate::ops::signup::hex;
 use crate::secret::Secret;
@@ -112,6 +114,57 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// The address a request came from. It is the TCP peer, unless the peer is one of the
+/// `trusted` reverse proxies: then it is the right-most address of `X-Forwarded-For`
+/// that is not itself a trusted proxy (each proxy appends the address it saw, so what
+/// the client wrote stays to the left), or else `X-Real-IP`. From any other peer those
+/// headers are anyone's to write and are ignored.
+pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &Networks) -> IpAddr {
+    let peer = peer.to_canonical();
+    if !trusted.contains(peer) {
+        return peer;
+    }
+    let forwarded: Vec<String> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    let hops: Vec<&str> = forwarded
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .collect();
+    if !hops.is_empty() {
+        // The nearest hop is at the right; stop at the first that no proxy owns.
+        let mut client = peer;
+        for hop in hops.iter().rev() {
+            match hop_addr(hop) {
+                Some(ip) if trusted.contains(ip) => client = ip,
+                Some(ip) => return ip,
+                // Garbage where a trusted proxy's entry should be: the chain is broken
+                // here, and the last proxy that can be believed is the client.
+                None => return client,
+            }
+        }
+        return client;
+    }
+    let real = headers.get_all("x-real-ip").iter().next_back();
+    real.and_then(|v| v.to_str().ok())
+        .and_then(|v| hop_addr(v.trim()))
+        .unwrap_or(peer)
+}
+
+/// An address as proxies write it: `192.0.2.1`, `2001:db8::1`, and with a port,
+/// `192.0.2.1:4711` or `[2001:db8::1]:4711`.
+fn hop_addr(hop: &str) -> Option<IpAddr> {
+    let ip = hop
+        .parse::<IpAddr>()
+        .or_else(|_| hop.parse::<SocketAddr>().map(|s| s.ip()))
+        .ok()?;
+    Some(ip.to_canonical())
+}
+
 /// Sliding-window counters in memory, one per key (an address or an email).
 pub struct Limiter {
     window: Duration,
@@ -203,6 +256,59 @@ mod tests {
         assert!(l.hit("a").is_ok());
         assert!(l.hit("a").is_err());
         assert!(l.hit("b").is_ok());
+    }
+
+    fn client(peer: &str, headers: &[(&str, &str)], trusted: &str) -> String {
+        let mut h = HeaderMap::new();
+        for (name, value) in headers {
+            h.append(
+                header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        let trusted = <Networks as crate::config::Value>::parse(trusted).unwrap();
+        client_addr(peer.parse().unwrap(), &h, &trusted).to_string()
+    }
+
+    #[test]
+    fn the_client_is_the_peer_unless_the_peer_is_a_trusted_proxy() {
+        let xff = "x-forwarded-for";
+        // No proxy trusted, or a peer that is not one: the headers are ignored.
+        assert_eq!(
+            client("198.51.100.1", &[(xff, "192.0.2.9")], ""),
+            "198.51.100.1"
+        );
+        let real = [("x-real-ip", "192.0.2.9")];
+        assert_eq!(client("198.51.100.1", &real, "10.0.0.0/8"), "198.51.100.1");
+        // Through a trusted proxy: the right-most address no proxy owns.
+        let proxies = "10.0.0.0/8, 2001:db8::/32";
+        assert_eq!(
+            client("10.0.0.2", &[(xff, "192.0.2.9")], proxies),
+            "192.0.2.9"
+        );
+        let chain = [(xff, "203.0.113.7, 192.0.2.9, 10.1.1.1")];
+        assert_eq!(client("10.0.0.2", &chain, proxies), "192.0.2.9");
+        // Several headers are one list, in order.
+        let split = [(xff, "203.0.113.7"), (xff, "192.0.2.9, 2001:db8::4")];
+        assert_eq!(client("10.0.0.2", &split, proxies), "192.0.2.9");
+        // Ports and brackets as some proxies write them; IPv4 in IPv6 clothing.
+        let ported = [(xff, "[2001:db9::1]:4711")];
+        assert_eq!(client("10.0.0.2", &ported, proxies), "2001:db9::1");
+        let ported = [(xff, "192.0.2.9:4711")];
+        assert_eq!(client("::ffff:10.0.0.2", &ported, proxies), "192.0.2.9");
+        // Only proxies in the chain: the left-most of them.
+        let inner = [(xff, "10.9.9.9, 10.1.1.1")];
+        assert_eq!(client("10.0.0.2", &inner, proxies), "10.9.9.9");
+        // Garbage in the proxies' part: the last believable proxy.
+        let broken = [(xff, "192.0.2.9, junk, 10.1.1.1")];
+        assert_eq!(client("10.0.0.2", &broken, proxies), "10.1.1.1");
+        // X-Real-IP when there is no X-Forwarded-For; neither: the proxy itself.
+        assert_eq!(client("10.0.0.2", &real, proxies), "192.0.2.9");
+        assert_eq!(client("10.0.0.2", &[], proxies), "10.0.0.2");
+        assert_eq!(
+            client("10.0.0.2", &[("x-real-ip", "nope")], proxies),
+            "10.0.0.2"
+        );
     }
 
     #[test]

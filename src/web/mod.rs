@@ -133,7 +133,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(form_page))
         .route("/signup", post(submit).get(|| async { Redirect::to("/") }))
-        .route("/verify/{token}", get(verify))
+        .route("/verify/{token}", get(verify_page).post(verify))
         .route("/status/{token}", get(status))
         .route("/healthz", get(healthz))
         .route("/style.css", get(style))
@@ -275,6 +275,13 @@ fn message(state: &AppState, status: StatusCode, title: &str, text: &str, back: 
     )
 }
 
+/// The visitor's address, as rate limits and the audit log count it: behind a trusted
+/// reverse proxy, the client the proxy names.
+fn client_addr(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> String {
+    let trusted = &state.config.get().web_trusted_proxies;
+    guard::client_addr(peer.ip(), headers, trusted).to_string()
+}
+
 /// The CSRF nonce of this browser, or a new one with the cookie that sets it.
 fn nonce(state: &AppState, headers: &HeaderMap) -> (String, Option<HeaderValue>) {
     if let Some(n) = guard::cookie(headers, CSRF_COOKIE).filter(|n| guard::valid_nonce(n)) {
@@ -350,7 +357,20 @@ async fn submit(
         Err(_) => return Err(unreadable()),
     };
     let posted = serde_urlencoded::from_bytes::<Posted>(&body).map_err(|_| unreadable())?;
-    let ip = peer.ip().to_string();
+    let csrf_ok = guard::cookie(&headers, CSRF_COOKIE)
+        .is_some_and(|nonce| state.csrf.check(nonce, &posted.csrf));
+    if !csrf_ok {
+        // Before the rate limit: a forged post must not use up a visitor's allowance.
+        return Ok(form_response(
+            &state,
+            &headers,
+            StatusCode::FORBIDDEN,
+            &posted.form,
+            &BTreeMap::new(),
+            Some("This form expired or your browser did not send its cookie. Check what you typed and send it again."),
+        ));
+    }
+    let ip = client_addr(&state, peer, &headers);
     if let Err(wait) = state.per_ip.hit(&ip) {
         let minutes = wait.as_secs().div_ceil(60).max(1);
         let message = format!(
@@ -362,18 +382,6 @@ async fn submit(
             message,
             retry_after,
         }));
-    }
-    let csrf_ok = guard::cookie(&headers, CSRF_COOKIE)
-        .is_some_and(|nonce| state.csrf.check(nonce, &posted.csrf));
-    if !csrf_ok {
-        return Ok(form_response(
-            &state,
-            &headers,
-            StatusCode::FORBIDDEN,
-            &posted.form,
-            &BTreeMap::new(),
-            Some("This form expired or your browser did not send its cookie. Check what you typed and send it again."),
-        ));
     }
     if !posted.website.is_empty() {
         // A bot filled the hidden field: answer as if it worked, store nothing.
@@ -407,42 +415,98 @@ async fn submit(
     }
 }
 
-async fn verify(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(token): Path<String>,
-) -> Result<Response, Failure> {
-    let ip = peer.ip().to_string();
-    let outcome = state
-        .with_db(move |conn, config| signup::verify(conn, config, &token, &ip))
-        .await;
-    Ok(match outcome? {
+/// The page for what a confirmation link leads to: a button while it is open, the
+/// status after confirming, or why it no longer works.
+fn link_page(state: &AppState, headers: &HeaderMap, token: &str, outcome: Verified) -> Response {
+    match outcome {
+        Verified::Open(s) => {
+            let (nonce, set_cookie) = nonce(state, headers);
+            let action = format!("/verify/{token}");
+            let csrf = state.csrf.field(&nonce);
+            let body = pages::confirm(&state.config.get(), &s, &action, &csrf);
+            let mut res = html(StatusCode::OK, body);
+            if let Some(c) = set_cookie {
+                res.headers_mut().insert(header::SET_COOKIE, c);
+            }
+            res
+        }
         Verified::Confirmed(s) => {
             state.mail_wakeup.notify_one();
             html(StatusCode::OK, pages::status(&state.config.get(), &s, true))
         }
         Verified::AlreadyDone => message(
-            &state,
+            state,
             StatusCode::OK,
             "Already confirmed",
             "This link was already used. The status link in the same mail shows where your request stands.",
             false,
         ),
         Verified::Expired => message(
-            &state,
+            state,
             StatusCode::GONE,
             "Link expired",
             "This confirmation link has expired. Please ask for the account again.",
             true,
         ),
         Verified::Unknown => message(
-            &state,
+            state,
             StatusCode::NOT_FOUND,
             "Unknown link",
             "This confirmation link is not valid. Check that the whole link was copied.",
             true,
         ),
-    })
+    }
+}
+
+/// `GET /verify/TOKEN`, the mailed link: a page with a button that confirms. Opening it
+/// changes nothing, since mail scanners open every link.
+async fn verify_page(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Result<Response, Failure> {
+    let lookup = token.clone();
+    let outcome = state
+        .with_db(move |conn, _| signup::look_up_link(conn, &lookup))
+        .await?;
+    Ok(link_page(&state, &headers, &token, outcome))
+}
+
+#[derive(Default, serde::Deserialize)]
+#[serde(default)]
+struct Confirmation {
+    csrf: String,
+}
+
+/// `POST /verify/TOKEN`, the button of that page: confirms, with the form's CSRF check.
+async fn verify(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Response, Failure> {
+    let posted = body
+        .ok()
+        .and_then(|b| serde_urlencoded::from_bytes::<Confirmation>(&b).ok())
+        .unwrap_or_default();
+    let csrf_ok = guard::cookie(&headers, CSRF_COOKIE)
+        .is_some_and(|nonce| state.csrf.check(nonce, &posted.csrf));
+    if !csrf_ok {
+        return Ok(message(
+            &state,
+            StatusCode::FORBIDDEN,
+            "Please try again",
+            "This page expired or your browser did not send its cookie. Open the link in the mail again and press the button.",
+            false,
+        ));
+    }
+    let ip = client_addr(&state, peer, &headers);
+    let confirming = token.clone();
+    let outcome = state
+        .with_db(move |conn, config| signup::verify(conn, config, &confirming, &ip))
+        .await?;
+    Ok(link_page(&state, &headers, &token, outcome))
 }
 
 async fn status(
@@ -607,7 +671,8 @@ mod prop {
                     && crate::validate::email(form.email.trim()).is_ok()
                     && key.is_ok()
                     && !reason.is_empty()
-                    && reason.chars().count() <= signup::MAX_REASON_CHARS;
+                    && reason.chars().count() <= signup::MAX_REASON_CHARS
+                    && !crate::validate::has_format_chars(reason);
                 match signup::create(&conn, &config, &form, "192.0.2.1") {
                     Ok(created) => {
                         prop_assert!(valid, "{form:?} stored");

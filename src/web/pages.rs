@@ -35,6 +35,10 @@ fn env() -> &'static Environment<'static> {
                 "message.html",
                 include_str!("../../templates/web/message.html"),
             ),
+            (
+                "confirm.html",
+                include_str!("../../templates/web/confirm.html"),
+            ),
         ] {
             env.add_template(name, text)
                 .unwrap_or_else(|e| panic!("templates/web/{name} parses: {e}"));
@@ -112,5 +116,24 @@ pub fn message(config: &Config, title: &str, text: &str, back: bool) -> String {
         title,
         "message.html",
         context! { title => title, text => text, back => back },
+    )
+}
+
+/// The page a confirmation link opens: what is being confirmed, and a button that posts
+/// to `action` (the link's own path) with the CSRF field.
+pub fn confirm(config: &Config, s: &Signup, action: &str, csrf: &str) -> String {
+    page(
+        config,
+        "Confirm your email address",
+        "confirm.html",
+        context! {
+            user_id => &s.user_id,
+            email => &s.email,
+            fingerprint => &s.fingerprint,
+            algorithm => &s.algorithm,
+            // Made of `/verify/` and a token checked to be 32 hex digits.
+            action => Value::from_safe_string(action.to_owned()),
+            csrf => csrf,
+        },
     )
 }

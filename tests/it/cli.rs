@@ -639,3 +639,233 @@ fn config_keys_come_from_file_env_and_flag_each_with_its_own_source() {
     .unwrap();
     bsp.run(&["config"]).code(1).stderr_has("at least 1");
 }
+
+/// Two `admin image add` of one name at once: the second passed the check for the name
+/// before the first registered it, then copied over the first's file and, when the
+/// name was taken after all, deleted the file the catalogue now pointed at.
+#[test]
+fn a_second_image_add_of_the_same_name_leaves_the_first_intact() {
+    let bsp = Bsp::new();
+    let source = bsp.dir.path().join("src.qcow2");
+    let made = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&source)
+        .arg("16M")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let source = source.to_str().unwrap();
+    let add = [
+        "admin",
+        "image",
+        "add",
+        "dup",
+        source,
+        "--os-user",
+        "debian",
+    ];
+    // The first has copied the image into place and is about to register it; the
+    // second has found the name free and waits for its turn.
+    let first = bsp.start_paused("image-copied", &add);
+    let second = bsp.start_paused("image-checked", &add);
+    first.open().success().stdout_has("added image dup");
+    second
+        .open()
+        .code(CONFLICT)
+        .stderr_has("image `dup` already exists");
+    let images = bsp.json(&["admin", "image", "list"]);
+    let path = images[0]["path"].as_str().unwrap().to_owned();
+    assert!(
+        std::path::Path::new(&path).is_file(),
+        "the registered file is gone: {images}"
+    );
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "-U", &path])
+        .output()
+        .unwrap();
+    assert!(
+        info.status.success(),
+        "{}",
+        String::from_utf8_lossy(&info.stderr)
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(bsp.data_dir().join("images"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(leftovers, ["dup.qcow2"]);
+}
+
+/// `admin user remove` while that user's `create-vm` ran: the removal found no VM yet
+/// and went ahead, and the create went on for a user who was gone (or left a domain on
+/// the network the removal deleted). The two now exclude each other: the removal waits
+/// for the create, then refuses because the user owns a VM.
+#[test]
+fn removing_a_user_waits_for_their_create_vm() {
+    let bsp = Bsp::new();
+    bsp.add_user("alice");
+    bsp.add_blank_image("blank");
+    let create = bsp.start_paused(
+        "reserve",
+        &[
+            "--as",
+            "alice",
+            "create-vm",
+            "web1",
+            "--memory",
+            "128M",
+            "--disk",
+            "1G",
+        ],
+    );
+    let mut remove = bsp
+        .command(&["admin", "user", "remove", "alice", "--yes"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let early = remove.try_wait().unwrap();
+    let created = create.open();
+    let removed = remove.wait_with_output().unwrap();
+    assert!(
+        early.is_none(),
+        "the removal did not wait for the create: {early:?}\n{}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
+    created.success().stdout_has("web1");
+    assert_eq!(removed.status.code(), Some(CONFLICT));
+    let stderr = String::from_utf8_lossy(&removed.stderr);
+    assert!(stderr.contains("still owns 1 VM"), "{stderr}");
+    assert_eq!(bsp.json(&["admin", "user", "list"])[0]["id"], "alice");
+    assert_eq!(bsp.json(&["admin", "vms"])[0]["name"], "web1");
+}
+
+/// Runs `cmd` with at most 1 GiB of address space and 20 s: a command that reads
+/// without end fails instead of taking the machine's memory or hanging the test.
+fn run_bounded(mut cmd: std::process::Command, args: &[&str]) -> crate::fixtures::bin::Run {
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let gib = 1 << 30;
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_AS, gib, gib)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let done = crate::fixtures::poll::within(
+        std::time::Duration::from_secs(20),
+        std::time::Duration::from_millis(50),
+        || child.try_wait().unwrap(),
+    );
+    if done.is_none() {
+        let _ = child.kill();
+    }
+    crate::fixtures::bin::Run::from(child.wait_with_output().unwrap(), args)
+}
+
+/// `--key-file /dev/zero` read until memory ran out, a FIFO hung the command, and
+/// stdin was cut at 64 KiB without a word. Keys are read from regular files and stdin
+/// only, at most 64 KiB, and more is refused.
+#[test]
+fn key_files_are_regular_files_or_stdin_of_at_most_64_kib() {
+    let bsp = Bsp::new();
+    let key = keygen(bsp.dir.path(), "bob", "ed25519", None);
+    let line = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let add = |file: &str| {
+        vec![
+            "admin".to_owned(),
+            "user".into(),
+            "add".into(),
+            "bob".into(),
+            "--email".into(),
+            "bob@example.com".into(),
+            "--key-file".into(),
+            file.into(),
+        ]
+    };
+    let fifo = bsp.dir.path().join("keys.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    for file in ["/dev/zero", "/dev/urandom", fifo.to_str().unwrap(), "/tmp"] {
+        let args = add(file);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_bounded(bsp.command(&args), &args)
+            .code(USAGE)
+            .stderr_has("not a regular file");
+    }
+    // Over 64 KiB: a key, then a long comment line.
+    let big = format!("{line}#{}\n", "x".repeat(70 * 1024));
+    let big_file = bsp.dir.path().join("big.pub");
+    std::fs::write(&big_file, &big).unwrap();
+    let args = add(big_file.to_str().unwrap());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    bsp.run(&args).code(USAGE).stderr_has("64 KiB");
+    let args = add("-");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    bsp.run_with_stdin(&args, &big)
+        .code(USAGE)
+        .stderr_has("64 KiB");
+    bsp.run_with_stdin(&["key", "add"], &big).code(USAGE);
+    assert!(bsp
+        .json(&["admin", "user", "list"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+    // Within the limit, from a file and from stdin.
+    let small = bsp.dir.path().join("bob.pub");
+    std::fs::write(&small, &line).unwrap();
+    let args = add(small.to_str().unwrap());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    bsp.run(&args).success();
+}
+
+/// The audit log grew forever. Entries older than `audit.retention` (400 days unless
+/// set) are deleted as new ones are written; `never` keeps them all.
+#[test]
+fn audit_entries_older_than_the_retention_are_pruned() {
+    const DAY: i64 = 86_400;
+    let t0: i64 = 1_800_000_000;
+    let mut bsp = Bsp::new();
+    let at = |bsp: &mut Bsp, t: i64| bsp.set_env("BASPHERE_NOW", &t.to_string());
+    let times = |bsp: &Bsp| -> Vec<i64> {
+        let log = bsp.json(&["admin", "audit", "--limit", "1000"]);
+        log.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["at"].as_i64().unwrap() - t0) / DAY)
+            .collect()
+    };
+    at(&mut bsp, t0);
+    bsp.add_user("alice");
+    bsp.run(&["admin", "quota", "set", "alice", "--cpus", "4"])
+        .success();
+    at(&mut bsp, t0 + 399 * DAY);
+    bsp.run(&["admin", "quota", "set", "alice", "--cpus", "5"])
+        .success();
+    assert_eq!(times(&bsp), [0, 0, 399], "nothing is 400 days old yet");
+    at(&mut bsp, t0 + 401 * DAY);
+    bsp.run(&["admin", "quota", "set", "alice", "--cpus", "6"])
+        .success();
+    assert_eq!(times(&bsp), [399, 401], "the entries of day 0 are gone");
+
+    bsp.set_env("BASPHERE_AUDIT_RETENTION", "never");
+    at(&mut bsp, t0 + 3000 * DAY);
+    bsp.run(&["admin", "quota", "set", "alice", "--cpus", "7"])
+        .success();
+    assert_eq!(times(&bsp), [399, 401, 3000]);
+    bsp.set_env("BASPHERE_AUDIT_RETENTION", "30d");
+    at(&mut bsp, t0 + 3010 * DAY);
+    bsp.run(&["admin", "quota", "set", "alice", "--cpus", "8"])
+        .success();
+    assert_eq!(times(&bsp), [3000, 3010]);
+    bsp.set_env("BASPHERE_AUDIT_RETENTION", "soon");
+    bsp.run(&["admin", "audit"])
+        .code(1)
+        .stderr_has("BASPHERE_AUDIT_RETENTION");
+}

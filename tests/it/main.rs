@@ -15,5 +15,6 @@ mod signup;
 mod snapshot_libvirt;
 mod ssh_attacks;
 mod ssh_server;
+mod storage;
 mod virt_driver;
 mod vm_libvirt;

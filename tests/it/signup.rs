@@ -106,7 +106,7 @@ fn a_stranger_signs_up_confirms_is_approved_and_logs_in() {
         .stderr_has("not confirmed")
         .stderr_has("--force");
 
-    let page = http.get(&verify);
+    let page = http.confirm(&verify);
     assert_eq!(page.status, 200);
     assert!(
         page.body.contains("email address is confirmed"),
@@ -116,6 +116,9 @@ fn a_stranger_signs_up_confirms_is_approved_and_logs_in() {
     assert!(page.body.contains("data-state=\"pending_approval\""));
     // The link works once.
     let again = http.get(&verify);
+    assert!(again.body.contains("already used"), "{}", again.body);
+    let csrf = page_csrf(&mut http, &server);
+    let again = http.post(&verify, &[("csrf", &csrf)]);
     assert!(again.body.contains("already used"), "{}", again.body);
 
     // Every admin is told, once.
@@ -228,6 +231,79 @@ fn a_stranger_signs_up_confirms_is_approved_and_logs_in() {
     }
     assert_eq!(smtp.messages().len(), 4, "no other mail");
     assert!(server.stop().success());
+}
+
+/// A valid CSRF token for `http`'s cookie, from the signup form.
+fn page_csrf(http: &mut Http, server: &Server) -> String {
+    http.get(&server.url("/")).csrf_field()
+}
+
+/// Mail scanners fetch every link in a mail, and `GET /verify/TOKEN` confirmed the
+/// address on that fetch alone. Now the link shows a page whose button posts (with the
+/// form's CSRF protection), and only the post confirms.
+#[test]
+fn fetching_the_mailed_link_confirms_nothing_until_its_button_is_pressed() {
+    let mut bsp = Bsp::new();
+    let server = Server::start(&mut bsp);
+    let key = public_key(&bsp, "omar");
+    let mut http = Http::new();
+    let reply = http.signup(&server, &fields("omar", "omar@example.com", &key, "r"));
+    assert_eq!(reply.status, 303, "{}", reply.body);
+    let mail = poll::eventually(Duration::from_secs(30), || {
+        spooled(&bsp)
+            .into_iter()
+            .next()
+            .ok_or("no mail in the spool")
+    });
+    let verify = link(&mail, "/verify/");
+    let state = || bsp.json(&["admin", "signups"])[0]["state"].clone();
+
+    // A scanner: no cookie, follows the link, twice, and a HEAD for good measure.
+    let mut scanner = Http::new();
+    for _ in 0..2 {
+        let page = scanner.get(&verify);
+        assert_eq!(page.status, 200);
+        let path = verify.trim_start_matches(&server.base);
+        assert!(
+            page.body.contains(&format!("action=\"{path}\""))
+                && page.body.contains("method=\"post\""),
+            "{}",
+            page.body
+        );
+        assert!(page.body.contains("id=\"confirm\""), "{}", page.body);
+        assert!(!page.body.contains("id=\"confirmed\""), "{}", page.body);
+    }
+    let head = ureq::head(&verify).call().unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(
+        state(),
+        "pending_email",
+        "fetching the link changed nothing"
+    );
+
+    // A post without the page's token, or with another browser's, is refused.
+    assert_eq!(scanner.post(&verify, &[("csrf", "")]).status, 403);
+    let mut other = Http::new();
+    let foreign = other.get(&verify).csrf_field();
+    assert_eq!(scanner.post(&verify, &[("csrf", &foreign)]).status, 403);
+    assert_eq!(Http::new().post(&verify, &[]).status, 403);
+    assert_eq!(state(), "pending_email");
+
+    // The person presses the button.
+    let confirmed = http.confirm(&verify);
+    assert_eq!(confirmed.status, 200, "{}", confirmed.body);
+    assert!(
+        confirmed.body.contains("email address is confirmed"),
+        "{}",
+        confirmed.body
+    );
+    assert_eq!(state(), "pending_approval");
+
+    // Links that lead nowhere say so on both methods, and change nothing.
+    let zeros = server.url(&format!("/verify/{}", "0".repeat(32)));
+    assert_eq!(http.get(&zeros).status, 404);
+    let csrf = page_csrf(&mut http, &server);
+    assert_eq!(http.post(&zeros, &[("csrf", &csrf)]).status, 404);
 }
 
 #[test]
@@ -580,6 +656,94 @@ fn rate_limits_answer_429_with_a_human_message() {
     assert_eq!(http.get(&server.url("/")).status, 200);
 }
 
+/// Posts the form with fields that are wrong but a valid CSRF token: it counts against
+/// the per-address limit and stores nothing. Returns the status.
+fn bad_signup(http: &mut Http, server: &Server) -> u16 {
+    http.signup(server, &fields("bad id", "x", "", "")).status
+}
+
+/// Behind a reverse proxy every request came from the proxy's address, so the per-IP
+/// limit was one bucket for every visitor. With the proxy listed in
+/// `web.trusted_proxies`, each client is counted by the address the proxy names.
+#[test]
+fn behind_a_trusted_proxy_each_client_has_its_own_rate_limit() {
+    let mut bsp = Bsp::new();
+    bsp.set_env("BASPHERE_SIGNUP_PER_IP_PER_HOUR", "2");
+    // The test's connections come from 127.0.0.1: that is the proxy.
+    bsp.set_env(
+        "BASPHERE_WEB_TRUSTED_PROXIES",
+        "127.0.0.0/8, 2001:db8:1::/48",
+    );
+    let server = Server::start(&mut bsp);
+    let via_proxy = |header: &str, value: &str| Http::new().with_header(header, value);
+
+    let mut first = via_proxy("X-Forwarded-For", "198.51.100.7");
+    assert_eq!(bad_signup(&mut first, &server), 400);
+    assert_eq!(bad_signup(&mut first, &server), 400);
+    assert_eq!(bad_signup(&mut first, &server), 429, "its own limit");
+    // Another client behind the same proxy is not held up by the first.
+    let mut second = via_proxy("X-Forwarded-For", "198.51.100.8");
+    assert_eq!(bad_signup(&mut second, &server), 400);
+    // X-Real-IP is read too, when X-Forwarded-For is absent.
+    let mut third = via_proxy("X-Real-IP", "198.51.100.9");
+    assert_eq!(bad_signup(&mut third, &server), 400);
+    assert_eq!(bad_signup(&mut third, &server), 400);
+    assert_eq!(bad_signup(&mut third, &server), 429);
+    // A client cannot escape its limit by sending its own X-Forwarded-For: the proxy
+    // appends the address it saw, and the right-most address no proxy owns counts.
+    let mut forger = via_proxy(
+        "X-Forwarded-For",
+        "203.0.113.50, 198.51.100.7, 2001:db8:1::5",
+    );
+    assert_eq!(bad_signup(&mut forger, &server), 429, "still 198.51.100.7");
+
+    // The stored request names the client, not the proxy.
+    let key = public_key(&bsp, "nina");
+    let mut nina = via_proxy("X-Forwarded-For", "192.0.2.44");
+    let reply = nina.signup(&server, &fields("nina", "nina@example.com", &key, "r"));
+    assert_eq!(reply.status, 303, "{}", reply.body);
+    assert_eq!(
+        bsp.json(&["admin", "signups"])[0]["remote_addr"],
+        "192.0.2.44"
+    );
+}
+
+/// Without `web.trusted_proxies` the headers are anyone's to write, so they are ignored:
+/// changing them does not buy a client a fresh limit.
+#[test]
+fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
+    let mut bsp = Bsp::new();
+    bsp.set_env("BASPHERE_SIGNUP_PER_IP_PER_HOUR", "2");
+    bsp.set_env("BASPHERE_WEB_TRUSTED_PROXIES", "192.0.2.1");
+    let server = Server::start(&mut bsp);
+    for (i, status) in [400, 400, 429, 429].into_iter().enumerate() {
+        let mut http = Http::new()
+            .with_header("X-Forwarded-For", &format!("198.51.100.{i}"))
+            .with_header("X-Real-IP", &format!("198.51.100.{}", i + 100));
+        assert_eq!(bad_signup(&mut http, &server), status, "request {i}");
+    }
+}
+
+/// A forged post (no valid CSRF token) used up the visitor's hourly allowance: a page
+/// on another site could lock a whole office out of the form. Only posts whose token
+/// checks out count now.
+#[test]
+fn posts_with_a_bad_csrf_token_do_not_count_against_the_rate_limit() {
+    let mut bsp = Bsp::new();
+    bsp.set_env("BASPHERE_SIGNUP_PER_IP_PER_HOUR", "2");
+    let server = Server::start(&mut bsp);
+    let mut http = Http::new();
+    let mut sent = fields("bad id", "x", "", "");
+    let forged = "0".repeat(64);
+    sent.push(("csrf", &forged));
+    for _ in 0..5 {
+        assert_eq!(http.post(&server.url("/signup"), &sent).status, 403);
+    }
+    assert_eq!(bad_signup(&mut http, &server), 400);
+    assert_eq!(bad_signup(&mut http, &server), 400);
+    assert_eq!(bad_signup(&mut http, &server), 429);
+}
+
 #[test]
 fn admins_reject_force_and_prune_with_mail_in_the_spool() {
     let mut bsp = Bsp::new();
@@ -771,6 +935,11 @@ fn chromium_fills_the_form_and_follows_the_mailed_link() {
 
     let mails = smtp.wait_for(1);
     browser.goto(&link(&mails[0].body, "/verify/"));
+    // Opening the link shows a button; only pressing it confirms.
+    browser.wait_for("#confirm");
+    browser.screenshot(&artifacts.join("signup-confirm.png"));
+    browser.click("#confirm");
+    browser.wait_for("#confirmed");
     assert!(browser.text("#confirmed").contains("confirmed"));
     browser.goto(&link(&mails[0].body, "/status/"));
     assert!(browser
@@ -810,7 +979,7 @@ fn secrets_stay_out_of_debug_logs_and_config() {
     });
     let verify = link(&mail, "/verify/");
     let verify_token = verify.rsplit('/').next().unwrap().to_owned();
-    assert_eq!(http.get(&verify).status, 200);
+    assert_eq!(http.confirm(&verify).status, 200);
     assert_eq!(http.get(&server.url(&status_path)).status, 200);
     let mut logs = String::new();
     for argv in [

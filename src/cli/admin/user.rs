@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
+use crate::cli::input;
 use crate::context::Context;
 use crate::db::users::User;
 use crate::error::{Error, Result};
@@ -38,7 +39,7 @@ pub enum Command {
             allow_hyphen_values = true
         )]
         key: Option<String>,
-        /// File holding one SSH public key per line (`-` for stdin)
+        /// File holding one SSH public key per line (`-` for stdin): a regular file or stdin, at most 64 KiB
         #[arg(long, value_name = "FILE")]
         key_file: Option<PathBuf>,
         /// Give the user the admin role
@@ -54,7 +55,7 @@ pub enum Command {
     Disable { id: UserId },
     /// Let a disabled user log in again
     Enable { id: UserId },
-    /// Remove a user who owns no VMs, with their keys and network
+    /// Remove a user who owns no VMs, with their keys and network (waits for their create-vm in progress)
     #[command(visible_alias = "rm")]
     Remove {
         id: UserId,
@@ -71,26 +72,8 @@ fn read_keys(
 ) -> Result<Vec<PublicKey>> {
     let text = match (key, file) {
         (Some(k), _) => k.to_owned(),
-        (None, Some(path)) if path.as_os_str() == "-" => {
-            let mut text = String::new();
-            out.stdin()
-                .take(64 * 1024)
-                .read_to_string(&mut text)
-                .map_err(|e| Error::io("cannot read keys from stdin", e))?;
-            text
-        }
-        (None, Some(path)) => {
-            let meta = std::fs::metadata(path)
-                .map_err(|e| Error::io(format!("cannot read `{}`", path.display()), e))?;
-            if meta.len() > 64 * 1024 {
-                return Err(Error::invalid(format!(
-                    "`{}` is too large for a key file",
-                    path.display()
-                )));
-            }
-            std::fs::read_to_string(path)
-                .map_err(|e| Error::io(format!("cannot read `{}`", path.display()), e))?
-        }
+        (None, Some(path)) if path.as_os_str() == "-" => input::keys_from_stdin(out)?,
+        (None, Some(path)) => input::keys_from_file(path)?,
         (None, None) => return Err(Error::invalid("give --key or --key-file")),
     };
     if text.contains("PRIVATE KEY") {
@@ -107,8 +90,6 @@ fn read_keys(
     }
     Ok(keys)
 }
-
-use std::io::Read;
 
 pub fn exec(args: &Args, ctx: &Context, out: &mut Output) -> Result<Report> {
     match &args.command {

@@ -10,6 +10,7 @@ pub mod snapshots;
 pub mod users;
 pub mod vms;
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -31,6 +32,14 @@ const MIGRATIONS: &[&str] = &[
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn open(path: &Path) -> Result<Connection> {
+    // The database holds every tenant's keys: made private before SQLite opens it, as
+    // its WAL and shared memory then are (SQLite gives them the database's mode). What
+    // stops this stops SQLite too, which says so in its own words.
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
     let conn = Connection::open(path).map_err(|source| Error::DatabaseOpen {
         path: path.to_owned(),
         source,

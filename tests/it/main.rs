@@ -9,6 +9,7 @@ mod help;
 mod isolation;
 mod openssh;
 mod permissions;
+mod private_files;
 mod revocation;
 mod signup;
 mod snapshot_libvirt;

@@ -151,10 +151,17 @@ bsp_ensure_libvirt_accounts() {
     fi
 }
 
-# bsp_netns_libvirt_start NAME STATE_DIR  -> prints the URI on stdout
+# bsp_netns_libvirt_start NAME STATE_DIR [MODE]  -> prints the URI on stdout
+# MODE root (the default): QEMU runs as root and libvirt never changes a file's
+# owner, so every disk a test hands it is readable.
+# MODE debian: access as Debian's packages set it up: QEMU runs as libvirt-qemu,
+# libvirt gives each disk to that account while its VM runs (dynamic_ownership)
+# and hands it back after (remember_owner), and virtlogd writes QEMU's logs.
+# Tests that check who may read what need this one.
 bsp_netns_libvirt_start() {
-    local name=$1 state=$2
+    local name=$1 state=$2 mode=${3:-root}
     [[ $name =~ ^[A-Za-z0-9_.-]{1,64}$ ]] || bsp_die "bad netns name: $name"
+    [[ $mode == root || $mode == debian ]] || bsp_die "bad libvirtd mode: $mode (root or debian)"
     mkdir -p "$state"
     state=$(cd "$state" && pwd -P)
     # We wipe and bind-mount subdirectories of STATE_DIR: only ever do that
@@ -174,6 +181,9 @@ bsp_netns_libvirt_start() {
     [[ -x /usr/sbin/dnsmasq ]] || bsp_die "dnsmasq is not installed (package dnsmasq-base; libvirt NAT networks need it)"
     [[ -x /usr/sbin/libvirtd ]] || bsp_die "libvirtd is not installed (package libvirt-daemon)"
     command -v virsh >/dev/null || bsp_die "virsh is not installed (package libvirt-clients)"
+    if [[ $mode == debian ]]; then
+        [[ -x /usr/sbin/virtlogd ]] || bsp_die "virtlogd is not installed (package libvirt-daemon)"
+    fi
 
     bsp_ensure_libvirt_accounts
 
@@ -202,22 +212,33 @@ auth_unix_ro = "none"
 auth_unix_rw = "none"
 log_outputs = "3:stderr"
 CONF
-    # user/group root: qemu can read any disk the tests hand it.
-    # stdio_handler file: qemu logs go straight to files, no virtlogd needed.
-    # security_driver none: no AppArmor/SELinux in a throwaway test daemon.
+    # Both modes:
+    # security_driver none: no AppArmor/SELinux in a throwaway test daemon (the
+    # DAC driver, which runs QEMU as its user and chowns disks, is always on).
     # cgroup_controllers [] and namespaces []: `ip netns exec` remounts /sys
     # (no cgroupfs inside), and a per-qemu /dev namespace gains nothing here.
-    cat >"$state/etc/qemu.conf" <<'CONF'
-# private test libvirtd (basphere scripts/lib.sh)
+    # Mode root only:
+    # user/group root: qemu can read any disk the tests hand it.
+    # stdio_handler file: qemu logs go straight to files, no virtlogd needed.
+    # Mode debian leaves user, group, dynamic_ownership, remember_owner and
+    # stdio_handler at libvirt's defaults, as Debian's qemu.conf does.
+    {
+        printf '# private test libvirtd (basphere scripts/lib.sh), mode %s\n' "$mode"
+        if [[ $mode == root ]]; then
+            cat <<'CONF'
 user = "root"
 group = "root"
 dynamic_ownership = 0
 remember_owner = 0
 stdio_handler = "file"
+CONF
+        fi
+        cat <<'CONF'
 security_driver = "none"
 cgroup_controllers = [ ]
 namespaces = [ ]
 CONF
+    } >"$state/etc/qemu.conf"
     : >"$state/etc/libvirt.conf"
 
     ip netns add "$name"
@@ -226,21 +247,45 @@ CONF
     # Inside: a private mount namespace; bind our directories over libvirt's
     # paths (/var/run is a symlink to /run on Debian 12, so /run/libvirt covers
     # both), then exec libvirtd in the foreground so $! is libvirtd itself
-    # (ip netns exec, unshare and bash all exec, none forks).
+    # (ip netns exec, unshare and bash all exec, none forks). In mode debian
+    # virtlogd starts first, in the same namespaces: its socket is
+    # /run/libvirt/virtlogd-sock, where libvirtd looks for it. It stays a child
+    # of libvirtd's process and dies with the netns (bsp_netns_libvirt_stop).
     # shellcheck disable=SC2016 # expanded by the inner bash, not here
     local inner='
         set -eu
-        s=$1
+        s=$1 mode=$2
         for pair in run:/run/libvirt lib:/var/lib/libvirt cache:/var/cache/libvirt \
                     log:/var/log/libvirt etc:/etc/libvirt; do
             src=$s/${pair%%:*} dst=${pair#*:}
             mkdir -p "$dst"
             mount --bind "$src" "$dst"
         done
+        if [ "$mode" = debian ]; then
+            # /dev/kvm as the udev rules of Debian leave it, root:kvm 0660
+            # (libvirt-qemu is in kvm), in this namespace alone. libvirt probes
+            # QEMU with KVM when root may open it, and probes again on every
+            # lookup (seconds each) when the account of QEMU may not; a host
+            # without udev may leave it to another group.
+            if [ -c /dev/kvm ]; then
+                rm -f "$s/kvm"
+                if mknod -m 0660 "$s/kvm" c "$((16#$(stat -c %t /dev/kvm)))" "$((16#$(stat -c %T /dev/kvm)))" &&
+                    chgrp kvm "$s/kvm" && mount --bind "$s/kvm" /dev/kvm; then :; else
+                    echo "note: cannot give /dev/kvm to group kvm; domain definitions will be slow" >&2
+                fi
+            fi
+            /usr/sbin/virtlogd --pid-file "$s/virtlogd.pid" &
+            i=0
+            while [ ! -S /run/libvirt/virtlogd-sock ]; do
+                i=$((i + 1))
+                [ "$i" -le 100 ] || { echo "virtlogd did not start" >&2; exit 1; }
+                sleep 0.1
+            done
+        fi
         exec /usr/sbin/libvirtd --pid-file "$s/libvirtd.pid"
     '
     setsid ip netns exec "$name" unshare --mount --propagation private \
-        bash -c "$inner" bsp-libvirtd "$state" \
+        bash -c "$inner" bsp-libvirtd "$state" "$mode" \
         </dev/null >>"$state/libvirtd.log" 2>&1 &
     local pid=$!
     printf '%s\n' "$pid" >"$state/libvirtd.launcher.pid"

@@ -3,7 +3,6 @@
 
 use std::cell::OnceCell;
 use std::fs;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -11,9 +10,9 @@ use rusqlite::Connection;
 
 use crate::cancel::Cancel;
 use crate::config::Config;
-use crate::db;
 use crate::error::{Error, Result};
 use crate::virt::Hypervisor;
+use crate::{db, files};
 
 /// Where a command came from. The dispatcher trusts nothing else about identity.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -213,20 +212,17 @@ impl Paths {
     }
 
     /// Creates the data directory tree. qemu runs as another user on most hosts and
-    /// must traverse into disks/ and images/, but need not list them (0711).
+    /// must traverse into disks/, seeds/ and images/, but need not list them (0711).
     pub fn create(&self) -> Result<()> {
         for dir in [self.root.clone(), self.disks(), self.seeds(), self.images()] {
-            create_dir(&dir, 0o711)?;
+            create_dir(&dir, files::TRAVERSABLE_DIR)?;
         }
-        create_dir(&self.locks(), 0o700)
+        create_dir(&self.locks(), files::PRIVATE_DIR)
     }
 }
 
 fn create_dir(dir: &Path, mode: u32) -> Result<()> {
-    match fs::DirBuilder::new().recursive(true).mode(mode).create(dir) {
-        Ok(()) => Ok(()),
-        Err(e) => Err(Error::io(format!("cannot create `{}`", dir.display()), e)),
-    }
+    files::dir(dir, mode).map_err(|e| Error::io(format!("cannot create `{}`", dir.display()), e))
 }
 
 /// What one command runs with. The database and libvirt open on first use, so a
@@ -353,7 +349,7 @@ impl Context {
             }
         }
         let probed = hv.domain_type(setting)?;
-        let _ = fs::write(&cache, format!("{uri}\n{}\n", probed.as_str()));
+        let _ = files::write(&cache, format!("{uri}\n{}\n", probed.as_str()).as_bytes());
         Ok(probed)
     }
 

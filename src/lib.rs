@@ -9,6 +9,7 @@ pub mod config;
 pub mod context;
 pub mod db;
 pub mod error;
+pub mod files;
 pub mod hooks;
 pub mod mail;
 pub mod man;
@@ -122,6 +123,9 @@ pub fn dispatch(
 
 /// The process entry point: this process's caller, streams, arguments and environment.
 pub fn main() -> i32 {
+    // Whatever basphere or its tools (qemu-img, genisoimage) create is private unless
+    // basphere says otherwise (see `files`, which sets every mode it means explicitly).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let env: BTreeMap<String, String> = std::env::vars().collect();
     tracing_subscriber::fmt()
         .with_env_filter(

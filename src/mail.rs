@@ -191,15 +191,12 @@ impl Mailer {
                 smtp.send(&message).map(|_| ()).map_err(|e| error_chain(&e))
             }
             Transport::Spool(dir) => {
-                use std::os::unix::fs::DirBuilderExt;
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o750)
-                    .create(dir)
+                // The mail holds live links (confirmation, status): for the service account only.
+                crate::files::dir(dir, crate::files::PRIVATE_DIR)
                     .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
                 let path = dir.join(format!("{:08}.eml", mail.id));
                 let tmp = dir.join(format!(".{:08}.eml.tmp", mail.id));
-                std::fs::write(&tmp, message.formatted())
+                crate::files::write(&tmp, &message.formatted())
                     .and_then(|()| std::fs::rename(&tmp, &path))
                     .map_err(|e| format!("cannot write `{}`: {e}", path.display()))
             }

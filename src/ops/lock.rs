@@ -2,6 +2,7 @@
 //! `admin reconcile` tell a create in progress from one that was killed.
 
 use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use nix::fcntl::{Flock, FlockArg};
@@ -17,6 +18,7 @@ fn open(path: &Path) -> Result<File> {
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(crate::files::PRIVATE)
         .open(path)
         .map_err(|e| Error::io(format!("cannot open lock `{}`", path.display()), e))
 }

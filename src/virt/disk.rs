@@ -75,20 +75,18 @@ pub fn image_info(path: &Path) -> Result<ImageInfo> {
     })
 }
 
-/// Creates `overlay` as a qcow2 image of `size_bytes` backed by the qcow2
-/// `base`, recorded by its absolute, symlink-free path. Refuses to replace
-/// an existing file (qemu-img would silently overwrite it).
+/// Creates `overlay` as a private (0600) qcow2 image of `size_bytes` backed by
+/// the qcow2 `base`, recorded by its absolute, symlink-free path. Refuses to
+/// replace an existing file (qemu-img would silently overwrite it).
 pub fn create_overlay(base: &Path, overlay: &Path, size_bytes: u64) -> Result<()> {
     let base = base
         .canonicalize()
         .map_err(VirtError::io(format!("base image `{}`", base.display())))?;
-    if overlay.symlink_metadata().is_ok() {
-        return Err(VirtError::Io {
-            context: format!("disk `{}`", overlay.display()),
-            source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
-        });
-    }
-    run_tool(
+    // Made here, so it is private from the start; qemu-img writes into it and
+    // keeps its mode.
+    crate::files::create_new(overlay)
+        .map_err(VirtError::io(format!("disk `{}`", overlay.display())))?;
+    let created = run_tool(
         QEMU_IMG,
         Command::new(QEMU_IMG)
             .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
@@ -96,7 +94,11 @@ pub fn create_overlay(base: &Path, overlay: &Path, size_bytes: u64) -> Result<()
             .arg("--")
             .arg(overlay)
             .arg(size_bytes.to_string()),
-    )?;
+    );
+    if let Err(e) = created {
+        let _ = std::fs::remove_file(overlay);
+        return Err(e);
+    }
     tracing::info!(base = %base.display(), overlay = %overlay.display(), size_bytes, "created overlay");
     Ok(())
 }

@@ -10,8 +10,6 @@
 //! value without `tojson` is a render error.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -113,16 +111,15 @@ impl Drop for WorkDir {
 }
 
 fn write_file(path: &Path, contents: &str) -> Result<()> {
-    let mut f =
-        fs::File::create(path).map_err(VirtError::io(format!("writing `{}`", path.display())))?;
-    f.write_all(contents.as_bytes())
+    crate::files::write(path, contents.as_bytes())
         .map_err(VirtError::io(format!("writing `{}`", path.display())))
 }
 
 /// Writes the seed ISO to `path` (replacing it atomically if it exists):
 /// both files go into a fresh private directory beside `path`, then
 /// `genisoimage -quiet -output seed.iso -volid cidata -joliet -rock
-/// user-data meta-data` runs there, and the result is renamed into place.
+/// user-data meta-data` runs there, and the result, made private (0600), is
+/// renamed into place.
 pub fn write_seed(path: &Path, meta_data: &str, user_data: &str) -> Result<()> {
     let file_name = path
         .file_name()
@@ -137,9 +134,7 @@ pub fn write_seed(path: &Path, meta_data: &str, user_data: &str) -> Result<()> {
         _ => Path::new("."),
     };
     let dir = parent.join(format!(".{file_name}.{:016x}.tmp", rand::random::<u64>()));
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&dir)
+    crate::files::new_dir(&dir, crate::files::PRIVATE_DIR)
         .map_err(VirtError::io(format!("creating `{}`", dir.display())))?;
     let work = WorkDir(dir);
 
@@ -159,8 +154,11 @@ pub fn write_seed(path: &Path, meta_data: &str, user_data: &str) -> Result<()> {
             "meta-data",
         ]),
     )?;
-    fs::rename(work.0.join("seed.iso"), path)
+    // genisoimage leaves it to the umask; the seed holds the owner's keys and hostname.
+    let iso = work.0.join("seed.iso");
+    crate::files::set_mode(&iso, crate::files::PRIVATE)
         .map_err(VirtError::io(format!("writing `{}`", path.display())))?;
+    fs::rename(&iso, path).map_err(VirtError::io(format!("writing `{}`", path.display())))?;
     tracing::debug!(seed = %path.display(), "wrote cloud-init seed");
     Ok(())
 }

@@ -9,6 +9,7 @@ mod help;
 mod isolation;
 mod openssh;
 mod permissions;
+mod private_files;
 mod reconcile;
 mod revocation;
 mod signup;

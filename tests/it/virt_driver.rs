@@ -536,6 +536,8 @@ fn overlay_on_a_base_leaves_the_base_alone() {
 
     let overlay = dir.path().join("vm.qcow2");
     create_overlay(&base, &overlay, 1 << 30).unwrap();
+    // Private whatever this process's umask: QEMU gets it from libvirt, not from its mode.
+    assert_eq!(mode(&overlay), 0o600);
     let info = image_info(&overlay).unwrap();
     assert_eq!(info.format, "qcow2");
     assert_eq!(info.virtual_size, 1 << 30);
@@ -561,6 +563,11 @@ fn relative_base_is_recorded_absolute() {
     create_overlay(&rel, &overlay, 32 << 20).unwrap();
     let backing = image_info(&overlay).unwrap().backing_file.unwrap();
     assert!(Path::new(&backing).is_absolute(), "{backing}");
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
 }
 
 /// `target` relative to `from` (both absolute), with `..` as needed.
@@ -598,6 +605,10 @@ fn tool_errors_name_the_tool_and_its_stderr() {
         matches!(&err, VirtError::Tool { tool, .. } if tool == "qemu-img"),
         "{err:?}"
     );
+    assert!(
+        !dir.path().join("vm.qcow2").exists(),
+        "a failed create left its disk"
+    );
 }
 
 // ---- seeds --------------------------------------------------------------
@@ -615,6 +626,7 @@ fn seed_iso_is_cidata_with_both_files() {
     })
     .unwrap();
     seed::write_seed(&iso, &meta, &user).unwrap();
+    assert_eq!(mode(&iso), 0o600);
 
     let bytes = std::fs::read(&iso).unwrap();
     // Primary volume descriptor at 32768: type 1, "CD001", volume id at +40.

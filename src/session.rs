@@ -206,13 +206,9 @@ fn commands(config: &Config, role: Role, out: &mut Output) -> Result<()> {
             "Type a command (`help` for this list, `COMMAND --help` for details), `exit` to leave.",
         );
     }
-    let port = match config.public_port {
-        22 => String::new(),
-        port => format!("-p {port} "),
-    };
-    let target = format!("{}@{}", config.service_user, config.public_host());
+    let ssh = config.ssh_command();
     out.line(format!(
-        "Run a command with: ssh {port}{target} COMMAND, e.g. ssh {port}{target} vm list"
+        "Run a command with: {ssh} COMMAND, e.g. {ssh} vm list"
     ))
 }
 

@@ -499,16 +499,12 @@ fn approve_inner(ctx: &Context, user_id: &str, force: bool) -> Result<Approved> 
     };
     let key_code = if proven { None } else { s.key_code.clone() };
     let config = &ctx.config;
-    let port = config.public_port;
     let target = format!("{}@{}", config.service_user, config.public_host());
-    let (ssh, jump) = if port == 22 {
-        (format!("ssh {target}"), target.clone())
-    } else {
-        (
-            format!("ssh -p {port} {target}"),
-            format!("{target}:{port}"),
-        )
+    let jump = match config.public_port {
+        22 => target,
+        port => format!("{target}:{port}"),
     };
+    let ssh = config.ssh_command();
     let (subject, body) = mail::render(
         "welcome.txt",
         context! {

@@ -25,8 +25,9 @@ pub struct Detail {
     pub vms: Vec<Vm>,
 }
 
-/// Refuses a key that is already registered, naming its owner to the administrator.
-fn check_key_free(conn: &rusqlite::Connection, key: &PublicKey) -> Result<()> {
+/// Refuses a key that is already registered, naming its owner to the administrator;
+/// otherwise drops whatever pending claims others had on it: it becomes this account's.
+fn claim_key(conn: &rusqlite::Connection, key: &PublicKey) -> Result<()> {
     if let Some(existing) = db::users::key_by_fingerprint(conn, &key.fingerprint)? {
         return Err(Error::conflict(
             format!(
@@ -36,7 +37,6 @@ fn check_key_free(conn: &rusqlite::Connection, key: &PublicKey) -> Result<()> {
             Some("one key belongs to one user; each person uses their own key"),
         ));
     }
-    // A key made an account's now: whoever else only added it never gets it.
     db::users::delete_pending(conn, &key.fingerprint, None)?;
     Ok(())
 }
@@ -78,7 +78,7 @@ pub fn add_with_pending_key(
     let outcome = db::immediate(ctx.db()?, |tx| {
         let now = crate::hooks::now();
         insert_user(tx, id, &signup.email, false, now)?;
-        check_key_free(tx, key)?;
+        claim_key(tx, key)?;
         let code = signup.key_code.as_deref().unwrap_or_default();
         let new = NewKey {
             fingerprint: &key.fingerprint,
@@ -123,7 +123,7 @@ pub fn add(
             if !seen.insert(key.fingerprint.clone()) {
                 continue;
             }
-            check_key_free(tx, key)?;
+            claim_key(tx, key)?;
             let new = NewKey {
                 fingerprint: &key.fingerprint,
                 user_id: id.as_str(),

@@ -448,10 +448,7 @@ fn the_forced_command_refuses_a_key_that_is_no_longer_the_users() {
     ])
     .success();
     // A second key for alice; the first removed.
-    let spare = bsp.keygen("alice2");
-    let spare_pub = std::fs::read_to_string(format!("{}.pub", spare.display())).unwrap();
-    bsp.run_with_stdin(&["--as", "alice", "key", "add"], &spare_pub)
-        .success();
+    bsp.add_key("alice", "alice2");
     bsp.run(&["--as", "alice", "key", "remove", &alice_fp])
         .success();
     bsp.run(&["shell", "--user", "alice", "--key", &alice_fp])

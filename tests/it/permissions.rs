@@ -10,7 +10,6 @@
 //! account, `bin` (primary group `bin`) a local administrator and `nobody` a stranger.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -19,8 +18,8 @@ use std::time::Instant;
 use basphere::config::{Config, Overrides};
 use basphere::context::{local_role, Caller, Role};
 use basphere::virt::Hypervisor;
-use basphere::{Cancel, Io};
 
+use crate::fixtures::dispatch::{run, Ran};
 use crate::fixtures::{assert_snapshot, bin};
 
 const DENIED: i32 = 4;
@@ -137,38 +136,10 @@ fn callers() -> Vec<(Who, &'static [&'static str])> {
     ]
 }
 
-struct Ran {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 impl Ran {
+    /// Whether the run was refused by the permission check.
     fn denied(&self) -> bool {
         self.code == DENIED && self.stderr.contains("permission denied")
-    }
-}
-
-/// Runs `argv` for `caller` through the dispatcher, with no terminal and empty stdin.
-fn run(config: &Arc<Config>, caller: &Caller, argv: &[&str]) -> Ran {
-    let mut stdin = std::io::empty();
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
-    let mut io = Io {
-        stdin: &mut stdin,
-        stdout: &mut stdout,
-        stderr: &mut stderr,
-        terminal: None,
-    };
-    let argv: Vec<OsString> = std::iter::once("basphere")
-        .chain(argv.iter().copied())
-        .map(OsString::from)
-        .collect();
-    let code = basphere::dispatch(caller, argv, &mut io, config, &Cancel::new());
-    Ran {
-        code,
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
     }
 }
 

@@ -5,7 +5,6 @@
 //! while this process holds a connection to it.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -13,21 +12,15 @@ use std::sync::Arc;
 use basphere::config::{Config, Overrides};
 use basphere::context::Caller;
 use basphere::virt::{DomainSpec, DomainType, Hypervisor, PowerState};
-use basphere::{Cancel, Io};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::fixtures::dispatch::{run, Ran};
 use crate::fixtures::{bin, unique};
 
 const ROOT: Caller = Caller::Local { uid: 0 };
 const USAGE: i32 = 2;
 const CONFLICT: i32 = 6;
-
-struct Ran {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
 
 /// One installation: a data directory and a configuration, on the shared test driver.
 struct Site {
@@ -58,24 +51,7 @@ fn config(prefix: &str, data: &Path) -> Arc<Config> {
 }
 
 fn run_with(config: &Arc<Config>, argv: &[&str]) -> Ran {
-    let mut stdin = std::io::empty();
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    let mut io = Io {
-        stdin: &mut stdin,
-        stdout: &mut stdout,
-        stderr: &mut stderr,
-        terminal: None,
-    };
-    let argv: Vec<OsString> = std::iter::once("basphere")
-        .chain(argv.iter().copied())
-        .map(OsString::from)
-        .collect();
-    let code = basphere::dispatch(&ROOT, argv, &mut io, config, &Cancel::new());
-    Ran {
-        code,
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-    }
+    run(config, &ROOT, argv)
 }
 
 impl Site {

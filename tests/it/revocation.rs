@@ -72,10 +72,7 @@ fn assert_cut_off(report: &str) {
 fn a_removed_key_runs_nothing_more_and_its_connection_closes() {
     let bsp = Bsp::new();
     let alice = bsp.add_user("alice");
-    let second = bsp.keygen("alice2");
-    let second_pub = std::fs::read_to_string(format!("{}.pub", second.display())).unwrap();
-    bsp.run_with_stdin(&["--as", "alice", "key", "add"], &second_pub)
-        .success();
+    let second = bsp.add_key("alice", "alice2");
     let server = SshServer::start(&bsp);
     let held = Held::open(&server, &alice, "key add");
     // Another process removes the key: here an administrator at the bastion.
@@ -118,10 +115,7 @@ fn a_user_removed_and_made_again_is_not_the_old_connection() {
 fn removing_ones_own_key_answers_then_closes_the_connection() {
     let bsp = Bsp::new();
     let alice = bsp.add_user("alice");
-    let second = bsp.keygen("alice2");
-    let second_pub = std::fs::read_to_string(format!("{}.pub", second.display())).unwrap();
-    bsp.run_with_stdin(&["--as", "alice", "key", "add"], &second_pub)
-        .success();
+    bsp.add_key("alice", "alice2");
     let server = SshServer::start(&bsp);
     let command = format!("key remove {}", fingerprint(&alice));
     let report = Held::open(&server, &alice, &command).then();

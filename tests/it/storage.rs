@@ -4,26 +4,20 @@
 //! shared by the connections of this process while one stays open).
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::process::Command;
 use std::sync::Arc;
 
 use basphere::config::{Config, Overrides};
 use basphere::virt::Hypervisor;
-use basphere::{Caller, Cancel, Io};
+use basphere::Caller;
 
+use crate::fixtures::dispatch::{self, Ran};
 use crate::fixtures::{bin, unique};
 
 const QUOTA_EXCEEDED: i32 = 5;
 const CONFLICT: i32 = 6;
 const GIB: u64 = 1 << 30;
 const ROOT: Caller = Caller::Local { uid: 0 };
-
-struct Ran {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
 
 /// An installation of its own with user alice and a blank image, run in this process.
 struct Install {
@@ -99,25 +93,7 @@ impl Install {
     }
 
     fn run_with(&self, extra: &[(&str, &str)], argv: &[&str]) -> Ran {
-        let mut stdin = std::io::empty();
-        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        let mut io = Io {
-            stdin: &mut stdin,
-            stdout: &mut stdout,
-            stderr: &mut stderr,
-            terminal: None,
-        };
-        let argv: Vec<OsString> = std::iter::once("basphere")
-            .chain(argv.iter().copied())
-            .map(OsString::from)
-            .collect();
-        let config = self.config(extra);
-        let code = basphere::dispatch(&ROOT, argv, &mut io, &config, &Cancel::new());
-        Ran {
-            code,
-            stdout: String::from_utf8_lossy(&stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&stderr).into_owned(),
-        }
+        dispatch::run(&self.config(extra), &ROOT, argv)
     }
 
     fn run(&self, argv: &[&str]) -> Ran {

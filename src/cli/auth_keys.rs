@@ -70,33 +70,72 @@ impl Run for Args {
     }
 
     fn exec(&self, ctx: &Context, _out: &mut Output) -> Result<Report> {
-        if self.login != ctx.config.service_user {
-            return Ok(Report::text(String::new()));
-        }
-        // sshd asks before an installation exists, or while its volume is not mounted:
-        // no key is anyone's then, which is not a failure to log at every login.
-        if !ctx.config.db_path().exists() {
-            let missing = Error::NoDatabase {
-                dir: ctx.config.data_dir.clone(),
-            };
-            return Ok(Report::text(String::new()).note(format!("{missing}: no key is authorized")));
-        }
-        let conn = open_read_only(&ctx.config)?;
-        let exe = || match &self.exe {
-            Some(exe) => Ok(exe.clone()),
-            None => current_exe(),
+        let exe = match &self.exe {
+            Some(exe) => exe.clone(),
+            None => forced_command_exe()?,
         };
-        if let Some(auth) = key::authorize(&conn, &self.key_type, &self.key)? {
-            return Ok(Report::text(key::authorized_keys_line(&auth, &exe()?)?));
-        }
-        // A key waiting for proof may run `key confirm CODE` and nothing else.
-        if let Some(fingerprint) = key::awaiting_proof(&conn, &self.key_type, &self.key)? {
-            let public_key = format!("{} {}", self.key_type, self.key);
-            let line = key::unconfirmed_line(&fingerprint, &public_key, &exe()?)?;
-            return Ok(Report::text(line));
-        }
-        Ok(Report::text(String::new()))
+        let answer = answer(&ctx.config, &self.login, &self.key_type, &self.key, &exe)?;
+        let report = Report::text(answer.line);
+        Ok(match answer.note {
+            Some(note) => report.note(note),
+            None => report,
+        })
     }
+}
+
+/// What sshd is told about one offered key: the `authorized_keys` line (empty for none),
+/// and what is worth saying on stderr.
+pub struct Answer {
+    pub line: String,
+    pub note: Option<String>,
+}
+
+/// The one decision behind `basphere auth-keys` and the small `basphere-auth-keys`
+/// program sshd runs (which links no libvirt, so that it starts in a few milliseconds):
+/// the line for `key_type key` offered to log in as `login`, with `exe` as the forced
+/// command.
+pub fn answer(
+    config: &Config,
+    login: &str,
+    key_type: &str,
+    key: &str,
+    exe: &str,
+) -> Result<Answer> {
+    let none = |note| Answer {
+        line: String::new(),
+        note,
+    };
+    if login != config.service_user {
+        return Ok(none(None));
+    }
+    // sshd asks before an installation exists, or while its volume is not mounted:
+    // no key is anyone's then, which is not a failure to log at every login.
+    if !config.db_path().exists() {
+        let missing = Error::NoDatabase {
+            dir: config.data_dir.clone(),
+        };
+        return Ok(none(Some(format!("{missing}: no key is authorized"))));
+    }
+    let conn = open_read_only(config)?;
+    let line = if let Some(auth) = key::authorize(&conn, key_type, key)? {
+        key::authorized_keys_line(&auth, exe)?
+    } else if let Some(fingerprint) = key::awaiting_proof(&conn, key_type, key)? {
+        // A key waiting for proof may run `key confirm CODE` and nothing else.
+        key::unconfirmed_line(&fingerprint, &format!("{key_type} {key}"), exe)?
+    } else {
+        String::new()
+    };
+    Ok(Answer { line, note: None })
+}
+
+/// The program a forced command runs: `basphere` itself, beside which the small
+/// `basphere-auth-keys` is installed.
+pub fn forced_command_exe() -> Result<String> {
+    let exe = current_exe()?;
+    Ok(match exe.strip_suffix("-auth-keys") {
+        Some(main) => main.to_owned(),
+        None => exe,
+    })
 }
 
 /// The path of the running basphere, for sshd to run.

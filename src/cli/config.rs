@@ -11,7 +11,11 @@ use crate::output::{Human, Output, Report};
 #[command(
     after_help = "Precedence: command-line flag, then BASPHERE_<KEY> environment variable, then the config file, then the default."
 )]
-pub struct Args {}
+pub struct Args {
+    /// Print a configuration file with every setting, its help and its default, commented
+    #[arg(long)]
+    pub template: bool,
+}
 
 /// Administrators on the bastion, and the service account.
 pub const ALLOWED: Allowed = Allowed::LOCAL_ADMINS.and(Allowed::SERVICE);
@@ -25,7 +29,14 @@ impl Run for Args {
         false
     }
 
+    fn speaks_json(&self) -> bool {
+        !self.template
+    }
+
     fn exec(&self, ctx: &Context, _out: &mut Output) -> Result<Report> {
+        if self.template {
+            return Ok(Report::text(crate::config::template(&Default::default())));
+        }
         let entries = ctx.config.entries();
         let row = |e: &Entry| vec![e.key.clone(), e.value.clone(), e.source.to_string()];
         let rows = entries.iter().map(row).collect();

@@ -12,8 +12,9 @@ use crate::output::{Output, Report};
 )]
 pub struct Args {}
 
-/// The `Match` block for the service account, with `exe` as the AuthorizedKeysCommand.
-pub fn snippet(exe: &str, service_user: &str) -> String {
+/// The `Match` block for the service account, with `command` (the program and its
+/// arguments before `%u %t %k`) as the AuthorizedKeysCommand.
+pub fn snippet(command: &str, service_user: &str) -> String {
     format!(
         "# basphere: tenants sign in as `{service_user}`, identified by their key.
 # Keep this block at the end of sshd_config: a Match block lasts until the next Match.
@@ -25,7 +26,7 @@ PerSourceNetBlockSize 32:64
 LoginGraceTime 30
 Match User {service_user}
     AuthorizedKeysFile none
-    AuthorizedKeysCommand {exe} auth-keys %u %t %k
+    AuthorizedKeysCommand {command} %u %t %k
     AuthorizedKeysCommandUser {service_user}
     PasswordAuthentication no
     KbdInteractiveAuthentication no
@@ -40,6 +41,16 @@ Match User {service_user}
     UnusedConnectionTimeout 5m
 "
     )
+}
+
+/// What sshd runs for each offered key: the small `basphere-auth-keys` installed beside
+/// `exe` (it starts without libvirt), or `exe auth-keys` where there is none.
+pub fn keys_command(exe: &str) -> String {
+    let small = std::path::Path::new(exe).with_file_name("basphere-auth-keys");
+    match small.to_str() {
+        Some(path) if small.is_file() && crate::ops::key::plain_path(path) => path.to_owned(),
+        _ => format!("{exe} auth-keys"),
+    }
 }
 
 /// Administrators on the bastion, and the service account.
@@ -66,6 +77,6 @@ impl Run for Args {
             )));
         }
         let user = crate::validate::os_user(&ctx.config.service_user)?;
-        Ok(Report::text(snippet(&exe, &user)))
+        Ok(Report::text(snippet(&keys_command(&exe), &user)))
     }
 }

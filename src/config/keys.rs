@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::value::{Duration, Flavors, NetworkPool, Networks, SmtpSecurity, Value};
+use super::value::{Door, Duration, Flavors, NetworkPool, Networks, SmtpSecurity, Value};
 use super::Source;
 use crate::secret::Secret;
 use crate::validate::Size;
@@ -124,6 +124,8 @@ keys! {
     signup_per_ip_per_hour "signup.per_ip_per_hour": u32 = "30", "Signup form submissions accepted from one address per hour.";
     signup_per_email_per_day "signup.per_email_per_day": u32 = "3", "Signups accepted for one email address per day.";
     signup_token_lifetime "signup.token_lifetime": Duration = "1d", "How long a confirmation link works.";
+    serve_web "serve.web": Door = "127.0.0.1:8080", "Where `serve` listens for the signup form (`off` for none); `--web` overrides it.";
+    serve_ssh "serve.ssh": Door = "off", "Where `serve` runs the embedded SSH server (`off`: tenants come through the host's OpenSSH); `--ssh` overrides it.";
     web_trusted_proxies "web.trusted_proxies": Networks = "", "Reverse proxies (addresses or networks) whose X-Forwarded-For or X-Real-IP names the client; from any other peer those headers are ignored.";
     ssh_max_auth_attempts "ssh.max_auth_attempts": u32 = "6", "Failed authentication attempts before a connection is dropped.";
     ssh_connections_per_minute "ssh.connections_per_minute": u32 = "60", "New connections accepted from one address (IPv6: one /64) per minute.";

@@ -5,6 +5,7 @@
 //! value came from. Test hooks (crash points, the clock) are not settings: see `hooks`.
 
 mod keys;
+mod template;
 mod value;
 
 use std::collections::BTreeMap;
@@ -14,7 +15,10 @@ use std::sync::{Arc, RwLock};
 
 pub use crate::secret::Secret;
 pub use keys::{Config, Row, ROWS};
-pub use value::{Duration, Flavor, Flavors, IpNet, NetworkPool, Networks, SmtpSecurity, Value};
+pub use template::template;
+pub use value::{
+    Door, Duration, Flavor, Flavors, IpNet, NetworkPool, Networks, SmtpSecurity, Value,
+};
 
 use crate::error::{Error, Result};
 use keys::Raw;

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use crate::secret::Secret;
@@ -103,6 +103,40 @@ impl Value for PathBuf {
     }
     fn show(&self) -> String {
         self.as_path().display().to_string()
+    }
+}
+
+/// A front door of `serve`: `off`, or the address it listens on (port 0 picks one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Door {
+    Off,
+    At(SocketAddr),
+}
+
+impl Door {
+    pub fn addr(self) -> Option<SocketAddr> {
+        match self {
+            Door::Off => None,
+            Door::At(addr) => Some(addr),
+        }
+    }
+}
+
+impl Value for Door {
+    const KIND: &'static str = "address or off";
+    fn parse(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "off" => Ok(Door::Off),
+            addr => addr.parse().map(Door::At).map_err(|_| {
+                format!("`{text}` is not `off` or an address with a port, e.g. 127.0.0.1:8080 or [::]:2222")
+            }),
+        }
+    }
+    fn show(&self) -> String {
+        match self {
+            Door::Off => "off".to_owned(),
+            Door::At(addr) => addr.to_string(),
+        }
     }
 }
 
@@ -625,6 +659,7 @@ pub(super) mod prop {
             $check::<Size>($arg)?;
             $check::<VirtTypeSetting>($arg)?;
             $check::<SmtpSecurity>($arg)?;
+            $check::<Door>($arg)?;
             $check::<PathBuf>($arg)?;
             $check::<Option<String>>($arg)?;
             $check::<Option<u16>>($arg)?;

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod images;
 pub mod installation;
+pub mod jobs;
 pub mod mail;
 pub mod networks;
 pub mod quotas;
@@ -29,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sql/0006_pending_keys.sql"),
     include_str!("sql/0007_create_installation.sql"),
     include_str!("sql/0008_snapshot_memory.sql"),
+    include_str!("sql/0009_create_jobs.sql"),
 ];
 
 /// Writers wait this long for each other before giving up with "database is locked".

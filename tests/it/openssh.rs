@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::fixtures::bin::{fingerprint, keygen, public_key, Bsp, BIN};
+use crate::fixtures::bin::{fingerprint, keygen, public_key, Bsp, Run, AUTH_KEYS_BIN, BIN};
 use crate::fixtures::libvirt::{libvirt_objects, require_libvirt, Cleanup, LibvirtRelay};
 use crate::fixtures::poll;
 use crate::fixtures::sshd::{chown_to_service_account, start_sshd};
@@ -225,6 +225,43 @@ fn key_commands_need_a_tenant() {
     bsp.run(&["--as", "alice", "key", "list"]).code(DENIED);
 }
 
+/// `basphere auth-keys ARGS`, checked to answer exactly as the small `basphere-auth-keys`
+/// that sshd runs (which takes `--exe` first).
+fn auth_keys(bsp: &Bsp, args: &[&str]) -> Run {
+    let run = bsp.run(&[&["auth-keys"], args].concat());
+    let mut small_args: Vec<&str> = args.to_vec();
+    if let Some(at) = small_args.iter().position(|a| *a == "--exe") {
+        let exe: Vec<&str> = small_args.drain(at..at + 2).collect();
+        small_args.splice(0..0, exe);
+    }
+    let out = std::process::Command::new(AUTH_KEYS_BIN)
+        .args(&small_args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(bsp.env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let small = Run::from(out, &small_args);
+    let main_exe = small
+        .stdout
+        .replace(&format!("{AUTH_KEYS_BIN} "), &format!("{BIN} "));
+    assert_eq!(
+        (small.code, &main_exe),
+        (run.code, &run.stdout),
+        "{args:?}: {}",
+        small.stderr
+    );
+    assert_eq!(
+        small.stderr.is_empty(),
+        run.stderr.is_empty(),
+        "{args:?}: {} / {}",
+        small.stderr,
+        run.stderr
+    );
+    run
+}
+
 #[test]
 fn auth_keys_prints_one_restricted_line_for_a_known_key() {
     let bsp = Bsp::new();
@@ -236,7 +273,7 @@ fn auth_keys_prints_one_restricted_line_for_a_known_key() {
     let before = bsp.state();
 
     let (t, k) = type_and_blob(&alice);
-    let run = bsp.run(&["auth-keys", "basphere", &t, &k]).success();
+    let run = auth_keys(&bsp, &["basphere", &t, &k]).success();
     assert_eq!(
         run.stdout,
         format!(
@@ -247,16 +284,11 @@ fn auth_keys_prints_one_restricted_line_for_a_known_key() {
     assert_eq!(run.stderr, "");
 
     let (t, k) = type_and_blob(&bob);
-    let run = bsp
-        .run(&[
-            "auth-keys",
-            "basphere",
-            &t,
-            &k,
-            "--exe",
-            "/usr/local/bin/basphere",
-        ])
-        .success();
+    let run = auth_keys(
+        &bsp,
+        &["basphere", &t, &k, "--exe", "/usr/local/bin/basphere"],
+    )
+    .success();
     assert_eq!(
         run.stdout,
         format!(
@@ -270,30 +302,26 @@ fn auth_keys_prints_one_restricted_line_for_a_known_key() {
     let (st, sk) = type_and_blob(&stranger);
     let (at, ak) = type_and_blob(&alice);
     for args in [
-        vec!["auth-keys", "basphere", st.as_str(), sk.as_str()],
-        vec!["auth-keys", "root", at.as_str(), ak.as_str()],
-        vec!["auth-keys", "alice", at.as_str(), ak.as_str()],
-        vec!["auth-keys", "basphere", "ssh-ed25519", "AAAA"],
-        vec!["auth-keys", "basphere", "ssh-rsa", ak.as_str()],
-        vec!["auth-keys", "basphere", "", ""],
+        vec!["basphere", st.as_str(), sk.as_str()],
+        vec!["root", at.as_str(), ak.as_str()],
+        vec!["alice", at.as_str(), ak.as_str()],
+        vec!["basphere", "ssh-ed25519", "AAAA"],
+        vec!["basphere", "ssh-rsa", ak.as_str()],
+        vec!["basphere", "", ""],
     ] {
-        let run = bsp.run(&args).success();
+        let run = auth_keys(&bsp, &args).success();
         assert_eq!(run.stdout, "", "{args:?}");
     }
 
     // A disabled user's key gets nothing; enabled again, it does.
     bsp.run(&["admin", "user", "disable", "alice"]).success();
     assert_eq!(
-        bsp.run(&["auth-keys", "basphere", &at, &ak])
-            .success()
-            .stdout,
+        auth_keys(&bsp, &["basphere", &at, &ak]).success().stdout,
         ""
     );
     bsp.run(&["admin", "user", "enable", "alice"]).success();
     assert_ne!(
-        bsp.run(&["auth-keys", "basphere", &at, &ak])
-            .success()
-            .stdout,
+        auth_keys(&bsp, &["basphere", &at, &ak]).success().stdout,
         ""
     );
 
@@ -302,14 +330,10 @@ fn auth_keys_prints_one_restricted_line_for_a_known_key() {
     other.set_env("BASPHERE_DATA_DIR", bsp.data_dir().to_str().unwrap());
     other.set_env("BASPHERE_SERVICE_USER", "tenants");
     assert_eq!(
-        other
-            .run(&["auth-keys", "basphere", &at, &ak])
-            .success()
-            .stdout,
+        auth_keys(&other, &["basphere", &at, &ak]).success().stdout,
         ""
     );
-    other
-        .run(&["auth-keys", "tenants", &at, &ak])
+    auth_keys(&other, &["tenants", &at, &ak])
         .success()
         .stdout_has("--user alice");
     // Lookups change nothing.
@@ -323,7 +347,7 @@ fn auth_keys_never_creates_a_database_and_errors_go_to_stderr() {
     let bsp = Bsp::without_database("test:///default");
     let key = bsp.keygen("k");
     let (t, k) = type_and_blob(&key);
-    let run = bsp.run(&["auth-keys", "basphere", &t, &k]);
+    let run = auth_keys(&bsp, &["basphere", &t, &k]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.stdout, "");
     assert!(
@@ -337,7 +361,7 @@ fn auth_keys_never_creates_a_database_and_errors_go_to_stderr() {
     );
     // A database that cannot be read is an error, on stderr alone.
     std::fs::create_dir_all(bsp.data_dir().join("basphere.db")).unwrap();
-    let run = bsp.run(&["auth-keys", "basphere", &t, &k]);
+    let run = auth_keys(&bsp, &["basphere", &t, &k]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert_eq!(run.stdout, "");
     assert!(
@@ -366,7 +390,7 @@ fn sshd_config_snippet_names_this_binary_and_the_service_account() {
             "LoginGraceTime 30",
             "Match User basphere",
             "AuthorizedKeysFile none",
-            &format!("AuthorizedKeysCommand {BIN} auth-keys %u %t %k"),
+            &format!("AuthorizedKeysCommand {AUTH_KEYS_BIN} %u %t %k"),
             "AuthorizedKeysCommandUser basphere",
             "PasswordAuthentication no",
             "KbdInteractiveAuthentication no",

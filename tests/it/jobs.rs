@@ -182,7 +182,7 @@ fn a_failed_job_is_recorded_with_its_error_and_fails_the_run() {
         "qemu+unix:///system?socket=/nonexistent/sock",
     );
     let (run, jobs) = run_jobs(&bsp, &["--only", "prune"]);
-    run.code(1);
+    run.code(1).stderr_has("error: job prune failed: ");
     let prune = job(&jobs, "prune");
     assert_eq!(prune["result"], "failed");
     assert_eq!(prune["runs"], 1);

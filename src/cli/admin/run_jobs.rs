@@ -55,12 +55,23 @@ pub fn exec(args: &Args, ctx: &Context, _out: &mut Output) -> Result<Report> {
         "NEXT DUE",
     ]);
     let mut report = Report::new(&statuses, Human::Table { headers, rows });
+    // On stderr too, where cron and the journal look.
     for s in &statuses {
-        if s.outcome == Some(Outcome::Busy) {
-            report = report.note(format!(
-                "{}: running in another process; skipped, not waited for",
-                s.name
-            ));
+        match &s.outcome {
+            Some(Outcome::Busy) => {
+                report = report.note(format!(
+                    "{}: running in another process; skipped, not waited for",
+                    s.name
+                ))
+            }
+            Some(Outcome::Failed(error)) => {
+                report = report.note(format!(
+                    "error: job {} failed: {}",
+                    s.name,
+                    crate::output::sanitize(error)
+                ))
+            }
+            _ => {}
         }
     }
     if failed {

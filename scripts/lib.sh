@@ -27,6 +27,8 @@ BSP_PACKAGES=(
     ca-certificates
     # signup tests: a real SMTP server, and headless Chromium driven over WebDriver
     python3-aiosmtpd python3-paramiko chromium chromium-driver fonts-liberation
+    # systemd-analyze verifies the units in templates/systemd (no systemd running needed)
+    systemd
 )
 
 bsp_log() { printf '[%s] %s\n' "${0##*/}" "$*" >&2; }

@@ -1,4 +1,4 @@
-//! `basphere mail flush`: deliver the mail outbox (for cron or a systemd timer).
+//! `basphere mail flush`: deliver the mail outbox now, by hand.
 
 use clap::Subcommand;
 
@@ -19,7 +19,7 @@ pub struct Args {
 pub enum Command {
     /// Send the outbox mail that is due; failures stay queued with their error
     #[command(
-        after_help = "Exit status 1 when some mail could not be sent; it stays in the outbox and is retried.\n\nExample, in /etc/cron.d/basphere (every minute, as the service account):\n  * * * * * basphere basphere mail flush"
+        after_help = "Exit status 1 when some mail could not be sent; it stays in the outbox and is retried.\n\n`serve` sends mail as it is queued, and the job runner every minute (`basphere admin run-jobs`, from basphere-jobs.timer); this sends it by hand."
     )]
     Flush {
         /// Also retry mail whose next attempt is not due yet

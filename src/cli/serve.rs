@@ -1,26 +1,42 @@
 //! `basphere serve`: the long-running front doors, in one process.
 //!
 //! The rest of basphere is synchronous; the tokio runtime lives only inside this command.
-//! The web signup form (`--web ADDR`) and the embedded SSH server (`--ssh ADDR`) share it.
+//! The web signup form and the embedded SSH server share it, and so does the job worker,
+//! which runs the mail job through the job runner whichever doors are open.
 
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use crate::cancel::Cancel;
 use crate::cli::Run;
-use crate::config::{Config, Live, Source};
+use crate::config::{Config, Door, Live, Source};
 use crate::context::{Allowed, Binding, Caller, Context};
 use crate::error::{Error, Result};
+use crate::ops::jobs::{self, Selection};
 use crate::output::{Io, Output, Report};
 
-const DEFAULT_WEB: &str = "127.0.0.1:8080";
 const DEFAULT_SSH: &str = "0.0.0.0:2222";
 
-/// Run the web signup form (and the mail worker) and the SSH server until stopped
+/// After SIGTERM or SIGINT, `serve` has exited within this long, whatever is still
+/// running: SSH commands get `ssh::STOP_WAIT` to finish or roll back, web requests their
+/// own deadline of as long, a mail job in flight is left to the next run (its messages
+/// are leased, never lost). `TimeoutStopSec` in `basphere.service` is this and 5 s.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often the job worker looks for due jobs (today: mail, due every minute).
+const JOBS_TICK: Duration = Duration::from_secs(5);
+
+/// Run the front doors (web signup form, SSH server) and the mail worker until stopped
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "With no front door named, the web form listens on 127.0.0.1:8080. Put a TLS \
+    after_help = "The front doors come from the settings `serve.web` (default 127.0.0.1:8080) \
+and `serve.ssh` (default off); given either flag, the flags alone name them. Both off is an \
+error. The mail worker runs whichever doors are open: it is the job runner's `mail` job (see \
+`basphere admin run-jobs`), so a timer running the same job never sends twice.\n\nPut a TLS \
 reverse proxy in front of it, set `public_url` to the address people use, and list the proxy \
 in `web.trusted_proxies` so that rate limits count each visitor by the address the proxy names \
 (`X-Forwarded-For`, `X-Real-IP`) rather than all of them as the proxy.\n\nWith `--ssh`, \
@@ -28,16 +44,19 @@ tenants log in as the service account (`basphere@HOST`) with their registered ke
 is made on first start in DATA_DIR/ssh_host_ed25519_key and reused. Limits on authentication \
 attempts, connections per address, sessions per user and idle time are in the `[ssh]` section \
 of the configuration (see `basphere config`).\n\nEach front door prints \
-the address it listens on (`web: listening on URL`, `ssh: listening on ADDR`). SIGHUP reads the \
-configuration again (with the flags given here) for the commands that start afterwards; SIGINT \
-or SIGTERM stops the server gracefully."
+the address it listens on (`web: listening on URL`, `ssh: listening on ADDR`). Under systemd \
+(`Type=notify`) it reports ready once every door listens. SIGHUP reads the configuration \
+again (with the flags given here) for the commands that start afterwards; SIGINT or SIGTERM \
+stops the server gracefully, within 30 s."
 )]
 pub struct Args {
     /// Serve the signup form on ADDR, e.g. 0.0.0.0:8080 (port 0 picks a free port)
+    /// [setting: serve.web]
     #[arg(long, value_name = "ADDR")]
     pub web: Option<SocketAddr>,
 
     /// Serve SSH on ADDR: 0.0.0.0:2222 when no ADDR is given (port 0 picks a free port)
+    /// [setting: serve.ssh]
     #[arg(long, value_name = "ADDR", num_args = 0..=1, require_equals = false, default_missing_value = DEFAULT_SSH)]
     pub ssh: Option<SocketAddr>,
 }
@@ -57,12 +76,8 @@ impl Run for Args {
     fn exec(&self, ctx: &Context, out: &mut Output) -> Result<Report> {
         // The front doors open their own connections to the database this makes sure of.
         ctx.db()?;
-        // Today's behaviour stands when no front door is named: the web form alone.
-        let web = match (self.web, self.ssh) {
-            (None, None) => Some(DEFAULT_WEB.parse().expect("valid default address")),
-            (web, _) => web,
-        };
-        let ssh_key = match self.ssh {
+        let (web, ssh) = doors(self, &ctx.config)?;
+        let ssh_key = match ssh {
             Some(_) => Some(crate::ssh::host_key(&ctx.paths.root)?),
             None => None,
         };
@@ -74,14 +89,31 @@ impl Run for Args {
             .max_blocking_threads(64)
             .build()
             .map_err(|e| Error::io("cannot start the async runtime", e))?;
-        runtime.block_on(serve(self, web, ssh_key, ctx, out))?;
+        let served = runtime.block_on(serve(web, ssh, ssh_key, ctx, out));
+        // Threads still busy (a command past the bound) do not hold the exit up.
+        runtime.shutdown_timeout(Duration::from_secs(1));
+        served?;
         Ok(Report::streamed(0).note("stopped"))
     }
 }
 
+/// The doors to open: those the flags name, if any does; else the settings.
+fn doors(args: &Args, config: &Config) -> Result<(Option<SocketAddr>, Option<SocketAddr>)> {
+    if args.web.is_some() || args.ssh.is_some() {
+        return Ok((args.web, args.ssh));
+    }
+    match (config.serve_web, config.serve_ssh) {
+        (Door::Off, Door::Off) => Err(Error::invalid_with_help(
+            "nothing to serve: `serve.web` and `serve.ssh` are both `off`",
+            "set one of them to an address in the configuration file, or give `--web ADDR` or `--ssh [ADDR]`",
+        )),
+        (web, ssh) => Ok((web.addr(), ssh.addr())),
+    }
+}
+
 async fn serve(
-    args: &Args,
     web: Option<SocketAddr>,
+    ssh: Option<SocketAddr>,
     ssh_key: Option<russh::keys::PrivateKey>,
     ctx: &Context,
     out: &mut Output<'_, '_>,
@@ -91,7 +123,7 @@ async fn serve(
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
-    let ssh = match args.ssh {
+    let ssh = match ssh {
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
@@ -103,6 +135,7 @@ async fn serve(
         let cancel = cancel.clone();
         async move {
             shutdown_signal().await;
+            notify(sd_notify::NotifyState::Stopping);
             // Commands that wait stop waiting; creates and deletes finish or roll back.
             cancel.cancel();
             let _ = stop_tx.send(true);
@@ -116,8 +149,9 @@ async fn serve(
         }
     };
     let mut servers = tokio::task::JoinSet::new();
+    let mail_wakeup = Arc::new(Notify::new());
     if let Some(listener) = web {
-        let state = crate::web::AppState::new(live.clone())?;
+        let state = crate::web::AppState::new(live.clone(), mail_wakeup.clone())?;
         let destination = crate::mail::Mailer::new(&live.get())?.destination();
         out.line(format!(
             "web: listening on http://{}",
@@ -130,7 +164,7 @@ async fn serve(
         servers.spawn(crate::web::serve(listener, state, stopped()));
     }
     if let (Some(listener), Some(key)) = (ssh, ssh_key) {
-        let shared = crate::ssh::Shared::new(live.clone(), Box::new(Sessions), cancel)?;
+        let shared = crate::ssh::Shared::new(live.clone(), Box::new(Sessions), cancel.clone())?;
         out.line(format!("ssh: listening on {}", local_addr(&listener)?))?;
         out.line(format!("ssh: host key {}", crate::ssh::fingerprint(&key)))?;
         servers.spawn(crate::ssh::serve(
@@ -140,7 +174,26 @@ async fn serve(
             stopped(),
         ));
     }
-    // One front door failing stops the process: a half-up server is hard to notice.
+    let worker = tokio::spawn(job_worker(live.clone(), mail_wakeup, cancel.clone()));
+    // Every door is bound (the kernel queues connections from here on): ready.
+    notify(sd_notify::NotifyState::Ready);
+    let result = tokio::select! {
+        result = until_stopped(&mut servers) => result,
+        () = async {
+            stopped().await;
+            tokio::time::sleep(STOP_TIMEOUT).await;
+        } => {
+            tracing::warn!(bound = ?STOP_TIMEOUT, "stopping with work still running");
+            Ok(())
+        }
+    };
+    worker.abort();
+    result
+}
+
+/// Waits for every front door to end. One failing stops the process: a half-up server
+/// is hard to notice.
+async fn until_stopped(servers: &mut tokio::task::JoinSet<Result<()>>) -> Result<()> {
     while let Some(result) = servers.join_next().await {
         match result {
             Ok(Ok(())) => {}
@@ -149,6 +202,42 @@ async fn serve(
         }
     }
     Ok(())
+}
+
+/// Tells systemd (`Type=notify`) how the server stands; nothing without `NOTIFY_SOCKET`.
+fn notify(state: sd_notify::NotifyState) {
+    if let Err(e) = sd_notify::notify(false, &[state]) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+/// Runs the jobs `serve` runs (the mail job) through the job runner: those due, every
+/// `JOBS_TICK`, and at once when a page queued mail. The job's lock keeps it from ever
+/// running here and in `admin run-jobs` at the same time.
+async fn job_worker(live: Arc<Live>, wakeup: Arc<Notify>, cancel: crate::cancel::Cancel) {
+    let mut woken = false;
+    loop {
+        let (config, cancel) = (live.get(), cancel.clone());
+        let ran = tokio::task::spawn_blocking(move || {
+            let ctx = Context::new(config, &Caller::current_process(), None, cancel)?;
+            if woken {
+                let in_serve: Vec<_> = jobs::JOBS.iter().filter(|j| j.in_serve).collect();
+                jobs::run(&ctx, &Selection::Only(&in_serve))
+            } else {
+                jobs::run(&ctx, &Selection::DueInServe)
+            }
+        })
+        .await;
+        match ran {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "job worker: cannot run the jobs"),
+            Err(e) => tracing::error!(error = %e, "job worker failed"),
+        }
+        woken = tokio::select! {
+            () = wakeup.notified() => true,
+            () = tokio::time::sleep(JOBS_TICK) => false,
+        };
+    }
 }
 
 /// Unless `public_port` is set, the `ssh` lines tenants are shown name this server's port.
@@ -162,6 +251,8 @@ fn with_port(mut config: Config, ssh_port: Option<u16>) -> Result<Config> {
 /// Settings the running server took at start; a reload that changes them applies them
 /// only at the next start (`data_dir` not at all: the server's database stays open).
 const AT_START: &[&str] = &[
+    "serve.web",
+    "serve.ssh",
     "ssh.max_auth_attempts",
     "ssh.connections_per_minute",
     "ssh.max_sessions",
@@ -277,5 +368,32 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UNIT: &str = include_str!("../../templates/systemd/basphere.service");
+
+    fn setting(key: &str) -> &'static str {
+        UNIT.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("basphere.service has no {key}="))
+    }
+
+    #[test]
+    fn the_unit_gives_serve_its_stop_bound_and_enough_open_files() {
+        let stop = format!("{}s", STOP_TIMEOUT.as_secs() + 5);
+        assert_eq!(setting("TimeoutStopSec"), stop);
+        // What `ssh::connection_limit` needs for the default ssh.max_connections, and
+        // the web server's connections besides.
+        let files: u64 = setting("LimitNOFILE").parse().unwrap();
+        let row = crate::config::ROWS
+            .iter()
+            .find(|r| r.key == "ssh.max_connections");
+        let default: u64 = row.unwrap().default.parse().unwrap();
+        assert!(files >= 128 + 2 * default + 256, "{files}");
     }
 }

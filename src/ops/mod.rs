@@ -5,6 +5,7 @@ pub mod audit;
 pub mod forward;
 pub mod image;
 pub mod init;
+pub mod jobs;
 pub mod key;
 pub mod lock;
 pub mod quota;

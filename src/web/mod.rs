@@ -24,29 +24,26 @@ use tokio::sync::Notify;
 use crate::config::{Config, Live};
 use crate::db;
 use crate::error::{Error, Result};
-use crate::mail::{self, Mailer};
 use crate::ops::signup::{self, Form, Verified};
 use guard::{Csrf, Limiter, CSRF_COOKIE};
 
 /// The largest form body accepted; a key is at most 16 KiB and a reason 1000 characters.
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// How often the mail worker looks at the outbox when nobody wakes it.
-const MAIL_INTERVAL: Duration = Duration::from_secs(30);
-
 pub struct AppState {
     config: Arc<Live>,
     db: Mutex<Connection>,
     csrf: Csrf,
     per_ip: Limiter,
-    mail_wakeup: Notify,
+    /// Tells `serve`'s job worker that mail was queued, so it goes out at once.
+    mail_wakeup: Arc<Notify>,
     secure_cookie: bool,
 }
 
 impl AppState {
     /// The rate limit and cookie settings are those of `live` now; a reload changes what
-    /// the pages and mail see.
-    pub fn new(live: Arc<Live>) -> Result<Arc<AppState>> {
+    /// the pages and mail see. `mail_wakeup` is notified whenever a page queues mail.
+    pub fn new(live: Arc<Live>, mail_wakeup: Arc<Notify>) -> Result<Arc<AppState>> {
         let config = live.get();
         let db = db::open(&config.db_path())?;
         let csrf = Csrf::load(&config.data_dir)?;
@@ -60,7 +57,7 @@ impl AppState {
             db: Mutex::new(db),
             csrf,
             per_ip,
-            mail_wakeup: Notify::new(),
+            mail_wakeup,
         }))
     }
 
@@ -171,8 +168,7 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// ...and this long for the whole request, body included, and its answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serves until `shutdown` completes, with the mail worker running beside it. Each
-/// connection is HTTP/1.1 with a deadline for its headers and one for each request, and
+/// Serves until `shutdown` completes. Each connection is HTTP/1.1 with a deadline for its headers and one for each request, and
 /// at most `MAX_CONNECTIONS` are open: a client that trickles bytes holds nothing long.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -180,7 +176,6 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
-    let worker = tokio::spawn(mail_worker(state.clone()));
     let app = router(state);
     let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -217,7 +212,6 @@ pub async fn serve(
     }
     // Requests in flight finish, within their own deadline.
     let _ = tokio::time::timeout(REQUEST_TIMEOUT, graceful.shutdown()).await;
-    worker.abort();
     Ok(())
 }
 
@@ -226,41 +220,6 @@ async fn deadline(request: axum::extract::Request, next: axum::middleware::Next)
     match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
         Ok(response) => response,
         Err(_) => (StatusCode::REQUEST_TIMEOUT, "request timeout\n").into_response(),
-    }
-}
-
-/// Sends what the outbox holds: at start, when a handler queued mail, and every 30 s.
-/// It has its own database connection, so a slow SMTP server never holds up a page.
-async fn mail_worker(state: Arc<AppState>) {
-    let config = state.config.get();
-    let setup = tokio::task::spawn_blocking(move || db::open(&config.db_path())).await;
-    let conn = match setup {
-        Ok(Ok(conn)) => conn,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "mail worker cannot start; use `basphere mail flush`");
-            return;
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "mail worker cannot start");
-            return;
-        }
-    };
-    let conn = Arc::new(Mutex::new(conn));
-    loop {
-        // A new mailer each round, so a reloaded configuration applies to the next mail.
-        let (conn, config) = (conn.clone(), state.config.get());
-        let done = tokio::task::spawn_blocking(move || {
-            let conn = conn.lock().unwrap_or_else(|e| e.into_inner());
-            mail::flush(&conn, &Mailer::new(&config)?, false, None)
-        })
-        .await;
-        if let Ok(Err(e)) = done {
-            tracing::error!(error = %e, "mail worker: cannot read the outbox");
-        }
-        tokio::select! {
-            () = state.mail_wakeup.notified() => {}
-            () = tokio::time::sleep(MAIL_INTERVAL) => {}
-        }
     }
 }
 

@@ -7,6 +7,7 @@ mod console;
 mod e2e;
 mod help;
 mod isolation;
+mod jobs;
 mod openssh;
 mod permissions;
 mod private_files;

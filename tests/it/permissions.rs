@@ -75,6 +75,7 @@ const ROWS: &[(&str, &str, &[&str])] = &[
     ("whoami",              "Y Y Y - Y Y Y", &["whoami"]),
     // Setting the host up: administrators on the bastion and the service account.
     ("admin init",          "Y Y Y - - - -", &["admin", "init", "--database-only"]),
+    ("admin run-jobs",      "Y Y Y - - - -", &["admin", "run-jobs", "--list"]),
     // Administration: administrators, local or remote.
     ("admin user add",      "Y Y - - - Y Y", &["admin", "user", "add", "erin", "--email", "erin@example.com", "--key", "@KEY"]),
     ("admin user list",     "Y Y - - - Y Y", &["admin", "user", "list"]),
@@ -605,6 +606,7 @@ const JSON: &[(&str, &[&str])] = &[
     ("admin reject",        &["admin", "reject", "gina", "--reason", "no"]),
     ("admin signups prune", &["admin", "signups", "prune", "--older-than", "4w"]),
     ("admin mail",          &["admin", "mail", "--all"]),
+    ("admin run-jobs",      &["admin", "run-jobs", "--list"]),
     ("mail flush",          &["mail", "flush"]),
     ("config",              &["config"]),
 ];

@@ -8,6 +8,7 @@ pub mod mail;
 pub mod quota;
 pub mod reconcile;
 pub mod reject;
+pub mod run_jobs;
 pub mod signups;
 pub mod user;
 pub mod vms;
@@ -39,6 +40,7 @@ pub enum Command {
     Approve(approve::Args),
     Reject(reject::Args),
     Mail(mail::Args),
+    RunJobs(run_jobs::Args),
 }
 
 /// Administrators, on the bastion or over SSH.
@@ -48,10 +50,15 @@ pub const ALLOWED: Allowed = Allowed::ADMINS;
 /// owns the data directory.
 pub const INIT: Allowed = Allowed::LOCAL_ADMINS.and(Allowed::SERVICE);
 
+/// The periodic jobs: administrators on the bastion, and the service account the timer
+/// runs them as (like `serve`, which runs them too).
+pub const RUN_JOBS: Allowed = Allowed::LOCAL_ADMINS.and(Allowed::SERVICE);
+
 impl Run for Args {
     fn allowed(&self) -> Allowed {
         match &self.command {
             Command::Init(_) => INIT,
+            Command::RunJobs(_) => RUN_JOBS,
             _ => ALLOWED,
         }
     }
@@ -73,6 +80,7 @@ impl Run for Args {
             Command::Approve(a) => approve::exec(a, ctx, out),
             Command::Reject(a) => reject::exec(a, ctx, out),
             Command::Mail(a) => mail::exec(a, ctx, out),
+            Command::RunJobs(a) => run_jobs::exec(a, ctx, out),
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::output::{Human, Output, Report};
 libvirt, KVM, QEMU's access to the data directory, the tools basphere runs, free space, the \
 database, the modes of secrets, the OpenSSH drop-in, the SMTP relay, the mail outbox, what \
 `admin reconcile` would repair, the network pool against the host's routes, `public_host` and \
-the open-file limit. It changes nothing: the database is opened read-only and never migrated, \
+the open-file limit. It changes nothing: the database is opened to read only and never migrated, \
 and libvirt, the SMTP relay and DNS each get a few seconds to answer.",
     after_help = "Each line: ok, warn, fail or skip (not run: something it needs failed), the \
 check, what it found; under a warning or failure, the fix.\n\nExit status: 0 all ok, 1 warnings, \

@@ -502,13 +502,13 @@ impl Probe {
         match crate::ops::quota::free_space(dir) {
             Ok(free) if free >= floor.bytes() => ok(
                 "free-space",
-                format!("{} free in `{}` (storage.min_free {floor})", Size::from_bytes(free), dir.display()),
+                format!("{} free in `{}` (storage.min_free {floor})", shown_free(free), dir.display()),
             ),
             Ok(free) => fail(
                 "free-space",
                 format!(
                     "{} free in `{}`, below storage.min_free ({floor}): creates and snapshots are refused",
-                    Size::from_bytes(free),
+                    shown_free(free),
                     dir.display()
                 ),
                 "free space (old snapshots: `basphere admin prune`; unused images) or lower `storage.min_free`",
@@ -849,6 +849,14 @@ impl Probe {
             )
         }
     }
+}
+
+/// Free space as people read it: whole GiB (or MiB below one GiB), rounded down.
+fn shown_free(bytes: u64) -> Size {
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+    let unit = if bytes >= GIB { GIB } else { MIB };
+    Size::from_bytes(bytes / unit * unit)
 }
 
 /// Why a check that reads the database did not run.

@@ -142,6 +142,7 @@ const NEED_CONFIG: &[&str] = &[
     "sshd",
     "smtp",
     "outbox",
+    "jobs",
     "drift",
     "routes",
     "public-host",
@@ -337,6 +338,7 @@ impl Probe {
             self.sshd(),
             self.smtp(),
             self.outbox(),
+            self.jobs(),
             self.drift(),
             self.routes(),
             self.public_host(),
@@ -442,21 +444,10 @@ impl Probe {
         }
     }
 
-    /// The account QEMU runs as: qemu.conf's `user`, else Debian's default.
-    fn qemu_user() -> String {
-        let text = fs::read_to_string(QEMU_CONF).unwrap_or_default();
-        text.lines()
-            .filter_map(|line| line.trim().strip_prefix("user"))
-            .filter_map(|rest| rest.trim_start().strip_prefix('='))
-            .map(|value| value.trim().trim_matches('"').to_owned())
-            .next_back()
-            .unwrap_or_else(|| DEFAULT_QEMU_USER.to_owned())
-    }
-
     /// Every directory on the way to disks, seeds and images must let QEMU's account
     /// through: libvirt hands it the files, not the path to them.
     fn qemu_access(&self) -> Check {
-        let user = Probe::qemu_user();
+        let user = qemu_user(&fs::read_to_string(QEMU_CONF).unwrap_or_default());
         let Some(qemu) = Account::named(&user) else {
             return skip(
                 "qemu-access",
@@ -714,6 +705,16 @@ impl Probe {
         }
     }
 
+    fn jobs(&self) -> Check {
+        let Some(db) = self.db() else {
+            return skip("jobs", NO_DATABASE);
+        };
+        match db::jobs::list(db) {
+            Ok(jobs) => jobs_finding(&jobs),
+            Err(e) => fail("jobs", e.to_string(), "check the database"),
+        }
+    }
+
     /// What `admin reconcile` would repair. Its plan tries the lock of each VM, which
     /// makes a missing lock file; made by another account, that file would lock the
     /// service account out, so only the data directory's owner looks.
@@ -859,6 +860,43 @@ fn shown_free(bytes: u64) -> Size {
     Size::from_bytes(bytes / unit * unit)
 }
 
+/// The periodic jobs: when each last succeeded, and those failing since.
+fn jobs_finding(jobs: &[db::jobs::Job]) -> Check {
+    let name = "jobs";
+    if jobs.is_empty() {
+        return ok(name, "no job has run yet");
+    }
+    let last = |job: &db::jobs::Job| match job.last_success {
+        Some(at) => format!("last success {}", crate::output::timestamp(at)),
+        None => "never succeeded".to_owned(),
+    };
+    let failing: Vec<String> = jobs
+        .iter()
+        .filter(|j| j.consecutive_failures > 0)
+        .map(|j| {
+            let error = j.last_error.as_deref().unwrap_or("no error recorded");
+            format!(
+                "`{}` failed {} time(s) in a row, {} ({error})",
+                j.name,
+                j.consecutive_failures,
+                last(j)
+            )
+        })
+        .collect();
+    if failing.is_empty() {
+        let each: Vec<String> = jobs
+            .iter()
+            .map(|j| format!("{}: {}", j.name, last(j)))
+            .collect();
+        return ok(name, each.join("; "));
+    }
+    warn(
+        name,
+        failing.join("; "),
+        "fix what the error names; the next run of the job records its success",
+    )
+}
+
 /// Why a check that reads the database did not run.
 const NO_DATABASE: &str = "no sound database at this basphere's schema (see `database`)";
 
@@ -905,10 +943,30 @@ fn examine_database(path: &Path) -> (Option<Connection>, Check) {
     (sound.then_some(conn), finding)
 }
 
+/// The account QEMU runs as, from qemu.conf's text: its last `user = "..."` line (a
+/// commented one does not count), else Debian's default.
+fn qemu_user(conf: &str) -> String {
+    conf.lines()
+        .filter_map(|line| line.trim().strip_prefix("user"))
+        .filter_map(|rest| rest.trim_start().strip_prefix('='))
+        .map(|value| {
+            value
+                .split('#')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_matches('"')
+                .to_owned()
+        })
+        .filter(|user| !user.is_empty())
+        .next_back()
+        .unwrap_or_else(|| DEFAULT_QEMU_USER.to_owned())
+}
+
 /// Every tool on PATH (or, for those libvirt runs, in the sbin directories).
 fn tools() -> Check {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    let dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
     let sbin = ["/usr/sbin", "/sbin"].map(PathBuf::from);
     let missing: Vec<(&str, &str)> = TOOLS
         .iter()
@@ -921,7 +979,6 @@ fn tools() -> Check {
         })
         .map(|(tool, package, _)| (*tool, *package))
         .collect();
-    dirs.clear();
     if missing.is_empty() {
         let names: Vec<&str> = TOOLS.iter().map(|t| t.0).collect();
         return ok("tools", names.join(", "));
@@ -1023,6 +1080,47 @@ mod tests {
             net(100, 0, 0, 16),
             (Ipv4Addr::new(192, 0, 2, 0), 24)
         ));
+    }
+
+    #[test]
+    fn qemu_user_is_the_last_uncommented_user_line() {
+        assert_eq!(qemu_user(""), "libvirt-qemu");
+        assert_eq!(
+            qemu_user("#user = \"root\"\ngroup = \"kvm\"\n"),
+            "libvirt-qemu"
+        );
+        assert_eq!(qemu_user("user = \"root\"\n"), "root");
+        assert_eq!(qemu_user("user=\"a\"\n  user = \"qemu\" # ours\n"), "qemu");
+        assert_eq!(qemu_user("username = \"x\"\n"), "libvirt-qemu");
+    }
+
+    #[test]
+    fn a_job_failing_since_its_last_success_warns() {
+        let job = |name: &str, failures, error: Option<&str>| db::jobs::Job {
+            name: name.into(),
+            last_start: Some(200),
+            last_end: Some(201),
+            last_success: Some(100),
+            last_error: error.map(str::to_owned),
+            last_duration_ms: Some(5),
+            runs: 3,
+            consecutive_failures: failures,
+        };
+        assert_eq!(jobs_finding(&[]).status, Status::Ok);
+        let fine = jobs_finding(&[job("prune", 0, None)]);
+        assert_eq!(fine.status, Status::Ok);
+        assert!(
+            fine.detail.starts_with("prune: last success 1970-01-01"),
+            "{fine:?}"
+        );
+        let failing = jobs_finding(&[job("mail", 2, Some("relay down")), job("prune", 0, None)]);
+        assert_eq!(failing.status, Status::Warn);
+        assert!(
+            failing.detail.contains("`mail` failed 2 time(s) in a row"),
+            "{failing:?}"
+        );
+        assert!(failing.detail.contains("relay down"));
+        assert!(!failing.detail.contains("prune"));
     }
 
     #[test]

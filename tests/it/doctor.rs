@@ -563,7 +563,12 @@ fn a_corrupt_database_page_fails_integrity_check() {
     assert_changed(
         &before,
         &after,
-        &[("database", "fail"), ("outbox", "skip"), ("drift", "skip")],
+        &[
+            ("database", "fail"),
+            ("outbox", "skip"),
+            ("jobs", "skip"),
+            ("drift", "skip"),
+        ],
     );
     assert_fix(&after, "database", "restore");
 }
@@ -587,7 +592,12 @@ fn a_newer_schema_fails_and_an_older_one_warns_without_being_migrated() {
     assert_changed(
         &before,
         &after,
-        &[("database", "fail"), ("outbox", "skip"), ("drift", "skip")],
+        &[
+            ("database", "fail"),
+            ("outbox", "skip"),
+            ("jobs", "skip"),
+            ("drift", "skip"),
+        ],
     );
     assert!(after.get("database").detail.contains("downgraded"));
 
@@ -601,7 +611,12 @@ fn a_newer_schema_fails_and_an_older_one_warns_without_being_migrated() {
     assert_changed(
         &before,
         &after,
-        &[("database", "warn"), ("outbox", "skip"), ("drift", "skip")],
+        &[
+            ("database", "warn"),
+            ("outbox", "skip"),
+            ("jobs", "skip"),
+            ("drift", "skip"),
+        ],
     );
     assert_fix(&after, "database", "basphere admin reconcile --dry-run");
     assert_eq!(schema(&case.db()), older, "doctor migrated the database");
@@ -626,6 +641,7 @@ fn a_database_others_may_read_or_root_owns_fails() {
             ("database", "fail"),
             ("database-mode", "fail"),
             ("outbox", "skip"),
+            ("jobs", "skip"),
             ("drift", "skip"),
         ],
     );
@@ -748,6 +764,28 @@ fn old_mail_in_the_outbox_warns() {
     assert!(outbox.detail.starts_with("1 queued"), "{outbox:?}");
     assert!(outbox.detail.contains("connection refused"), "{outbox:?}");
     assert_fix(&after, "outbox", "basphere mail flush --now");
+}
+
+#[test]
+fn a_job_failing_since_its_last_success_warns() {
+    let Some((before, after)) = broken(|case| {
+        let conn = rusqlite::Connection::open(case.db()).unwrap();
+        conn.execute(
+            "INSERT INTO jobs (name, last_start, last_end, last_success, last_error, runs, consecutive_failures)
+             VALUES ('prune', 200, 201, 100, 'libvirt is down', 4, 3)",
+            [],
+        )
+        .unwrap();
+    }) else {
+        return;
+    };
+    assert_changed(&before, &after, &[("jobs", "warn")]);
+    let jobs = after.get("jobs");
+    assert!(
+        jobs.detail.contains("`prune` failed 3 time(s) in a row"),
+        "{jobs:?}"
+    );
+    assert!(jobs.detail.contains("libvirt is down"), "{jobs:?}");
 }
 
 #[test]

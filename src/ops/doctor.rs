@@ -958,8 +958,7 @@ fn qemu_user(conf: &str) -> String {
                 .trim_matches('"')
                 .to_owned()
         })
-        .filter(|user| !user.is_empty())
-        .next_back()
+        .rfind(|user| !user.is_empty())
         .unwrap_or_else(|| DEFAULT_QEMU_USER.to_owned())
 }
 

@@ -296,6 +296,18 @@ impl Context {
         Ok(ctx)
     }
 
+    /// This context with its database and libvirt connection already open, where given:
+    /// `doctor` opens the database read-only and libvirt within a time limit.
+    pub fn with_handles(self, db: Option<Connection>, hypervisor: Option<Hypervisor>) -> Context {
+        if let Some(db) = db {
+            let _ = self.db.set(db);
+        }
+        if let Some(hv) = hypervisor {
+            let _ = self.hypervisor.set(hv);
+        }
+        self
+    }
+
     /// The database, opened on first use. It must exist: only `admin init` makes one.
     pub fn db(&self) -> Result<&Connection> {
         if let Some(db) = self.db.get() {

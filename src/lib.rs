@@ -147,7 +147,15 @@ pub fn main() -> i32 {
     let code = match parse(std::env::args_os().collect(), &mut io) {
         Ok((cli, name)) => {
             // A local command reads the configuration once, with its own flags on top.
-            let config = Config::load(&cli.global.overrides(), &env).map(Arc::new);
+            let flags = cli.global.overrides();
+            let config = match Config::load(&flags, &env) {
+                // `doctor` reports a configuration that does not load as its first finding.
+                Err(_) if matches!(cli.command, cli::Command::Doctor(_)) => {
+                    Ok(Config::unloaded(&flags, &env))
+                }
+                loaded => loaded,
+            }
+            .map(Arc::new);
             run(
                 cli,
                 &name,

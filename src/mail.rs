@@ -154,6 +154,19 @@ impl Mailer {
         Ok(Mailer { transport, from })
     }
 
+    /// Whether the relay answers: connects, greets it (EHLO, STARTTLS and login as
+    /// configured) and quits, within the SMTP timeout. The spool always answers.
+    pub fn test_connection(&self) -> std::result::Result<(), String> {
+        match &self.transport {
+            Transport::Smtp { smtp, .. } => match smtp.test_connection() {
+                Ok(true) => Ok(()),
+                Ok(false) => Err("the relay did not accept the connection".to_owned()),
+                Err(e) => Err(error_chain(&e)),
+            },
+            Transport::Spool(_) => Ok(()),
+        }
+    }
+
     pub fn destination(&self) -> Destination {
         match &self.transport {
             Transport::Smtp { relay, .. } => Destination::Smtp(relay.clone()),

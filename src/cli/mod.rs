@@ -7,6 +7,7 @@ pub mod completions;
 pub mod config;
 pub mod console;
 pub mod create_vm;
+pub mod doctor;
 pub mod images;
 pub mod input;
 pub mod key;
@@ -146,6 +147,7 @@ pub enum Command {
     Shell(shell::Args),
     AuthKeys(auth_keys::Args),
     SshdConfig(sshd_config::Args),
+    Doctor(doctor::Args),
 }
 
 impl Command {
@@ -167,6 +169,7 @@ impl Command {
             Command::Shell(a) => a,
             Command::AuthKeys(a) => a,
             Command::SshdConfig(a) => a,
+            Command::Doctor(a) => a,
         }
     }
 }
@@ -189,6 +192,7 @@ pub const OFFERED: &[(&str, Allowed)] = &[
     ("shell", shell::ALLOWED),
     ("auth-keys", auth_keys::ALLOWED),
     ("sshd-config", sshd_config::ALLOWED),
+    ("doctor", doctor::ALLOWED),
 ];
 
 /// The commands `role` may run, with their one-line help, in the order of `--help`.

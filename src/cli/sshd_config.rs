@@ -12,6 +12,10 @@ use crate::output::{Output, Report};
 )]
 pub struct Args {}
 
+/// Where the host's OpenSSH reads basphere's lines from (Debian's sshd_config includes
+/// `sshd_config.d/*.conf`).
+pub const DROP_IN: &str = "/etc/ssh/sshd_config.d/basphere.conf";
+
 /// The `Match` block for the service account, with `command` (the program and its
 /// arguments before `%u %t %k`) as the AuthorizedKeysCommand.
 pub fn snippet(command: &str, service_user: &str) -> String {

@@ -123,15 +123,21 @@ fn flatten<'a>(
     Ok(())
 }
 
+/// The file to read: `--config`, else `BASPHERE_CONFIG`, else the default; and whether
+/// it was named (a named file must exist).
+fn file_to_read(flags: &Overrides, env: &BTreeMap<String, String>) -> (PathBuf, bool) {
+    match (&flags.file, env.get("BASPHERE_CONFIG")) {
+        (Some(p), _) => (p.clone(), true),
+        (None, Some(p)) if !p.is_empty() => (PathBuf::from(p), true),
+        _ => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+    }
+}
+
 impl Config {
     /// Loads the configuration from `env` (a snapshot of the process environment).
     pub fn load(flags: &Overrides, env: &BTreeMap<String, String>) -> Result<Config> {
         let mut config = Config::defaults();
-        let (path, explicit) = match (&flags.file, env.get("BASPHERE_CONFIG")) {
-            (Some(p), _) => (p.clone(), true),
-            (None, Some(p)) if !p.is_empty() => (PathBuf::from(p), true),
-            _ => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
-        };
+        let (path, explicit) = file_to_read(flags, env);
         match std::fs::read_to_string(&path) {
             Ok(text) => {
                 let at = |e: String| Error::Config(format!("{}: {e}", path.display()));
@@ -165,6 +171,17 @@ impl Config {
         config.check()?;
         config.flags = flags.clone();
         Ok(config)
+    }
+
+    /// Every setting at its default, remembering `flags` so that [`Config::reload`] reads
+    /// the same sources again, and naming as `file` the one it would read: what `doctor`
+    /// runs with when the configuration does not load, so that it can report why.
+    pub fn unloaded(flags: &Overrides, env: &BTreeMap<String, String>) -> Config {
+        Config {
+            file: Some(file_to_read(flags, env).0),
+            flags: flags.clone(),
+            ..Config::defaults()
+        }
     }
 
     /// The configuration read again, from the same flags and this process's environment.

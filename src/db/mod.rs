@@ -60,6 +60,35 @@ pub fn open(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
+/// The schema version this basphere writes: the number of its migrations.
+pub fn latest_version() -> usize {
+    MIGRATIONS.len()
+}
+
+/// Opens the database at `path` whatever its schema version, to read only and migrate
+/// nothing: for looking at an installation without changing it. SQLite refuses every
+/// write through it (`query_only`). It is opened read-write where the caller may, all
+/// the same, because SQLite removes the WAL files when the last such connection closes;
+/// a connection opened read-only leaves them behind.
+pub fn open_unmigrated(path: &Path) -> Result<Connection> {
+    if !path.exists() {
+        return Err(Error::NoDatabase {
+            dir: path.parent().unwrap_or(path).to_owned(),
+        });
+    }
+    let read_write = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = match connect(path, read_write) {
+        Ok(conn) => conn,
+        Err(_) => connect(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?,
+    };
+    conn.pragma_update(None, "query_only", true)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
+}
+
 /// Creates the database at `path` (its directory must exist), readable by its owner
 /// only, and applies every migration; the first makes the installation id. Returns the
 /// connection, and whether the database is new: an existing one is only migrated.

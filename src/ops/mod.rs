@@ -2,6 +2,7 @@
 //! ownership themselves, write the audit log, and return values; they never print.
 
 pub mod audit;
+pub mod doctor;
 pub mod forward;
 pub mod image;
 pub mod init;

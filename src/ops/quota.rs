@@ -93,14 +93,7 @@ pub fn check(limits: &Limits, usage: &Usage, req: &Request) -> Result<()> {
 /// Refuses to write anything new (a VM's disk, a snapshot) to the data directory while
 /// its free space is below `storage.min_free`: a full disk pauses every guest on it.
 pub fn ensure_free_space(config: &Config) -> Result<()> {
-    let dir = &config.data_dir;
-    let stat = nix::sys::statvfs::statvfs(dir.as_path()).map_err(|e| {
-        Error::io(
-            format!("cannot read the free space of `{}`", dir.display()),
-            e.into(),
-        )
-    })?;
-    let free = stat.blocks_available().saturating_mul(stat.fragment_size());
+    let free = free_space(&config.data_dir)?;
     let floor = config.storage_min_free;
     if free < floor.bytes() {
         return Err(Error::conflict(
@@ -112,6 +105,17 @@ pub fn ensure_free_space(config: &Config) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The bytes an unprivileged writer may still use on the file system of `dir`.
+pub fn free_space(dir: &std::path::Path) -> Result<u64> {
+    let stat = nix::sys::statvfs::statvfs(dir).map_err(|e| {
+        Error::io(
+            format!("cannot read the free space of `{}`", dir.display()),
+            e.into(),
+        )
+    })?;
+    Ok(stat.blocks_available().saturating_mul(stat.fragment_size()))
 }
 
 pub fn show(ctx: &Context, user: &str) -> Result<Standing> {

@@ -746,6 +746,12 @@ fn apply(ctx: &Context, repair: &Repair) -> Result<()> {
     Ok(())
 }
 
+/// What `admin reconcile` would repair now, changing nothing but lock files, and taking
+/// no lock that could make it wait (for `doctor`).
+pub fn drift(ctx: &Context) -> Result<Vec<Repair>> {
+    Ok(plan(ctx)?.repairs)
+}
+
 /// Plans the repairs and, unless `dry_run`, applies them: a plan that needs `--force`
 /// only with `force`.
 pub fn reconcile(ctx: &Context, dry_run: bool, force: bool) -> Result<Reconciled> {

@@ -121,7 +121,7 @@ fn connection_limit(max: u32) -> u32 {
         Ok(()) => hard,
         Err(_) => soft,
     };
-    let room = u32::try_from(soft.saturating_sub(128) / 2).unwrap_or(u32::MAX);
+    let room = connections_within(soft);
     if room < max {
         tracing::warn!(
             max,
@@ -130,6 +130,12 @@ fn connection_limit(max: u32) -> u32 {
         );
     }
     max.min(room).max(1)
+}
+
+/// How many connections an open-file limit of `files` holds: two descriptors each, and
+/// 128 for the database, the web server and libvirt.
+pub fn connections_within(files: u64) -> u32 {
+    u32::try_from(files.saturating_sub(128) / 2).unwrap_or(u32::MAX)
 }
 
 /// Where the host key lives.

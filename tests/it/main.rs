@@ -4,6 +4,7 @@ mod fixtures;
 
 mod cli;
 mod console;
+mod doctor;
 mod e2e;
 mod help;
 mod isolation;

@@ -710,7 +710,7 @@ impl Probe {
             return skip("jobs", NO_DATABASE);
         };
         match db::jobs::list(db) {
-            Ok(jobs) => jobs_finding(&jobs),
+            Ok(jobs) => jobs_finding(&jobs, crate::hooks::now()),
             Err(e) => fail("jobs", e.to_string(), "check the database"),
         }
     }
@@ -860,41 +860,55 @@ fn shown_free(bytes: u64) -> Size {
     Size::from_bytes(bytes / unit * unit)
 }
 
-/// The periodic jobs: when each last succeeded, and those failing since.
-fn jobs_finding(jobs: &[db::jobs::Job]) -> Check {
+/// A job is stale when it has not succeeded for three of its intervals and five minutes:
+/// a tick or two may be missed (a reboot, a long prune) without a warning.
+fn stale_after(job: &crate::ops::jobs::Job) -> i64 {
+    3 * job.every + 300
+}
+
+/// The periodic jobs of the runner: each has run, succeeded within its staleness bound,
+/// and is not failing since.
+fn jobs_finding(jobs: &[db::jobs::Job], now: i64) -> Check {
     let name = "jobs";
-    if jobs.is_empty() {
-        return ok(name, "no job has run yet");
-    }
     let last = |job: &db::jobs::Job| match job.last_success {
         Some(at) => format!("last success {}", crate::output::timestamp(at)),
         None => "never succeeded".to_owned(),
     };
-    let failing: Vec<String> = jobs
-        .iter()
-        .filter(|j| j.consecutive_failures > 0)
-        .map(|j| {
-            let error = j.last_error.as_deref().unwrap_or("no error recorded");
-            format!(
-                "`{}` failed {} time(s) in a row, {} ({error})",
-                j.name,
-                j.consecutive_failures,
-                last(j)
-            )
-        })
-        .collect();
-    if failing.is_empty() {
-        let each: Vec<String> = jobs
-            .iter()
-            .map(|j| format!("{}: {}", j.name, last(j)))
-            .collect();
-        return ok(name, each.join("; "));
+    let (mut failing, mut stale, mut fine) = (Vec::new(), Vec::new(), Vec::new());
+    for spec in crate::ops::jobs::JOBS {
+        match jobs.iter().find(|j| j.name == spec.name) {
+            None => stale.push(format!("`{}` never ran", spec.name)),
+            Some(j) if j.consecutive_failures > 0 => {
+                let error = j.last_error.as_deref().unwrap_or("no error recorded");
+                failing.push(format!(
+                    "`{}` failed {} time(s) in a row, {} ({error})",
+                    j.name,
+                    j.consecutive_failures,
+                    last(j)
+                ));
+            }
+            Some(j) if j.last_success.is_none_or(|at| now - at > stale_after(spec)) => {
+                stale.push(format!("`{}`: {}", j.name, last(j)));
+            }
+            Some(j) => fine.push(format!("{}: {}", j.name, last(j))),
+        }
     }
-    warn(
-        name,
-        failing.join("; "),
-        "fix what the error names; the next run of the job records its success",
-    )
+    if !failing.is_empty() {
+        failing.extend(stale);
+        return warn(
+            name,
+            failing.join("; "),
+            "fix what the error names; the next run of the job records its success",
+        );
+    }
+    if !stale.is_empty() {
+        return warn(
+            name,
+            stale.join("; "),
+            "the timer runs them: `systemctl enable --now basphere-jobs.timer` (or run `basphere admin run-jobs`)",
+        );
+    }
+    ok(name, fine.join("; "))
 }
 
 /// Why a check that reads the database did not run.
@@ -1094,25 +1108,53 @@ mod tests {
     }
 
     #[test]
-    fn a_job_failing_since_its_last_success_warns() {
-        let job = |name: &str, failures, error: Option<&str>| db::jobs::Job {
+    fn every_job_must_have_succeeded_lately_and_not_be_failing() {
+        let job = |name: &str, success, failures, error: Option<&str>| db::jobs::Job {
             name: name.into(),
-            last_start: Some(200),
-            last_end: Some(201),
-            last_success: Some(100),
+            last_start: Some(10_000),
+            last_end: Some(10_001),
+            last_success: success,
             last_error: error.map(str::to_owned),
             last_duration_ms: Some(5),
             runs: 3,
             consecutive_failures: failures,
         };
-        assert_eq!(jobs_finding(&[]).status, Status::Ok);
-        let fine = jobs_finding(&[job("prune", 0, None)]);
-        assert_eq!(fine.status, Status::Ok);
+        let now = 10_060;
+        let all = |mail: db::jobs::Job| {
+            let others = crate::ops::jobs::JOBS.iter().filter(|j| j.name != "mail");
+            let mut rows: Vec<_> = others.map(|j| job(j.name, Some(10_000), 0, None)).collect();
+            rows.push(mail);
+            rows
+        };
+        let none = jobs_finding(&[], now);
+        assert_eq!(none.status, Status::Warn);
+        assert!(none.detail.contains("`mail` never ran"), "{none:?}");
         assert!(
-            fine.detail.starts_with("prune: last success 1970-01-01"),
+            none.fix
+                .as_deref()
+                .unwrap_or("")
+                .contains("basphere-jobs.timer"),
+            "{none:?}"
+        );
+
+        let fine = jobs_finding(&all(job("mail", Some(10_000), 0, None)), now);
+        assert_eq!(fine.status, Status::Ok, "{fine:?}");
+        assert!(
+            fine.detail.contains("mail: last success 1970-01-01"),
             "{fine:?}"
         );
-        let failing = jobs_finding(&[job("mail", 2, Some("relay down")), job("prune", 0, None)]);
+
+        // Mail runs every minute: no success for 3 minutes and 5 is stale, 8 is not yet.
+        let stale = jobs_finding(&all(job("mail", Some(now - 481), 0, None)), now);
+        assert_eq!(stale.status, Status::Warn);
+        assert!(
+            stale.detail.starts_with("`mail`: last success"),
+            "{stale:?}"
+        );
+        let late = jobs_finding(&all(job("mail", Some(now - 479), 0, None)), now);
+        assert_eq!(late.status, Status::Ok, "{late:?}");
+
+        let failing = jobs_finding(&all(job("mail", Some(100), 2, Some("relay down"))), now);
         assert_eq!(failing.status, Status::Warn);
         assert!(
             failing.detail.contains("`mail` failed 2 time(s) in a row"),

@@ -108,6 +108,8 @@ impl Case {
         bsp.set_env("BASPHERE_VIRT_TYPE", "auto");
         bsp.set_env("BASPHERE_PUBLIC_HOST", "localhost");
         let drop_in = bsp.run(&["sshd-config"]).success().stdout;
+        // Every job has run, as the timer makes sure of.
+        bsp.run(&["admin", "run-jobs"]).success();
         chown_tree(bsp.dir.path(), SERVICE);
         chmod(bsp.dir.path(), 0o711);
         let kvm = has_kvm().then(|| (0o660, SERVICE.to_owned()));
@@ -786,6 +788,27 @@ fn a_job_failing_since_its_last_success_warns() {
         "{jobs:?}"
     );
     assert!(jobs.detail.contains("libvirt is down"), "{jobs:?}");
+}
+
+#[test]
+fn a_job_that_has_not_run_for_three_intervals_is_stale() {
+    let Some((before, after)) = broken(|case| {
+        let conn = rusqlite::Connection::open(case.db()).unwrap();
+        conn.execute(
+            "UPDATE jobs SET last_success = last_success - 3 * 3600 - 301 WHERE name = 'prune'",
+            [],
+        )
+        .unwrap();
+        conn.execute("DELETE FROM jobs WHERE name = 'reconcile'", [])
+            .unwrap();
+    }) else {
+        return;
+    };
+    assert_changed(&before, &after, &[("jobs", "warn")]);
+    let jobs = after.get("jobs");
+    assert!(jobs.detail.contains("`prune`: last success"), "{jobs:?}");
+    assert!(jobs.detail.contains("`reconcile` never ran"), "{jobs:?}");
+    assert_fix(&after, "jobs", "systemctl enable --now basphere-jobs.timer");
 }
 
 #[test]

@@ -147,7 +147,9 @@ pub fn main() -> i32 {
     let code = match parse(std::env::args_os().collect(), &mut io) {
         Ok((cli, name)) => {
             // A local command reads the configuration once, with its own flags on top.
-            let config = Config::load(&cli.global.overrides(), &env).map(Arc::new);
+            let mut flags = cli.global.overrides();
+            flags.may_be_missing = cli.command.writes_config();
+            let config = Config::load(&flags, &env).map(Arc::new);
             run(
                 cli,
                 &name,

@@ -60,6 +60,9 @@ pub struct Overrides {
     pub file: Option<PathBuf>,
     /// `(key, text)`, e.g. `("virt_type", "kvm")` for `--virt-type kvm`.
     pub keys: Vec<(&'static str, String)>,
+    /// A file named by `--config` or `BASPHERE_CONFIG` may be missing: `admin init`
+    /// is about to write it.
+    pub may_be_missing: bool,
 }
 
 /// The configuration a server runs with: each command takes the one in force when it
@@ -132,6 +135,7 @@ impl Config {
             (None, Some(p)) if !p.is_empty() => (PathBuf::from(p), true),
             _ => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
         };
+        config.path = path.clone();
         match std::fs::read_to_string(&path) {
             Ok(text) => {
                 let at = |e: String| Error::Config(format!("{}: {e}", path.display()));
@@ -145,7 +149,9 @@ impl Config {
                 }
                 config.file = Some(path);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && (!explicit || flags.may_be_missing) => {}
             Err(e) => {
                 let path = path.display();
                 return Err(Error::Config(format!("cannot read `{path}`: {e}")));
@@ -428,6 +434,7 @@ mod tests {
             let flags = Overrides {
                 file: None,
                 keys: vec![(key, String::new())],
+                ..Overrides::default()
             };
             let e = Config::load(&flags, &env).unwrap_err();
             assert!(e.to_string().contains(&format!("{key} is empty")), "{e}");
@@ -448,6 +455,7 @@ mod tests {
         let flags = Overrides {
             file: Some(file),
             keys: vec![("virt_type", "kvm".into())],
+            ..Overrides::default()
         };
         let env = BTreeMap::from([("BASPHERE_SSH_IDLE_TIMEOUT".to_owned(), "never".to_owned())]);
         let parent = Config::load(&flags, &env).unwrap();
@@ -588,6 +596,7 @@ mod prop {
                 let overrides = Overrides {
                     file: Some(path.clone()),
                     keys: flags,
+                    ..Overrides::default()
                 };
                 let env = env.into_iter().map(|(k, v)| {
                     let name = row(k).map_or("BASPHERE_NOPE".to_owned(), Row::env_name);

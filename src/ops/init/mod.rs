@@ -354,6 +354,20 @@ fn run_steps(
     resuming: bool,
     outcome: &mut Outcome,
 ) -> Result<()> {
+    // First, as what most often fails for reasons of the host's own (`sshd -t`); sshd
+    // reads it only once reloaded, at the end.
+    let drop_in_changed = changed(outcome, &setup.drop_in_path.display().to_string());
+    if drop_in_changed || host::drop_in_unchecked(&setup.drop_in_path) {
+        host::install_drop_in(&setup.drop_in_path, setup.drop_in.as_deref())?;
+        let what = match setup.drop_in {
+            Some(_) => "wrote",
+            None => "removed",
+        };
+        outcome.done.push(format!(
+            "{what} {} (`sshd -t` accepts it)",
+            setup.drop_in_path.display()
+        ));
+    }
     let old = file_settings(&setup.config_path)?;
     let new = wanted_settings(ctx, &old, answers);
     if old != new || !setup.config_path.exists() {
@@ -416,18 +430,6 @@ fn run_steps(
         }
     }
     crate::hooks::crash_point("init-image-added");
-    let drop_in_changed = changed(outcome, &setup.drop_in_path.display().to_string());
-    if drop_in_changed || host::drop_in_unchecked(&setup.drop_in_path) {
-        host::install_drop_in(&setup.drop_in_path, setup.drop_in.as_deref())?;
-        let what = match setup.drop_in {
-            Some(_) => "wrote",
-            None => "removed",
-        };
-        outcome.done.push(format!(
-            "{what} {} (`sshd -t` accepts it)",
-            setup.drop_in_path.display()
-        ));
-    }
     if drop_in_changed || (resuming && setup.drop_in.is_some()) {
         outcome.done.push(host::reload_sshd()?);
     }

@@ -6,6 +6,7 @@ mod cli;
 mod console;
 mod e2e;
 mod help;
+mod init;
 mod isolation;
 mod openssh;
 mod permissions;

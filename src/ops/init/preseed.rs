@@ -283,7 +283,11 @@ fn image(answer: &ImageAnswer) -> Result<Image> {
             answer.file.display()
         )));
     }
-    let info = crate::ops::image::check_file(&answer.file)?;
+    // A file that is not there is a wrong answer like any other.
+    let info = crate::ops::image::check_file(&answer.file).map_err(|e| match e {
+        Error::Io { .. } => Error::invalid(format!("image.file: {e}")),
+        e => e,
+    })?;
     Ok(Image {
         name,
         file: answer.file.clone(),

@@ -147,7 +147,7 @@ pub fn make_admin(ctx: &Context, id: &UserId, email: &str, key: &PublicKey) -> R
             return Err(Error::not_found("user", id.as_str()));
         }
         let held = db::users::key_by_fingerprint(tx, &key.fingerprint)?;
-        if !held.is_some_and(|k| k.user_id == id.as_str()) {
+        if held.is_none_or(|k| k.user_id != id.as_str()) {
             claim_key(tx, key)?;
             let new = NewKey {
                 fingerprint: &key.fingerprint,

@@ -468,3 +468,51 @@ fn the_openssh_door_writes_a_drop_in_that_sshd_accepts_and_puts_back_one_it_refu
     // The host's own directory was never touched.
     assert!(!Path::new("/etc/ssh/sshd_config.d/00-broken.conf").exists());
 }
+
+/// `unix_user` joins the administrators' group, in a private copy of /etc (`usermod`
+/// writes /etc/group and /etc/gshadow); a second run finds it a member already.
+#[test]
+fn a_unix_account_joins_the_administrators_group() {
+    let host = Host::new();
+    let preseed = host
+        .embedded(2222)
+        .replace("[image]", "unix_user = \"carol\"\n[image]");
+    let path = host.write_preseed(&preseed);
+    let out = host.bsp.dir.path();
+    let script = format!(
+        "P={preseed}; O={out}\n\
+         cp -a /etc $O/etc && mount --bind $O/etc /etc\n\
+         (getent group basphere-admin || groupadd basphere-admin) && useradd -M carol\n\
+         $B admin init --preseed $P > $O/first.out 2>&1\n\
+         id -nG carol > $O/groups\n\
+         $B admin init --preseed $P > $O/second.out 2>&1\n",
+        preseed = path.display(),
+        out = out.display(),
+    );
+    let groups = std::fs::read_to_string("/etc/group").unwrap();
+    let (ok, text) = in_private_namespaces(&host, &script);
+    let read = |name: &str| std::fs::read_to_string(out.join(name)).unwrap_or_default();
+    assert!(ok, "{text}{}", read("first.out"));
+    assert_eq!(std::fs::read_to_string("/etc/group").unwrap(), groups);
+    let first = read("first.out");
+    assert!(
+        first.contains("group basphere-admin: (none) → +carol"),
+        "{first}"
+    );
+    assert!(
+        first.contains("added the Unix account carol to the group basphere-admin"),
+        "{first}"
+    );
+    assert_eq!(
+        read("groups").split_whitespace().last(),
+        Some("basphere-admin")
+    );
+    assert!(
+        read("second.out").contains("nothing changed"),
+        "{}",
+        read("second.out")
+    );
+    assert!(nix::unistd::Group::from_name("basphere-admin")
+        .unwrap()
+        .is_none());
+}

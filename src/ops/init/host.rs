@@ -107,9 +107,9 @@ fn previous_path(drop_in: &Path) -> PathBuf {
     PathBuf::from(path)
 }
 
-/// Puts `contents` (or nothing, to remove it) at `drop_in`, checks sshd's whole
-/// configuration with `sshd -t`, and puts the previous drop-in back if the check fails.
-pub fn install_drop_in(drop_in: &Path, contents: Option<&str>) -> Result<()> {
+/// Puts `contents` at `drop_in`, checks sshd's whole configuration with `sshd -t`, and
+/// puts the previous drop-in back (or none, if there was none) when the check fails.
+pub fn install_drop_in(drop_in: &Path, contents: &str) -> Result<()> {
     let previous = previous_path(drop_in);
     // A `.previous` left by a killed run is the drop-in from before that run.
     if !previous.exists() {
@@ -118,10 +118,7 @@ pub fn install_drop_in(drop_in: &Path, contents: Option<&str>) -> Result<()> {
         }
     }
     crate::hooks::crash_point("init-drop-in-kept");
-    match contents {
-        Some(text) => write_atomic(drop_in, text.as_bytes(), 0o644, None)?,
-        None => remove_if_any(drop_in)?,
-    }
+    write_atomic(drop_in, contents.as_bytes(), 0o644, None)?;
     crate::hooks::crash_point("init-drop-in-written");
     if let Err(e) = sshd_check() {
         match read_if_any(&previous)? {

@@ -250,17 +250,20 @@ fn image_change(ctx: &Context, image: &preseed::Image) -> Result<Option<Change>>
     }
 }
 
+/// In OpenSSH mode, the drop-in if it is not `basphere sshd-config`'s text. In embedded
+/// mode one that is there is left alone (it still lets tenants in through sshd): the
+/// warnings say so.
 fn drop_in_change(setup: &Setup) -> Result<Option<Change>> {
+    let Some(wanted) = &setup.drop_in else {
+        return Ok(None);
+    };
     let have = host::read_if_any(&setup.drop_in_path)?;
-    if have == setup.drop_in {
+    if have.as_ref() == Some(wanted) {
         return Ok(None);
     }
     let what = setup.drop_in_path.display().to_string();
     let old = have.map(|_| "another text".to_owned());
-    let new = setup
-        .drop_in
-        .as_ref()
-        .map(|_| "`basphere sshd-config`".to_owned());
+    let new = Some("`basphere sshd-config`".to_owned());
     Ok(Some(Change::new(what, old, new)))
 }
 
@@ -320,6 +323,13 @@ pub fn apply(ctx: &Context, answers: &Answers, setup: &Setup) -> Result<Outcome>
             })
             .collect(),
     };
+    if setup.drop_in.is_none() && setup.drop_in_path.exists() {
+        outcome.warnings.push(format!(
+            "{} still lets tenants in through OpenSSH; remove it and reload sshd if only \
+             basphere's own server should",
+            setup.drop_in_path.display()
+        ));
+    }
     let resuming = marker(ctx).exists() || host::drop_in_unchecked(&setup.drop_in_path);
     if outcome.changes.iter().any(Change::replaces) && !setup.force {
         return Ok(outcome);
@@ -357,16 +367,14 @@ fn run_steps(
     // First, as what most often fails for reasons of the host's own (`sshd -t`); sshd
     // reads it only once reloaded, at the end.
     let drop_in_changed = changed(outcome, &setup.drop_in_path.display().to_string());
-    if drop_in_changed || host::drop_in_unchecked(&setup.drop_in_path) {
-        host::install_drop_in(&setup.drop_in_path, setup.drop_in.as_deref())?;
-        let what = match setup.drop_in {
-            Some(_) => "wrote",
-            None => "removed",
-        };
-        outcome.done.push(format!(
-            "{what} {} (`sshd -t` accepts it)",
-            setup.drop_in_path.display()
-        ));
+    if let Some(text) = &setup.drop_in {
+        if drop_in_changed || host::drop_in_unchecked(&setup.drop_in_path) {
+            host::install_drop_in(&setup.drop_in_path, text)?;
+            let path = setup.drop_in_path.display();
+            outcome
+                .done
+                .push(format!("wrote {path} (`sshd -t` accepts it)"));
+        }
     }
     let old = file_settings(&setup.config_path)?;
     let new = wanted_settings(ctx, &old, answers);
@@ -430,7 +438,7 @@ fn run_steps(
         }
     }
     crate::hooks::crash_point("init-image-added");
-    if drop_in_changed || (resuming && setup.drop_in.is_some()) {
+    if setup.drop_in.is_some() && (drop_in_changed || resuming) {
         outcome.done.push(host::reload_sshd()?);
     }
     outcome

@@ -168,13 +168,15 @@ fn a_changed_preseed_shows_the_difference_and_is_applied_only_with_force() {
     let changed = host
         .embedded(2200)
         .replace("alice@example.org", "alice@corp.example.org")
-        .replace("hunter2", "correct-horse");
+        .replace("hunter2", "correct-horse")
+        .replace("os_user = \"debian\"", "os_user = \"admin\"");
     let run = host.init(&changed, &[]).code(CONFLICT);
     for line in [
         "serve.ssh: 0.0.0.0:2222 → 0.0.0.0:2200",
         "smtp.password: (set) → (another)",
         "first administrator: admin alice <alice@example.org>",
         "→ admin alice <alice@corp.example.org>",
+        "image: debian-12 (login debian, 64M) → debian-12 (login admin, 64M)",
     ] {
         assert!(run.stdout.contains(line), "no {line:?} in:\n{}", run.stdout);
     }
@@ -192,6 +194,8 @@ fn a_changed_preseed_shows_the_difference_and_is_applied_only_with_force() {
     assert_eq!(host.setting("serve.ssh"), "0.0.0.0:2200");
     let user = host.bsp.json(&["admin", "user", "show", "alice"]);
     assert_eq!(user["email"], "alice@corp.example.org");
+    let images = host.bsp.json(&["admin", "image", "list"]);
+    assert_eq!(images[0]["os_user"], "admin");
     // The replaced file is kept, dated, and private: it holds the old password.
     let files = host.files();
     let copies: Vec<_> = files
@@ -341,7 +345,17 @@ fn on_a_terminal_it_asks_for_each_answer() {
     term.wait_for("Network pool", 20);
     term.line("");
     term.wait_for("Send mail through an SMTP relay?", 20);
-    term.send(b"n");
+    term.send(b"y");
+    term.wait_for("SMTP host", 20);
+    term.line("smtp.example.org");
+    term.wait_for("SMTP security", 20);
+    term.send(b"\r");
+    term.wait_for("SMTP port", 20);
+    term.line("");
+    term.wait_for("SMTP user name", 20);
+    term.line("basphere");
+    term.wait_for("SMTP password", 20);
+    term.line("hunter2");
     term.wait_for("Administrators' mail addresses", 20);
     term.line("");
     term.wait_for("First administrator's user id", 20);
@@ -362,6 +376,14 @@ fn on_a_terminal_it_asks_for_each_answer() {
     assert!(screen.contains("added the administrator alice"), "{screen}");
     assert_eq!(host.setting("serve.ssh"), "0.0.0.0:2222");
     assert_eq!(host.setting("public_host"), "bastion.example.org");
+    assert_eq!(host.setting("smtp.host"), "smtp.example.org");
+    assert_eq!(host.setting("smtp.username"), "basphere");
+    assert!(
+        !screen.contains("hunter2"),
+        "the password was echoed: {screen}"
+    );
+    let text = std::fs::read_to_string(&host.config).unwrap();
+    assert!(text.contains("password = \"hunter2\""), "{text}");
     let users = host.bsp.json(&["admin", "user", "list"]);
     assert_eq!(users[0]["email"], "alice@example.org");
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use dialoguer::{Confirm, Input, Password, Select};
 
 use crate::cli::sshd_config;
+use crate::config::Config;
 use crate::context::Context;
 use crate::error::{exit, Error, Result};
 use crate::ops::init::{self, host, preseed, Answers, Door, Preseed, Setup};
@@ -217,14 +218,15 @@ fn emails(text: &str) -> Result<()> {
         .map(drop)
 }
 
+fn say(line: &str) -> Result<()> {
+    console::Term::stderr()
+        .write_line(line)
+        .map_err(|e| Error::io("cannot write to the terminal", e))
+}
+
 /// The questions, as a preseed: the same checks then apply to both.
 fn ask(ctx: &Context) -> Result<Preseed> {
     let config = &ctx.config;
-    let term = console::Term::stderr();
-    let say = |line: &str| {
-        term.write_line(line)
-            .map_err(|e| Error::io("cannot write", e))
-    };
     say("Setting up basphere on this host; Ctrl-C stops without changing anything.")?;
     let public_host = ask_text(
         "Public host name (how people reach this bastion)",
@@ -232,143 +234,17 @@ fn ask(ctx: &Context) -> Result<Preseed> {
         false,
         |t| validate::host_name(t).map(drop),
     )?;
-    let doors = [
-        "basphere's own SSH server, on a port of its own",
-        "this host's OpenSSH (sshd asks basphere-auth-keys for each key)",
-    ];
-    let embedded = config.serve_ssh.addr();
-    let door = ask_choice(
-        "SSH front door for tenants",
-        &doors,
-        embedded.is_none() as usize,
-    )?;
-    let ssh = if door == 0 {
-        let default = embedded.map_or(preseed::DEFAULT_SSH_PORT, |a| a.port());
-        let port = ask_text(
-            "Port of basphere's SSH server",
-            Some(default.to_string()),
-            false,
-            port,
-        )?;
-        preseed::SshAnswer {
-            door: "embedded".into(),
-            port: port.parse().ok(),
-        }
-    } else {
-        preseed::SshAnswer {
-            door: "openssh".into(),
-            port: None,
-        }
-    };
-    let network_pool = loop {
-        let pool = ask_text(
-            "Network pool (each tenant gets a /24 of it)",
-            Some(config.network_pool.to_string()),
-            false,
-            |t| preseed::pool(t).map(drop),
-        )?;
-        let overlaps = host::overlapping_routes(&preseed::pool(&pool)?);
-        if overlaps.is_empty() {
-            break pool;
-        }
-        for route in &overlaps {
-            say(&format!(
-                "warning: {pool} overlaps the host's route {route}"
-            ))?;
-        }
-        if ask_yes("Use it anyway?", false)? {
-            break pool;
-        }
-    };
-    let smtp = if ask_yes(
-        "Send mail through an SMTP relay? (otherwise mail is written to the spool directory)",
-        config.smtp_host.is_some(),
-    )? {
-        let host = ask_text("SMTP host", config.smtp_host.clone(), false, |t| {
-            validate::host_name(t).map(drop)
-        })?;
-        let securities = ["starttls", "tls", "none"];
-        let security = ask_choice("SMTP security", &securities, 0)?;
-        let port = ask_text("SMTP port (empty: the usual one)", None, true, port)?;
-        let username = ask_text(
-            "SMTP user name (empty: none)",
-            config.smtp_username.clone(),
-            true,
-            |_| Ok(()),
-        )?;
-        let password = Password::new()
-            .with_prompt("SMTP password (empty: none)")
-            .allow_empty_password(true)
-            .interact_on(&term)
-            .map_err(answer_error)?;
-        Some(preseed::SmtpAnswer {
-            host,
-            port: port.parse().ok(),
-            security: Some(securities[security].to_owned()),
-            username: Some(username),
-            password: Some(password),
-            from: None,
-        })
-    } else {
-        None
-    };
+    let ssh = ask_door(config)?;
+    let network_pool = ask_pool(config)?;
+    let smtp = ask_smtp(config)?;
     let admin_emails = ask_text(
         "Administrators' mail addresses, comma-separated (empty: none)",
         Some(config.admin_emails.join(", ")),
         true,
         emails,
     )?;
-    let admin = preseed::AdminAnswer {
-        id: ask_text("First administrator's user id", None, false, |t| {
-            t.parse::<UserId>().map(drop)
-        })?,
-        email: ask_text("Their email address", None, false, |t| {
-            validate::email(t).map(drop)
-        })?,
-        key: ask_text(
-            "Their SSH public key (the line of their .pub file)",
-            None,
-            false,
-            |t| t.parse::<PublicKey>().map(drop),
-        )?,
-        unix_user: if ask_yes(
-            &format!(
-                "Add a Unix account of this host to the `{}` group?",
-                config.admin_group
-            ),
-            false,
-        )? {
-            Some(ask_text("Unix account", None, false, |t| {
-                host::membership(t, &config.admin_group).map(drop)
-            })?)
-        } else {
-            None
-        },
-    };
-    let image = if ask_yes("Register a first base image?", false)? {
-        let name = ask_text("Image name, e.g. debian-12", None, false, |t| {
-            t.parse::<ImageName>().map(drop)
-        })?;
-        let file = ask_text(
-            "Image file (absolute path, qcow2 or raw)",
-            None,
-            false,
-            |t| crate::ops::image::check_file(std::path::Path::new(t)).map(drop),
-        )?;
-        let os_user = ask_text(
-            "Login user of the image (empty: guessed from the name)",
-            None,
-            true,
-            |t| validate::os_user(t).map(drop),
-        )?;
-        Some(preseed::ImageAnswer {
-            name,
-            file: file.into(),
-            os_user: Some(os_user).filter(|u| !u.is_empty()),
-        })
-    } else {
-        None
-    };
+    let admin = ask_admin(config)?;
+    let image = ask_image()?;
     Ok(Preseed {
         public_host,
         ssh,
@@ -383,4 +259,152 @@ fn ask(ctx: &Context) -> Result<Preseed> {
         admin,
         image,
     })
+}
+
+fn ask_door(config: &Config) -> Result<preseed::SshAnswer> {
+    let doors = [
+        "basphere's own SSH server, on a port of its own",
+        "this host's OpenSSH (sshd asks basphere-auth-keys for each key)",
+    ];
+    let embedded = config.serve_ssh.addr();
+    let door = ask_choice(
+        "SSH front door for tenants",
+        &doors,
+        embedded.is_none() as usize,
+    )?;
+    if door == 1 {
+        return Ok(preseed::SshAnswer {
+            door: "openssh".into(),
+            port: None,
+        });
+    }
+    let default = embedded.map_or(preseed::DEFAULT_SSH_PORT, |a| a.port());
+    let port = ask_text(
+        "Port of basphere's SSH server",
+        Some(default.to_string()),
+        false,
+        port,
+    )?;
+    Ok(preseed::SshAnswer {
+        door: "embedded".into(),
+        port: port.parse().ok(),
+    })
+}
+
+/// The pool, asked again while it overlaps a route of the host and that is not wanted.
+fn ask_pool(config: &Config) -> Result<String> {
+    loop {
+        let pool = ask_text(
+            "Network pool (each tenant gets a /24 of it)",
+            Some(config.network_pool.to_string()),
+            false,
+            |t| preseed::pool(t).map(drop),
+        )?;
+        let overlaps = host::overlapping_routes(&preseed::pool(&pool)?);
+        for route in &overlaps {
+            say(&format!(
+                "warning: {pool} overlaps the host's route {route}"
+            ))?;
+        }
+        if overlaps.is_empty() || ask_yes("Use it anyway?", false)? {
+            return Ok(pool);
+        }
+    }
+}
+
+fn ask_smtp(config: &Config) -> Result<Option<preseed::SmtpAnswer>> {
+    let wanted = ask_yes(
+        "Send mail through an SMTP relay? (otherwise mail is written to the spool directory)",
+        config.smtp_host.is_some(),
+    )?;
+    if !wanted {
+        return Ok(None);
+    }
+    let host = ask_text("SMTP host", config.smtp_host.clone(), false, |t| {
+        validate::host_name(t).map(drop)
+    })?;
+    let securities = ["starttls", "tls", "none"];
+    let security = ask_choice("SMTP security", &securities, 0)?;
+    let port = ask_text("SMTP port (empty: the usual one)", None, true, port)?;
+    let username = ask_text(
+        "SMTP user name (empty: none)",
+        config.smtp_username.clone(),
+        true,
+        |_| Ok(()),
+    )?;
+    let password = Password::new()
+        .with_prompt("SMTP password (empty: none)")
+        .allow_empty_password(true)
+        .interact_on(&console::Term::stderr())
+        .map_err(answer_error)?;
+    Ok(Some(preseed::SmtpAnswer {
+        host,
+        port: port.parse().ok(),
+        security: Some(securities[security].to_owned()),
+        username: Some(username),
+        password: Some(password),
+        from: None,
+    }))
+}
+
+fn ask_admin(config: &Config) -> Result<preseed::AdminAnswer> {
+    let id = ask_text("First administrator's user id", None, false, |t| {
+        t.parse::<UserId>().map(drop)
+    })?;
+    let email = ask_text("Their email address", None, false, |t| {
+        validate::email(t).map(drop)
+    })?;
+    let key = ask_text(
+        "Their SSH public key (the line of their .pub file)",
+        None,
+        false,
+        |t| t.parse::<PublicKey>().map(drop),
+    )?;
+    let group = &config.admin_group;
+    // Only where the group is there to join (the package makes it).
+    let unix_user = match nix::unistd::Group::from_name(group).ok().flatten() {
+        Some(_)
+            if ask_yes(
+                &format!("Add a Unix account of this host to the `{group}` group?"),
+                false,
+            )? =>
+        {
+            Some(ask_text("Unix account", None, false, |t| {
+                host::membership(t, group).map(drop)
+            })?)
+        }
+        _ => None,
+    };
+    Ok(preseed::AdminAnswer {
+        id,
+        email,
+        key,
+        unix_user,
+    })
+}
+
+fn ask_image() -> Result<Option<preseed::ImageAnswer>> {
+    if !ask_yes("Register a first base image?", false)? {
+        return Ok(None);
+    }
+    let name = ask_text("Image name, e.g. debian-12", None, false, |t| {
+        t.parse::<ImageName>().map(drop)
+    })?;
+    let file = ask_text(
+        "Image file (absolute path, qcow2 or raw)",
+        None,
+        false,
+        |t| crate::ops::image::check_file(std::path::Path::new(t)).map(drop),
+    )?;
+    let os_user = ask_text(
+        "Login user of the image (empty: guessed from the name)",
+        None,
+        true,
+        |t| validate::os_user(t).map(drop),
+    )?;
+    Ok(Some(preseed::ImageAnswer {
+        name,
+        file: file.into(),
+        os_user: Some(os_user).filter(|u| !u.is_empty()),
+    }))
 }

@@ -367,7 +367,10 @@ fn on_a_terminal_it_asks_for_each_answer() {
     term.wait_for("Their SSH public key", 20);
     term.line(&host.key);
     // Asked only where the group is there to join.
-    if nix::unistd::Group::from_name("basphere-admin").unwrap().is_some() {
+    if nix::unistd::Group::from_name("basphere-admin")
+        .unwrap()
+        .is_some()
+    {
         term.wait_for("group?", 20);
         term.send(b"n");
     }
@@ -448,6 +451,11 @@ fn the_openssh_door_writes_a_drop_in_that_sshd_accepts_and_puts_back_one_it_refu
          $B admin init --preseed $P --force > $O/refused.out 2>&1 || echo $? > $O/refused.code\n\
          cp /etc/ssh/sshd_config.d/basphere.conf $O/after-refusal\n\
          ls /etc/ssh/sshd_config.d > $O/listing\n\
+         # An sshd_config that includes no drop-ins: said, not hidden.\n\
+         rm /etc/ssh/sshd_config.d/00-broken.conf\n\
+         grep -v '^Include' /etc/ssh/sshd_config > $O/sshd_config\n\
+         mount --bind $O/sshd_config /etc/ssh/sshd_config\n\
+         $B admin init --preseed $P --force > $O/unread.out 2>&1\n\
          kill $(cat /run/sshd.pid)\n",
         preseed = path.display(),
         out = out.display(),
@@ -490,6 +498,12 @@ fn the_openssh_door_writes_a_drop_in_that_sshd_accepts_and_puts_back_one_it_refu
     );
     assert_eq!(read("after-refusal"), "# by hand\n");
     assert_eq!(read("listing"), "00-broken.conf\nbasphere.conf\n");
+    assert!(!first.contains("sshd does not read"), "{first}");
+    let unread = read("unread.out");
+    assert!(
+        unread.contains("warning: sshd does not read /etc/ssh/sshd_config.d/basphere.conf"),
+        "{unread}"
+    );
     // The host's own directory was never touched.
     assert!(!Path::new("/etc/ssh/sshd_config.d/00-broken.conf").exists());
 }

@@ -144,15 +144,37 @@ fn remove_if_any(path: &Path) -> Result<()> {
     }
 }
 
-/// `sshd -t`: sshd reads its whole configuration, drop-ins included, and says what is wrong.
-fn sshd_check() -> Result<()> {
-    let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"]
+fn sshd() -> Result<&'static str> {
+    ["/usr/sbin/sshd", "/usr/bin/sshd"]
         .into_iter()
         .find(|p| Path::new(p).exists())
         .ok_or_else(|| {
             Error::Install("OpenSSH's sshd is not installed (apt install openssh-server)".into())
-        })?;
-    let checked = Command::new(sshd)
+        })
+}
+
+/// Whether sshd, deciding for a login as `service_user`, runs the `AuthorizedKeysCommand`
+/// of `drop_in` (`sshd -T`): not when its sshd_config includes no `sshd_config.d/*.conf`.
+pub fn sshd_reads(drop_in: &str, service_user: &str) -> Result<bool> {
+    let wanted = drop_in
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("AuthorizedKeysCommand "))
+        .unwrap_or_default()
+        .trim();
+    let spec = format!("user={service_user},host=localhost,addr=127.0.0.1");
+    let shown = Command::new(sshd()?)
+        .args(["-T", "-C", &spec])
+        .output()
+        .map_err(|e| Error::io("cannot run `sshd -T`", e))?;
+    let text = String::from_utf8_lossy(&shown.stdout);
+    Ok(text
+        .lines()
+        .any(|l| l.strip_prefix("authorizedkeyscommand ") == Some(wanted)))
+}
+
+/// `sshd -t`: sshd reads its whole configuration, drop-ins included, and says what is wrong.
+fn sshd_check() -> Result<()> {
+    let checked = Command::new(sshd()?)
         .arg("-t")
         .output()
         .map_err(|e| Error::io("cannot run `sshd -t`", e))?;

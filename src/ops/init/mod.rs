@@ -375,6 +375,13 @@ fn run_steps(
                 .done
                 .push(format!("wrote {path} (`sshd -t` accepts it)"));
         }
+        if !host::sshd_reads(text, &ctx.config.service_user)? {
+            outcome.warnings.push(format!(
+                "sshd does not read {}: add `Include /etc/ssh/sshd_config.d/*.conf` at the top \
+                 of /etc/ssh/sshd_config",
+                setup.drop_in_path.display()
+            ));
+        }
     }
     let old = file_settings(&setup.config_path)?;
     let new = wanted_settings(ctx, &old, answers);

@@ -437,6 +437,9 @@ fn the_openssh_door_writes_a_drop_in_that_sshd_accepts_and_puts_back_one_it_refu
          ip link set bsp0 up && ip link set bsp1 up\n\
          # A real sshd, so the reload is seen: it logs the SIGHUP.\n\
          /usr/sbin/sshd -o ListenAddress=127.0.0.1:{port} -E $O/sshd.log\n\
+         # sshd writes its pidfile once started, and again once restarted by a SIGHUP.\n\
+         up() {{ i=0; while [ ! -s /run/sshd.pid ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; }}\n\
+         up\n\
          $B admin init --preseed $P > $O/first.out 2>&1\n\
          cp /etc/ssh/sshd_config.d/basphere.conf $O/drop-in\n\
          $B sshd-config > $O/expected\n\
@@ -444,7 +447,7 @@ fn the_openssh_door_writes_a_drop_in_that_sshd_accepts_and_puts_back_one_it_refu
          # Killed after writing the drop-in: the next run checks it and reloads sshd.\n\
          echo '# by hand' > /etc/ssh/sshd_config.d/basphere.conf\n\
          BASPHERE_CRASH_AT=init-drop-in-written $B admin init --preseed $P --force > $O/killed.out 2>&1 || echo $? > $O/killed.code\n\
-         $B admin init --preseed $P > $O/resumed.out 2>&1\n\
+         up; $B admin init --preseed $P > $O/resumed.out 2>&1\n\
          # sshd -t fails on another file: the previous drop-in is put back.\n\
          echo '# by hand' > /etc/ssh/sshd_config.d/basphere.conf\n\
          echo 'NoSuchOption yes' > /etc/ssh/sshd_config.d/00-broken.conf\n\
@@ -455,8 +458,8 @@ fn the_openssh_door_writes_a_drop_in_that_sshd_accepts_and_puts_back_one_it_refu
          rm /etc/ssh/sshd_config.d/00-broken.conf\n\
          grep -v '^Include' /etc/ssh/sshd_config > $O/sshd_config\n\
          mount --bind $O/sshd_config /etc/ssh/sshd_config\n\
-         $B admin init --preseed $P --force > $O/unread.out 2>&1\n\
-         kill $(cat /run/sshd.pid)\n",
+         up; $B admin init --preseed $P --force > $O/unread.out 2>&1\n\
+         up; kill $(cat /run/sshd.pid)\n",
         preseed = path.display(),
         out = out.display(),
     );

@@ -71,8 +71,7 @@ pub struct ImageAnswer {
 }
 
 /// Which SSH front door tenants come through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase", tag = "door")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Door {
     /// `basphere serve` runs its own SSH server on this port.
     Embedded { port: u16 },

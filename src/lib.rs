@@ -147,7 +147,8 @@ pub fn main() -> i32 {
     let code = match parse(std::env::args_os().collect(), &mut io) {
         Ok((cli, name)) => {
             // A local command reads the configuration once, with its own flags on top.
-            let flags = cli.global.overrides();
+            let mut flags = cli.global.overrides();
+            flags.may_be_missing = cli.command.writes_config();
             let config = match Config::load(&flags, &env) {
                 // `doctor` reports a configuration that does not load as its first finding.
                 Err(_) if matches!(cli.command, cli::Command::Doctor(_)) => {

@@ -310,6 +310,25 @@ pub fn os_user(s: &str) -> Result<String> {
     Ok(s.to_owned())
 }
 
+/// The bastion's public name as people type it after `ssh USER@`: a DNS name (labels
+/// of letters, digits and `-`, not starting or ending with `-`) or an IP address.
+pub fn host_name(s: &str) -> Result<String> {
+    let label = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let name = s.strip_suffix('.').unwrap_or(s);
+    if s.parse::<std::net::IpAddr>().is_ok() || (name.len() <= 253 && name.split('.').all(label)) {
+        return Ok(s.to_owned());
+    }
+    Err(Error::invalid_with_help(
+        format!("invalid host name `{}`", quoted(s)),
+        "give the name people reach the bastion by, e.g. bastion.example.org, or its address",
+    ))
+}
+
 /// A simple email check: one `@`, a dot in the domain, no spaces or control characters,
 /// and an address the mailer takes as a recipient.
 pub fn email(s: &str) -> Result<String> {

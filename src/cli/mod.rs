@@ -95,6 +95,7 @@ impl Global {
                 .into_iter()
                 .filter_map(|(k, v)| Some((k, v?)))
                 .collect(),
+            may_be_missing: false,
         }
     }
 
@@ -151,6 +152,11 @@ pub enum Command {
 }
 
 impl Command {
+    /// Whether the command writes the configuration file, which may then be missing.
+    pub fn writes_config(&self) -> bool {
+        matches!(self, Command::Admin(admin) if admin.writes_config())
+    }
+
     fn run(&self) -> &dyn Run {
         match self {
             Command::CreateVm(a) => a,

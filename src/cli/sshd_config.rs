@@ -8,13 +8,9 @@ use crate::output::{Output, Report};
 /// Print the sshd_config lines for serving tenants through OpenSSH
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Example:\n  basphere sshd-config >> /etc/ssh/sshd_config && sshd -t && systemctl reload ssh"
+    after_help = "Example:\n  basphere sshd-config > /etc/ssh/sshd_config.d/basphere.conf && sshd -t && systemctl reload ssh\n\n`basphere admin init` writes that file (and checks it) in OpenSSH mode; `basphere doctor` checks that it matches."
 )]
 pub struct Args {}
-
-/// Where the host's OpenSSH reads basphere's lines from (Debian's sshd_config includes
-/// `sshd_config.d/*.conf`).
-pub const DROP_IN: &str = "/etc/ssh/sshd_config.d/basphere.conf";
 
 /// The `Match` block for the service account, with `command` (the program and its
 /// arguments before `%u %t %k`) as the AuthorizedKeysCommand.
@@ -57,6 +53,22 @@ pub fn keys_command(exe: &str) -> String {
     }
 }
 
+/// Where `admin init` puts these lines in OpenSSH mode: Debian's sshd_config includes
+/// `sshd_config.d/*.conf` first, so they apply before the file's own settings.
+pub const DROP_IN: &str = "/etc/ssh/sshd_config.d/basphere.conf";
+
+/// The lines for this installation, with this executable's key lookup.
+pub fn text(ctx: &Context) -> Result<String> {
+    let exe = super::auth_keys::current_exe()?;
+    if !crate::ops::key::plain_path(&exe) {
+        return Err(Error::Install(format!(
+            "sshd cannot run `{exe}` as given; install basphere as /usr/local/bin/basphere"
+        )));
+    }
+    let user = crate::validate::os_user(&ctx.config.service_user)?;
+    Ok(snippet(&keys_command(&exe), &user))
+}
+
 /// Administrators on the bastion, and the service account.
 pub const ALLOWED: Allowed = Allowed::LOCAL_ADMINS.and(Allowed::SERVICE);
 
@@ -74,13 +86,6 @@ impl Run for Args {
     }
 
     fn exec(&self, ctx: &Context, _out: &mut Output) -> Result<Report> {
-        let exe = super::auth_keys::current_exe()?;
-        if !crate::ops::key::plain_path(&exe) {
-            return Err(Error::Install(format!(
-                "sshd cannot run `{exe}` as given; install basphere as /usr/local/bin/basphere"
-            )));
-        }
-        let user = crate::validate::os_user(&ctx.config.service_user)?;
-        Ok(Report::text(snippet(&keys_command(&exe), &user)))
+        Ok(Report::text(text(ctx)?))
     }
 }

@@ -46,6 +46,9 @@ macro_rules! keys {
         pub struct Config {
             /// The file that was read, if any.
             pub file: Option<PathBuf>,
+            /// The file settings are read from, whether or not it exists (`admin init`
+            /// writes it).
+            pub path: PathBuf,
             /// What the command line set, to read the configuration again with.
             pub(super) flags: super::Overrides,
             $( #[doc = $help] pub $field: $ty, )+
@@ -62,6 +65,7 @@ macro_rules! keys {
             pub(super) fn defaults() -> Config {
                 Config {
                     file: None,
+                    path: PathBuf::from(super::DEFAULT_CONFIG_PATH),
                     flags: super::Overrides::default(),
                     $( $field: <$ty as Value>::parse($default)
                         .unwrap_or_else(|e| panic!("default of {}: {e}", $key)), )+

@@ -60,6 +60,9 @@ pub struct Overrides {
     pub file: Option<PathBuf>,
     /// `(key, text)`, e.g. `("virt_type", "kvm")` for `--virt-type kvm`.
     pub keys: Vec<(&'static str, String)>,
+    /// A file named by `--config` or `BASPHERE_CONFIG` may be missing: `admin init`
+    /// is about to write it.
+    pub may_be_missing: bool,
 }
 
 /// The configuration a server runs with: each command takes the one in force when it
@@ -138,6 +141,7 @@ impl Config {
     pub fn load(flags: &Overrides, env: &BTreeMap<String, String>) -> Result<Config> {
         let mut config = Config::defaults();
         let (path, explicit) = file_to_read(flags, env);
+        config.path = path.clone();
         match std::fs::read_to_string(&path) {
             Ok(text) => {
                 let at = |e: String| Error::Config(format!("{}: {e}", path.display()));
@@ -151,7 +155,9 @@ impl Config {
                 }
                 config.file = Some(path);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && (!explicit || flags.may_be_missing) => {}
             Err(e) => {
                 let path = path.display();
                 return Err(Error::Config(format!("cannot read `{path}`: {e}")));
@@ -177,8 +183,10 @@ impl Config {
     /// the same sources again, and naming as `file` the one it would read: what `doctor`
     /// runs with when the configuration does not load, so that it can report why.
     pub fn unloaded(flags: &Overrides, env: &BTreeMap<String, String>) -> Config {
+        let path = file_to_read(flags, env).0;
         Config {
-            file: Some(file_to_read(flags, env).0),
+            file: Some(path.clone()),
+            path,
             flags: flags.clone(),
             ..Config::defaults()
         }
@@ -445,6 +453,7 @@ mod tests {
             let flags = Overrides {
                 file: None,
                 keys: vec![(key, String::new())],
+                ..Overrides::default()
             };
             let e = Config::load(&flags, &env).unwrap_err();
             assert!(e.to_string().contains(&format!("{key} is empty")), "{e}");
@@ -465,6 +474,7 @@ mod tests {
         let flags = Overrides {
             file: Some(file),
             keys: vec![("virt_type", "kvm".into())],
+            ..Overrides::default()
         };
         let env = BTreeMap::from([("BASPHERE_SSH_IDLE_TIMEOUT".to_owned(), "never".to_owned())]);
         let parent = Config::load(&flags, &env).unwrap();
@@ -605,6 +615,7 @@ mod prop {
                 let overrides = Overrides {
                     file: Some(path.clone()),
                     keys: flags,
+                    ..Overrides::default()
                 };
                 let env = env.into_iter().map(|(k, v)| {
                     let name = row(k).map_or("BASPHERE_NOPE".to_owned(), Row::env_name);

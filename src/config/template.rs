@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::{Row, ROWS};
+use super::{Flavors, Row, Value, ROWS};
+use crate::validate::Size;
 
 /// The file with `set` (key and text form, as `BASPHERE_*` variables take them) written
 /// as settings and every other key as a commented default.
@@ -32,10 +33,30 @@ pub fn template(set: &BTreeMap<&str, String>) -> String {
         entry(&mut file, row, name, set.get(row.key));
     }
     file.push_str(
-        "\n# Size presets beside the built-in small, medium, large and xlarge, one table each:\n\
-         # [flavors.build]\n# cpus = 8\n# memory = \"16G\"\n# disk = \"100G\"\n",
+        "\n# Size presets beside the built-in small, medium, large and xlarge, one table each:\n",
     );
+    match set.get("flavors").map(|text| Flavors::parse(text)) {
+        Some(Ok(flavors)) if !flavors.0.is_empty() => flavor_tables(&mut file, &flavors),
+        _ => {
+            file.push_str("# [flavors.build]\n# cpus = 8\n# memory = \"16G\"\n# disk = \"100G\"\n")
+        }
+    }
     file
+}
+
+/// Set flavors, one `[flavors.NAME]` table each, as the file reads them.
+fn flavor_tables(file: &mut String, flavors: &Flavors) {
+    for (name, flavor) in &flavors.0 {
+        let memory = Size::from_mib(flavor.memory_mib).to_string();
+        let disk = Size::from_bytes(flavor.disk_bytes).to_string();
+        let _ = writeln!(
+            file,
+            "[flavors.{name}]\ncpus = {}\nmemory = {}\ndisk = {}",
+            flavor.cpus,
+            toml::Value::from(memory),
+            toml::Value::from(disk)
+        );
+    }
 }
 
 fn entry(file: &mut String, row: &Row, name: &str, value: Option<&String>) {
@@ -81,6 +102,7 @@ mod tests {
         let flags = Overrides {
             file: Some(path),
             keys: vec![],
+            ..Overrides::default()
         };
         Config::load(&flags, &BTreeMap::new()).unwrap()
     }
@@ -135,5 +157,15 @@ mod tests {
         assert_eq!(config.quota_cpus, 64);
         assert_eq!(config.admin_emails, ["a@example.org", "b@example.org"]);
         assert_eq!(config.source("quota.cpus"), Source::File);
+    }
+
+    #[test]
+    fn set_flavors_are_written_as_tables() {
+        let set = BTreeMap::from([("flavors", "build=8/16G/100G,tiny=1/512M/5G".to_owned())]);
+        let config = load(&template(&set));
+        assert_eq!(
+            config.field_text("flavors").0,
+            "build=8/16G/100G,tiny=1/512M/5G"
+        );
     }
 }

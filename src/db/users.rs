@@ -104,6 +104,14 @@ pub fn set_disabled(conn: &Connection, id: &str, disabled: bool) -> Result<bool>
     )? == 1)
 }
 
+/// Gives user `id` another email and role (`admin init --force` for its first administrator).
+pub fn set_email_and_role(conn: &Connection, id: &str, email: &str, role: Role) -> Result<bool> {
+    Ok(conn.execute(
+        "UPDATE users SET email = ?2, role = ?3 WHERE id = ?1",
+        params![id, email, role.as_str()],
+    )? == 1)
+}
+
 pub fn delete(conn: &Connection, id: &str) -> Result<bool> {
     Ok(conn.execute("DELETE FROM users WHERE id = ?1", [id])? == 1)
 }

@@ -37,8 +37,9 @@ pub fn add(ctx: &Context, name: &ImageName, file: &Path, os_user: Option<&str>) 
     outcome
 }
 
-fn add_inner(ctx: &Context, name: &ImageName, file: &Path, os_user: Option<&str>) -> Result<Image> {
-    let os_user = match os_user {
+/// The login user of image `name`: `given`, checked, or the one well-known images have.
+pub fn os_user_for(name: &ImageName, given: Option<&str>) -> Result<String> {
+    Ok(match given {
         Some(u) => validate::os_user(u)?,
         None => default_os_user(name.as_str())
             .ok_or_else(|| {
@@ -48,14 +49,12 @@ fn add_inner(ctx: &Context, name: &ImageName, file: &Path, os_user: Option<&str>
                 )
             })?
             .to_owned(),
-    };
-    if db::images::get(ctx.db()?, name.as_str())?.is_some() {
-        return Err(Error::AlreadyExists {
-            kind: "image",
-            name: name.to_string(),
-        });
-    }
-    crate::hooks::pause_point("image-checked");
+    })
+}
+
+/// What the image file at `file` holds, if it can be a base image: a regular file, qcow2
+/// or raw, with no backing file.
+pub fn check_file(file: &Path) -> Result<disk::ImageInfo> {
     let meta = fs::metadata(file)
         .map_err(|e| Error::io(format!("cannot read image file `{}`", file.display()), e))?;
     if !meta.is_file() {
@@ -77,6 +76,19 @@ fn add_inner(ctx: &Context, name: &ImageName, file: &Path, os_user: Option<&str>
             info.format
         )));
     }
+    Ok(info)
+}
+
+fn add_inner(ctx: &Context, name: &ImageName, file: &Path, os_user: Option<&str>) -> Result<Image> {
+    let os_user = os_user_for(name, os_user)?;
+    if db::images::get(ctx.db()?, name.as_str())?.is_some() {
+        return Err(Error::AlreadyExists {
+            kind: "image",
+            name: name.to_string(),
+        });
+    }
+    crate::hooks::pause_point("image-checked");
+    let info = check_file(file)?;
     ctx.paths.create()?;
     // Held while the copy is written, so `admin reconcile` can tell a `.partial` that
     // is being written from one a killed add left behind, and so that of two adds (or

@@ -139,6 +139,31 @@ pub fn add(
     outcome
 }
 
+/// Makes the existing user `id` an administrator with `email` who holds `key` (what
+/// `admin init --force` does when its first administrator is already there, otherwise).
+pub fn make_admin(ctx: &Context, id: &UserId, email: &str, key: &PublicKey) -> Result<User> {
+    let outcome = db::immediate(ctx.db()?, |tx| {
+        if !db::users::set_email_and_role(tx, id.as_str(), email, Role::Admin)? {
+            return Err(Error::not_found("user", id.as_str()));
+        }
+        let held = db::users::key_by_fingerprint(tx, &key.fingerprint)?;
+        if held.is_none_or(|k| k.user_id != id.as_str()) {
+            claim_key(tx, key)?;
+            let new = NewKey {
+                fingerprint: &key.fingerprint,
+                user_id: id.as_str(),
+                algorithm: &key.algorithm,
+                public_key: &key.openssh,
+                comment: &key.comment,
+            };
+            db::users::insert_key(tx, &new, crate::hooks::now())?;
+        }
+        Ok(db::users::get(tx, id.as_str())?.expect("updated above"))
+    });
+    ctx.audit("user.admin", id.as_str(), &outcome);
+    outcome
+}
+
 pub fn list(ctx: &Context) -> Result<Vec<Summary>> {
     let keys = db::users::key_counts(ctx.db()?)?;
     let mut vms = std::collections::HashMap::<String, u64>::new();

@@ -7,6 +7,7 @@ mod console;
 mod doctor;
 mod e2e;
 mod help;
+mod init;
 mod isolation;
 mod jobs;
 mod openssh;

@@ -183,6 +183,7 @@ fn the_modes_are_set_explicitly_not_left_to_the_umask() {
     let flags = Overrides {
         file: None,
         keys: vec![("data_dir", data.display().to_string())],
+        ..Overrides::default()
     };
     let config = Config::load(&flags, &env).unwrap();
     mail::enqueue(&conn, "erin@example.com", "hello", "a link").unwrap();

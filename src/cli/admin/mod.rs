@@ -43,6 +43,13 @@ pub enum Command {
     RunJobs(run_jobs::Args),
 }
 
+impl Args {
+    /// `admin init` (but not `--database-only`) writes the configuration file.
+    pub fn writes_config(&self) -> bool {
+        matches!(&self.command, Command::Init(init) if !init.database_only)
+    }
+}
+
 /// Administrators, on the bastion or over SSH.
 pub const ALLOWED: Allowed = Allowed::ADMINS;
 

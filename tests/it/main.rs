@@ -8,6 +8,7 @@ mod e2e;
 mod help;
 mod isolation;
 mod openssh;
+mod package;
 mod permissions;
 mod private_files;
 mod reconcile;

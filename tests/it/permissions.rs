@@ -102,6 +102,7 @@ const ROWS: &[(&str, &str, &[&str])] = &[
     ("config",              "Y Y Y - - - -", &["config"]),
     ("sshd-config",         "Y Y Y - - - -", &["sshd-config"]),
     // Anyone on the bastion, nobody over SSH.
+    ("config --template",   "Y Y Y Y - - -", &["config", "--template"]),
     ("completions",         "Y Y Y Y - - -", &["completions", "bash"]),
     // What sshd runs: root, or the service account.
     ("shell",               "Y - Y - - - -", &["shell", "--user", "alice", "--key", "@ALICE_FP"]),

@@ -101,8 +101,8 @@ const ROWS: &[(&str, &str, &[&str])] = &[
     ("serve",               "Y Y Y - - - -", &["serve", "--web", "192.0.2.1:8080"]),
     ("config",              "Y Y Y - - - -", &["config"]),
     ("sshd-config",         "Y Y Y - - - -", &["sshd-config"]),
-    // Anyone on the bastion, nobody over SSH.
-    ("config --template",   "Y Y Y Y - - -", &["config", "--template"]),
+    // Anyone on the bastion, nobody over SSH (the template holds only defaults).
+    ("config",              "Y Y Y Y - - -", &["config", "--template"]),
     ("completions",         "Y Y Y Y - - -", &["completions", "bash"]),
     // What sshd runs: root, or the service account.
     ("shell",               "Y - Y - - - -", &["shell", "--user", "alice", "--key", "@ALICE_FP"]),

@@ -22,13 +22,16 @@ BSP_PACKAGES=(
     openssh-client openssh-server
     # virt-install, used by the bench baseline
     virtinst
-    # linker for cargo; OpenSSL headers for lettre's native TLS to SMTP
-    gcc libc6-dev libssl-dev
+    # linker for cargo; OpenSSL headers for lettre's native TLS to SMTP; SQLite's
+    # (Debian's library, not a bundled copy, which lintian rejects)
+    gcc libc6-dev libssl-dev libsqlite3-dev
     ca-certificates
     # signup tests: a real SMTP server, and headless Chromium driven over WebDriver
     python3-aiosmtpd python3-paramiko chromium chromium-driver fonts-liberation
     # systemd-analyze verifies the units in templates/systemd (no systemd running needed)
     systemd
+    # package tests: dpkg-shlibdeps (cargo-deb's $auto depends) and lintian
+    dpkg-dev lintian
 )
 
 bsp_log() { printf '[%s] %s\n' "${0##*/}" "$*" >&2; }

@@ -2,7 +2,7 @@
 
 use crate::cli::Run;
 use crate::config::Entry;
-use crate::context::{Allowed, Context};
+use crate::context::{Allowed, Context, Role};
 use crate::error::Result;
 use crate::output::{Human, Output, Report};
 
@@ -20,9 +20,17 @@ pub struct Args {
 /// Administrators on the bastion, and the service account.
 pub const ALLOWED: Allowed = Allowed::LOCAL_ADMINS.and(Allowed::SERVICE);
 
+/// The template holds only defaults, nothing of this installation: anyone on the
+/// bastion may print it (the package is built from it, by any account).
+pub const TEMPLATE: Allowed = ALLOWED.and(Allowed::of(&[Role::Stranger]));
+
 impl Run for Args {
     fn allowed(&self) -> Allowed {
-        ALLOWED
+        if self.template {
+            TEMPLATE
+        } else {
+            ALLOWED
+        }
     }
 
     fn needs_database(&self) -> bool {

@@ -11,6 +11,7 @@ mod init;
 mod isolation;
 mod jobs;
 mod openssh;
+mod package;
 mod permissions;
 mod private_files;
 mod reconcile;

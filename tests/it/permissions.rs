@@ -103,7 +103,8 @@ const ROWS: &[(&str, &str, &[&str])] = &[
     ("config",              "Y Y Y - - - -", &["config"]),
     ("sshd-config",         "Y Y Y - - - -", &["sshd-config"]),
     ("doctor",              "Y Y Y - - - -", &["doctor"]),
-    // Anyone on the bastion, nobody over SSH.
+    // Anyone on the bastion, nobody over SSH (the template holds only defaults).
+    ("config",              "Y Y Y Y - - -", &["config", "--template"]),
     ("completions",         "Y Y Y Y - - -", &["completions", "bash"]),
     // What sshd runs: root, or the service account.
     ("shell",               "Y - Y - - - -", &["shell", "--user", "alice", "--key", "@ALICE_FP"]),

@@ -18,6 +18,7 @@ pub mod output;
 pub mod secret;
 pub mod session;
 pub mod ssh;
+pub mod sudo;
 pub mod validate;
 pub mod virt;
 pub mod web;
@@ -147,7 +148,13 @@ pub fn main() -> i32 {
     let code = match parse(std::env::args_os().collect(), &mut io) {
         Ok((cli, name)) => {
             // A local command reads the configuration once, with its own flags on top.
-            let config = Config::load(&cli.global.overrides(), &env).map(Arc::new);
+            let config = Config::load(&cli.global.overrides(), &env);
+            // A member of `admin_group` reaches the service account's data through sudo.
+            let config = match cli.uses_data_dir() {
+                true => config.and_then(sudo::reach_data_dir),
+                false => config,
+            };
+            let config = config.map(Arc::new);
             run(
                 cli,
                 &name,

@@ -1,5 +1,6 @@
 //! `basphere admin ...`: commands for administrators.
 
+pub mod adopt;
 pub mod approve;
 pub mod audit;
 pub mod image;
@@ -34,6 +35,7 @@ pub enum Command {
     Quota(quota::Args),
     Vms(vms::Args),
     Reconcile(reconcile::Args),
+    Adopt(adopt::Args),
     Audit(audit::Args),
     Signups(signups::Args),
     Approve(approve::Args),
@@ -52,6 +54,7 @@ impl Run for Args {
     fn allowed(&self) -> Allowed {
         match &self.command {
             Command::Init(_) => INIT,
+            Command::Adopt(_) => adopt::ALLOWED,
             _ => ALLOWED,
         }
     }
@@ -68,6 +71,7 @@ impl Run for Args {
             Command::Quota(a) => quota::exec(a, ctx, out),
             Command::Vms(a) => vms::exec(a, ctx, out),
             Command::Reconcile(a) => reconcile::exec(a, ctx, out),
+            Command::Adopt(a) => adopt::exec(a, ctx, out),
             Command::Audit(a) => audit::exec(a, ctx, out),
             Command::Signups(a) => signups::exec(a, ctx, out),
             Command::Approve(a) => approve::exec(a, ctx, out),

@@ -41,20 +41,26 @@ struct Host {
 }
 
 impl Host {
-    /// A service account, an admin group with one member, and an account in no group.
-    fn new() -> Host {
+    /// Names for a service account, an admin group with one member, and an account in
+    /// no group, none of which exist yet; whatever of them exists at the end is removed.
+    fn named() -> Host {
         assert!(
             nix::unistd::getuid().is_root(),
             "these tests make Unix accounts: run them as root (scripts/test does)"
         );
         let n = format!("{}{}", std::process::id() % 100_000, unique());
-        let host = Host {
+        Host {
             service: format!("bspsvc{n}"),
             group: format!("bspadm{n}"),
             member: format!("bspmem{n}"),
             stranger: format!("bspout{n}"),
             sudoers: PathBuf::from(format!("/etc/sudoers.d/basphere-test-{n}")),
-        };
+        }
+    }
+
+    /// Those accounts, made.
+    fn new() -> Host {
+        let host = Host::named();
         sh("groupadd", &[&host.group]);
         for (name, groups) in [
             (&host.service, ""),
@@ -90,6 +96,24 @@ impl Host {
     /// An installation of these accounts: the data directory and its 0600 database the
     /// service account's, its parents and the configuration reachable by the others.
     fn installation(&self) -> Bsp {
+        let bsp = self.root_installation();
+        sh(
+            "chown",
+            &[
+                "-R",
+                &format!("{}:", self.service),
+                bsp.data_dir().to_str().unwrap(),
+            ],
+        );
+        let data = bsp.data_dir();
+        assert_eq!(mode(&data), 0o711);
+        assert_eq!(mode(&data.join("basphere.db")), 0o600);
+        bsp
+    }
+
+    /// An installation of these accounts whose data root still owns, with the user
+    /// `alice`.
+    fn root_installation(&self) -> Bsp {
         let bsp = Bsp::new();
         let config = bsp.dir.path().join("config.toml");
         let mut text = std::fs::read_to_string(&config).unwrap();
@@ -102,17 +126,6 @@ impl Host {
         std::fs::set_permissions(bsp.dir.path(), std::fs::Permissions::from_mode(0o711))
             .unwrap();
         bsp.add_user("alice");
-        sh(
-            "chown",
-            &[
-                "-R",
-                &format!("{}:", self.service),
-                bsp.data_dir().to_str().unwrap(),
-            ],
-        );
-        let data = bsp.data_dir();
-        assert_eq!(mode(&data), 0o711);
-        assert_eq!(mode(&data.join("basphere.db")), 0o600);
         bsp
     }
 }
@@ -224,4 +237,150 @@ fn strangers_and_tenants_that_name_a_sudo_caller_are_no_administrators() {
     forced(&mut bsp, "admin user list")
         .code(4)
         .stderr_has("is for administrators");
+}
+
+/// Every file and directory under `dir` (not following links) with its owner and mode.
+fn tree(dir: &Path, out: &mut Vec<(PathBuf, u32, u32)>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let meta = std::fs::symlink_metadata(entry.path()).unwrap();
+        out.push((entry.path(), meta.uid(), meta.mode() & 0o7777));
+        if meta.is_dir() {
+            tree(&entry.path(), out);
+        }
+    }
+}
+
+const OLD_QEMU_CONF: &str = "# Master configuration file for the QEMU driver.\n\
+#user = \"libvirt-qemu\"\n\
+user = \"root\"\n\
+#group = \"libvirt-qemu\"\n\
+group = \"root\"\n\
+#dynamic_ownership = 1\n\
+# user = \"root\" in a comment stays\n";
+
+#[test]
+fn adopt_hands_a_root_owned_installation_to_the_service_account_and_finishes_after_a_crash() {
+    let host = Host::named();
+    let mut bsp = host.root_installation();
+    bsp.add_blank_image("base");
+    let data = bsp.data_dir();
+    // The old layout: everything root's, some of it from before basphere set modes.
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let image = data.join("images/base.qcow2");
+    std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // A disk QEMU's account holds while its VM runs; a link out; a second link to a
+    // root file elsewhere: all three are left as they are.
+    let qemus = data.join("disks/running.qcow2");
+    std::fs::write(&qemus, "").unwrap();
+    std::os::unix::fs::chown(&qemus, Some(64055), None).unwrap();
+    let outside = bsp.dir.path().join("outside");
+    std::fs::write(&outside, "root's").unwrap();
+    std::os::unix::fs::symlink(&outside, data.join("disks/link.qcow2")).unwrap();
+    std::fs::hard_link(&outside, data.join("seeds/hard.iso")).unwrap();
+    let qemu_conf = bsp.dir.path().join("qemu.conf");
+    std::fs::write(&qemu_conf, OLD_QEMU_CONF).unwrap();
+    std::fs::set_permissions(&qemu_conf, std::fs::Permissions::from_mode(0o600)).unwrap();
+    bsp.set_env("BASPHERE_TEST_QEMU_CONF", qemu_conf.to_str().unwrap());
+    let top = bsp.dir.path().to_owned();
+    let backups = || {
+        let mut names: Vec<String> = std::fs::read_dir(&top)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("qemu.conf.before-adopt."))
+            .collect();
+        names.sort();
+        names
+    };
+
+    // Killed once the account is made, then once qemu.conf is copied but not yet
+    // rewritten: each next run goes on from there.
+    bsp.set_env("BASPHERE_CRASH_AT", "adopt-account");
+    bsp.run(&["admin", "adopt"]).code(-1);
+    assert!(nix::unistd::User::from_name(&host.service).unwrap().is_some());
+    bsp.set_env("BASPHERE_CRASH_AT", "adopt-qemu-conf-copied");
+    bsp.run(&["admin", "adopt"]).code(-1);
+    assert_eq!(std::fs::read_to_string(&qemu_conf).unwrap(), OLD_QEMU_CONF);
+    bsp.set_env("BASPHERE_CRASH_AT", "");
+    let done = bsp.json(&["admin", "adopt"]);
+    assert_eq!(
+        done["qemu_conf"]["lines_removed"],
+        serde_json::json!(["user = \"root\"", "group = \"root\""]),
+        "{done}"
+    );
+    let conf = std::fs::read_to_string(&qemu_conf).unwrap();
+    assert_eq!(
+        conf,
+        OLD_QEMU_CONF
+            .replace("user = \"root\"\n#group", "#group")
+            .replace("group = \"root\"\n#dyn", "#dyn")
+    );
+    assert_eq!(mode(&qemu_conf), 0o600);
+    let copies = backups();
+    // One per run that got that far, unless both ran within the same second.
+    assert!((1..=2).contains(&copies.len()), "{copies:?}");
+    for copy in &copies {
+        let text = std::fs::read_to_string(top.join(copy)).unwrap();
+        assert_eq!(text, OLD_QEMU_CONF);
+    }
+
+    let service = uid_of(&host.service);
+    let mut entries = vec![(data.clone(), 0, 0)];
+    entries[0].1 = std::fs::metadata(&data).unwrap().uid();
+    entries[0].2 = mode(&data);
+    tree(&data, &mut entries);
+    let left_alone = [
+        qemus.clone(),
+        data.join("disks/link.qcow2"),
+        data.join("seeds/hard.iso"),
+    ];
+    for (path, uid, m) in &entries {
+        if left_alone.contains(path) {
+            assert_ne!(*uid, service, "{} was handed over", path.display());
+            continue;
+        }
+        assert_eq!(*uid, service, "{} is not the service account's", path.display());
+        let is_dir = path.is_dir();
+        let traversable = ["", "disks", "seeds", "images"]
+            .iter()
+            .any(|d| *path == data.join(d) || (d.is_empty() && *path == data));
+        let want = match (is_dir, traversable) {
+            (true, true) => 0o711,
+            (true, false) => 0o700,
+            (false, _) => 0o600,
+        };
+        assert_eq!(*m, want, "{}", path.display());
+    }
+    assert!(entries.iter().any(|(p, _, _)| *p == image));
+    assert_eq!(std::fs::metadata(&outside).unwrap().uid(), 0);
+    assert_eq!(std::fs::metadata(&qemus).unwrap().uid(), 64055);
+    let name = std::ffi::CString::new(host.service.clone()).unwrap();
+    let account = nix::unistd::User::from_name(&host.service).unwrap().unwrap();
+    let groups = nix::unistd::getgrouplist(&name, account.gid).unwrap();
+    for group in ["libvirt", "kvm"] {
+        if let Ok(Some(g)) = nix::unistd::Group::from_name(group) {
+            assert!(groups.contains(&g.gid), "{} is not in {group}", host.service);
+        }
+    }
+    assert!(nix::unistd::Group::from_name(&host.group).unwrap().is_some());
+
+    // A second run changes nothing and says so.
+    let again = bsp.json(&["admin", "adopt"]);
+    assert_eq!(again["entries_changed"], 0, "{again}");
+    assert_eq!(again["account_created"], false, "{again}");
+    assert_eq!(again["qemu_conf"]["lines_removed"], serde_json::json!([]));
+    assert_eq!(backups(), copies);
+
+    // The service account now opens its database, and may not adopt.
+    std::fs::set_permissions(bsp.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    bsp.run_as(&host.service);
+    bsp.run(&["admin", "init", "--database-only"]).success();
+    bsp.run(&["admin", "adopt"])
+        .code(4)
+        .stderr_has("`admin adopt` is for root");
+    assert_eq!(std::fs::read_to_string(&qemu_conf).unwrap(), conf);
+    bsp.account = None;
+    let audit = bsp.json(&["admin", "audit", "--limit", "1"]);
+    assert_eq!(audit[0]["action"], "admin adopt", "{audit}");
+    assert_eq!(audit[0]["actor"], "root", "{audit}");
 }

@@ -60,7 +60,11 @@ pub struct QemuConf {
 /// Moves the installation `ctx` works on to the service layout.
 pub fn adopt(ctx: &Context) -> Result<Adopted> {
     let outcome = adopt_steps(ctx);
-    ctx.audit("admin adopt", &ctx.paths.root.display().to_string(), &outcome);
+    ctx.audit(
+        "admin adopt",
+        &ctx.paths.root.display().to_string(),
+        &outcome,
+    );
     outcome
 }
 
@@ -121,9 +125,9 @@ fn ensure_account(name: &str, home: &Path) -> Result<bool> {
     if User::from_name(name).ok().flatten().is_some() {
         return Ok(false);
     }
-    let home = home.to_str().ok_or_else(|| {
-        Error::invalid(format!("data_dir `{}` is not UTF-8", home.display()))
-    })?;
+    let home = home
+        .to_str()
+        .ok_or_else(|| Error::invalid(format!("data_dir `{}` is not UTF-8", home.display())))?;
     let args = ["--system", "--user-group", "--home-dir", home];
     let args = [&args[..], &["--no-create-home", "--shell", "/bin/sh", name]].concat();
     account_tool("useradd", &args)?;
@@ -152,7 +156,10 @@ fn join_groups(name: &str) -> Result<Vec<String>> {
         .map(|g| g.name)
         .collect();
     if !missing.is_empty() {
-        account_tool("usermod", &["--append", "--groups", &missing.join(","), name])?;
+        account_tool(
+            "usermod",
+            &["--append", "--groups", &missing.join(","), name],
+        )?;
     }
     Ok(missing)
 }

@@ -123,8 +123,7 @@ impl Host {
         ));
         std::fs::write(&config, text).unwrap();
         std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
-        std::fs::set_permissions(bsp.dir.path(), std::fs::Permissions::from_mode(0o711))
-            .unwrap();
+        std::fs::set_permissions(bsp.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
         bsp.add_user("alice");
         bsp
     }
@@ -297,7 +296,9 @@ fn adopt_hands_a_root_owned_installation_to_the_service_account_and_finishes_aft
     // rewritten: each next run goes on from there.
     bsp.set_env("BASPHERE_CRASH_AT", "adopt-account");
     bsp.run(&["admin", "adopt"]).code(-1);
-    assert!(nix::unistd::User::from_name(&host.service).unwrap().is_some());
+    assert!(nix::unistd::User::from_name(&host.service)
+        .unwrap()
+        .is_some());
     bsp.set_env("BASPHERE_CRASH_AT", "adopt-qemu-conf-copied");
     bsp.run(&["admin", "adopt"]).code(-1);
     assert_eq!(std::fs::read_to_string(&qemu_conf).unwrap(), OLD_QEMU_CONF);
@@ -339,7 +340,12 @@ fn adopt_hands_a_root_owned_installation_to_the_service_account_and_finishes_aft
             assert_ne!(*uid, service, "{} was handed over", path.display());
             continue;
         }
-        assert_eq!(*uid, service, "{} is not the service account's", path.display());
+        assert_eq!(
+            *uid,
+            service,
+            "{} is not the service account's",
+            path.display()
+        );
         let is_dir = path.is_dir();
         let traversable = ["", "disks", "seeds", "images"]
             .iter()
@@ -355,14 +361,22 @@ fn adopt_hands_a_root_owned_installation_to_the_service_account_and_finishes_aft
     assert_eq!(std::fs::metadata(&outside).unwrap().uid(), 0);
     assert_eq!(std::fs::metadata(&qemus).unwrap().uid(), 64055);
     let name = std::ffi::CString::new(host.service.clone()).unwrap();
-    let account = nix::unistd::User::from_name(&host.service).unwrap().unwrap();
+    let account = nix::unistd::User::from_name(&host.service)
+        .unwrap()
+        .unwrap();
     let groups = nix::unistd::getgrouplist(&name, account.gid).unwrap();
     for group in ["libvirt", "kvm"] {
         if let Ok(Some(g)) = nix::unistd::Group::from_name(group) {
-            assert!(groups.contains(&g.gid), "{} is not in {group}", host.service);
+            assert!(
+                groups.contains(&g.gid),
+                "{} is not in {group}",
+                host.service
+            );
         }
     }
-    assert!(nix::unistd::Group::from_name(&host.group).unwrap().is_some());
+    assert!(nix::unistd::Group::from_name(&host.group)
+        .unwrap()
+        .is_some());
 
     // A second run changes nothing and says so.
     let again = bsp.json(&["admin", "adopt"]);

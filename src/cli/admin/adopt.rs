@@ -27,7 +27,8 @@ pub fn exec(_args: &Args, ctx: &Context, _out: &mut Output) -> Result<Report> {
     let mut report = Report::new(&done, Human::Fields(fields(&done, ctx)));
     let conf = &done.qemu_conf;
     if !conf.lines_removed.is_empty() {
-        report = report.note(format!(
+        report =
+            report.note(format!(
             "note: restart libvirtd (`systemctl restart libvirtd`) so that QEMU runs as libvirt's \
              own account (Debian's `libvirt-qemu`) from the next VM start; a copy of the old file \
              is at {}",
@@ -61,12 +62,27 @@ fn fields(done: &Adopted, ctx: &Context) -> Vec<(&'static str, String)> {
         ),
     };
     vec![
-        ("service account", made(done.account_created, &done.service_user)),
+        (
+            "service account",
+            made(done.account_created, &done.service_user),
+        ),
         ("groups", joined),
-        ("admin group", made(done.admin_group_created, &ctx.config.admin_group)),
+        (
+            "admin group",
+            made(done.admin_group_created, &ctx.config.admin_group),
+        ),
         ("data directory", ctx.paths.root.display().to_string()),
-        ("changed", format!("{} files and directories", done.entries_changed)),
-        ("left alone", format!("{} (another account's, or links)", done.entries_left_alone.len())),
+        (
+            "changed",
+            format!("{} files and directories", done.entries_changed),
+        ),
+        (
+            "left alone",
+            format!(
+                "{} (another account's, or links)",
+                done.entries_left_alone.len()
+            ),
+        ),
         ("qemu.conf", qemu),
     ]
 }

@@ -20,6 +20,8 @@ BSP_PACKAGES=(
     util-linux procps
     # ssh into guests (client) and the bastion's own sshd
     openssh-client openssh-server
+    # non-root administrators reach the service account's database through sudo
+    sudo
     # virt-install, used by the bench baseline
     virtinst
     # linker for cargo; OpenSSL headers for lettre's native TLS to SMTP; SQLite's

@@ -19,6 +19,10 @@ use crate::{db, files};
 pub enum Caller {
     /// A process on the bastion itself: an admin at a terminal, cron, or the service account.
     Local { uid: u32 },
+    /// A local process that sudo started for the account `invoker` (`SUDO_UID`): as the
+    /// service account, it is how a member of `admin_group` reaches the database (see
+    /// `crate::sudo`).
+    Sudo { uid: u32, invoker: u32 },
     /// A tenant authenticated by an SSH key (the embedded server or OpenSSH's forced command).
     Ssh(Binding),
 }
@@ -59,8 +63,10 @@ impl Binding {
 impl Caller {
     /// The caller of the current process.
     pub fn current_process() -> Caller {
-        Caller::Local {
-            uid: nix::unistd::getuid().as_raw(),
+        let uid = nix::unistd::getuid().as_raw();
+        match crate::sudo::invoker() {
+            Some(invoker) if invoker != uid => Caller::Sudo { uid, invoker },
+            _ => Caller::Local { uid },
         }
     }
 
@@ -163,6 +169,17 @@ pub fn local_role(uid: u32, config: &Config) -> Role {
     }
 }
 
+/// The role a process sudo ran as `uid` for `invoker` acts with, if not its own: the
+/// service account run for a member of `admin_group` is that member. Anything else
+/// (root run through sudo, the service account run for a stranger, a `SUDO_UID` the
+/// service account set itself for someone who is no member) is simply its own account.
+fn sudo_admin(uid: u32, invoker: u32, config: &Config) -> Option<Role> {
+    let admin = local_role(uid, config) == Role::Service
+        && invoker != 0
+        && local_role(invoker, config) == Role::LocalAdmin;
+    admin.then_some(Role::LocalAdmin)
+}
+
 /// The caller resolved: their role, and what the audit log records of them.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Actor {
@@ -258,6 +275,10 @@ impl Context {
         };
         let (name, via, role, fingerprint) = match caller {
             Caller::Local { uid } => (unix_login(*uid), "local", local_role(*uid, &config), None),
+            Caller::Sudo { uid, invoker } => match sudo_admin(*uid, *invoker, &config) {
+                Some(role) => (unix_login(*invoker), "sudo", role, None),
+                None => (unix_login(*uid), "local", local_role(*uid, &config), None),
+            },
             Caller::Ssh(binding) => (
                 binding.user.clone(),
                 "ssh",

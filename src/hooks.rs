@@ -8,6 +8,8 @@
 //! - `BASPHERE_PAUSE_AT`: `STEP:FILE`; at that step an operation creates `FILE.reached`
 //!   and waits while `FILE` exists (a minute at most), so tests can run two commands
 //!   in exactly the order a race would.
+//! - `BASPHERE_TEST_QEMU_CONF`: the `qemu.conf` that `admin adopt` edits, in place of
+//!   the host's `/etc/libvirt/qemu.conf`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,6 +18,7 @@ use std::sync::OnceLock;
 const NOW: &str = "BASPHERE_NOW";
 const CRASH_AT: &str = "BASPHERE_CRASH_AT";
 const PAUSE_AT: &str = "BASPHERE_PAUSE_AT";
+const QEMU_CONF: &str = "BASPHERE_TEST_QEMU_CONF";
 
 enum Clock {
     System,
@@ -75,9 +78,17 @@ pub fn pause_point(step: &str) {
     }
 }
 
+/// The host's libvirt QEMU driver configuration, or the file a test names instead.
+pub fn qemu_conf() -> PathBuf {
+    match std::env::var_os(QEMU_CONF) {
+        Some(path) if !path.is_empty() => path.into(),
+        _ => PathBuf::from("/etc/libvirt/qemu.conf"),
+    }
+}
+
 /// The hooks set in this process, for a child process to inherit.
 pub fn env() -> BTreeMap<String, String> {
-    [NOW, CRASH_AT, PAUSE_AT]
+    [NOW, CRASH_AT, PAUSE_AT, QEMU_CONF]
         .into_iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_owned(), v)))
         .collect()

@@ -18,6 +18,7 @@ pub mod output;
 pub mod secret;
 pub mod session;
 pub mod ssh;
+pub mod sudo;
 pub mod validate;
 pub mod virt;
 pub mod web;
@@ -155,8 +156,13 @@ pub fn main() -> i32 {
                     Ok(Config::unloaded(&flags, &env))
                 }
                 loaded => loaded,
-            }
-            .map(Arc::new);
+            };
+            // A member of `admin_group` reaches the service account's data through sudo.
+            let config = match cli.uses_data_dir() {
+                true => config.and_then(sudo::reach_data_dir),
+                false => config,
+            };
+            let config = config.map(Arc::new);
             run(
                 cli,
                 &name,

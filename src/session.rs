@@ -262,7 +262,7 @@ fn prompt(
 fn user_of(tenant: &Caller) -> &str {
     match tenant {
         Caller::Ssh(binding) => &binding.user,
-        Caller::Local { .. } => "local",
+        Caller::Local { .. } | Caller::Sudo { .. } => "local",
     }
 }
 

@@ -78,6 +78,15 @@ pub struct Global {
     pub json: bool,
 }
 
+impl Cli {
+    /// Whether the command works on the data directory, which a member of `admin_group`
+    /// reaches only as the service account (see `crate::sudo`).
+    pub fn uses_data_dir(&self) -> bool {
+        let init = matches!(&self.command, Command::Admin(a) if matches!(a.command, admin::Command::Init(_)));
+        init || self.command.run().needs_database()
+    }
+}
+
 impl Global {
     /// What the flags set, by configuration key.
     pub fn overrides(&self) -> Overrides {

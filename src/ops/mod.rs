@@ -1,6 +1,7 @@
 //! Business rules. Operations take validated values and a `Context`, check roles and
 //! ownership themselves, write the audit log, and return values; they never print.
 
+pub mod adopt;
 pub mod audit;
 pub mod doctor;
 pub mod forward;

@@ -2,6 +2,7 @@
 
 mod fixtures;
 
+mod admins;
 mod cli;
 mod console;
 mod doctor;

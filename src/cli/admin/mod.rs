@@ -1,5 +1,6 @@
 //! `basphere admin ...`: commands for administrators.
 
+pub mod adopt;
 pub mod approve;
 pub mod audit;
 pub mod image;
@@ -35,6 +36,7 @@ pub enum Command {
     Quota(quota::Args),
     Vms(vms::Args),
     Reconcile(reconcile::Args),
+    Adopt(adopt::Args),
     Audit(audit::Args),
     Signups(signups::Args),
     Approve(approve::Args),
@@ -66,6 +68,7 @@ impl Run for Args {
         match &self.command {
             Command::Init(_) => INIT,
             Command::RunJobs(_) => RUN_JOBS,
+            Command::Adopt(_) => adopt::ALLOWED,
             _ => ALLOWED,
         }
     }
@@ -82,6 +85,7 @@ impl Run for Args {
             Command::Quota(a) => quota::exec(a, ctx, out),
             Command::Vms(a) => vms::exec(a, ctx, out),
             Command::Reconcile(a) => reconcile::exec(a, ctx, out),
+            Command::Adopt(a) => adopt::exec(a, ctx, out),
             Command::Audit(a) => audit::exec(a, ctx, out),
             Command::Signups(a) => signups::exec(a, ctx, out),
             Command::Approve(a) => approve::exec(a, ctx, out),

@@ -1,0 +1,140 @@
+//! Administrators who are not root. The database is the service account's (0600, in a
+//! 0711 directory), so a member of `admin_group` cannot open it; basphere run by a member
+//! re-executes itself through sudo as the service account, with the same arguments, and
+//! the new process acts as, and audits, the member (see [`invoker`] and
+//! `context::Caller::Sudo`). The rule sudo needs ships as `templates/sudoers/basphere`,
+//! installed as [`SUDOERS`].
+//!
+//! Why sudo rather than a Unix socket to `serve` with peer credentials: it works while
+//! `serve` is down, which is when an administrator most needs it; it needs no second
+//! protocol; and every command keeps one code path.
+
+use std::ffi::OsString;
+use std::io::ErrorKind;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use crate::config::Config;
+use crate::context::{local_role, Role};
+use crate::error::{Error, Result};
+
+/// Where the rule that lets members run basphere as the service account lives.
+pub const SUDOERS: &str = "/etc/sudoers.d/basphere";
+
+/// The account that ran this process through sudo (`SUDO_UID`), if any.
+///
+/// Only the environment says so, and the service account could forge it: that gains it
+/// nothing, since it owns the database and may change any row an administrator could.
+/// The caller is trusted as that account only while it is really a member of
+/// `admin_group` (see `context::Context::new`), and never over SSH: a tenant's commands
+/// are judged by their key whatever the environment, and a process sshd started (it
+/// sets `SSH_CONNECTION`, which sudo's `env_reset` removes) got any `SUDO_*` from the
+/// client, through an `AcceptEnv` that lets them in, so it ignores them.
+pub fn invoker() -> Option<u32> {
+    if std::env::var_os("SSH_CONNECTION").is_some() {
+        return None;
+    }
+    std::env::var("SUDO_UID").ok()?.parse().ok()
+}
+
+/// `config` back when this process may open the data directory itself; otherwise, for a
+/// member of `admin_group` kept out of the service account's data directory, this
+/// process becomes `sudo -u SERVICE_USER basphere ARGS...` and returns only the error
+/// that stopped it.
+pub fn reach_data_dir(config: Config) -> Result<Config> {
+    if !kept_out(&config) {
+        return Ok(config);
+    }
+    Err(reexec(&config))
+}
+
+/// Whether this process is a member's, and the service account's data directory or
+/// database refuses it. Root, the service account and strangers go on as they are:
+/// sudo would give them nothing (strangers get the usual refusal).
+fn kept_out(config: &Config) -> bool {
+    let uid = nix::unistd::getuid();
+    if uid.is_root() || local_role(uid.as_raw(), config) != Role::LocalAdmin {
+        return false;
+    }
+    let owner = std::fs::metadata(&config.data_dir).map(|m| m.uid());
+    let service = nix::unistd::User::from_name(&config.service_user);
+    if !matches!((owner, service), (Ok(o), Ok(Some(s))) if o == s.uid.as_raw()) {
+        return false;
+    }
+    let db = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(config.db_path());
+    match db {
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => true,
+        // `admin init` on a directory the service account owns.
+        Err(e) if e.kind() == ErrorKind::NotFound => nix::unistd::access(
+            &config.data_dir,
+            nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+        )
+        .is_err_and(|e| e == nix::errno::Errno::EACCES),
+        _ => false,
+    }
+}
+
+/// Replaces this process with `sudo -n -u SERVICE_USER -- EXE ARGS...`: the same
+/// arguments, the same streams and terminal, and sudo's exit code (which is the
+/// command's) as this one's. Returns only on failure.
+fn reexec(config: &Config) -> Error {
+    // This binary's own path: `/proc/self/exe` given to sudo would name sudo.
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return Error::io("cannot find the path of basphere itself", e),
+    };
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let mut sudo = Command::new("sudo");
+    sudo.arg("-n");
+    // sudo resets the environment. The configuration variables are named, so that a
+    // rule without `env_keep += "BASPHERE_*"` makes sudo refuse rather than drop them
+    // and run the command against another configuration.
+    let keep = configuration_variables();
+    if !keep.is_empty() {
+        sudo.arg(format!("--preserve-env={}", keep.join(",")));
+    }
+    sudo.args(["-u", &config.service_user, "--"]);
+    let allowed = Command::new("sudo")
+        .args(["-n", "-l", "-u", &config.service_user, "--"])
+        .arg(&exe)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let refused = match allowed {
+        Ok(status) if status.success() => {
+            let e = sudo.arg(&exe).args(&args).exec();
+            return Error::io("cannot run sudo", e);
+        }
+        Ok(_) => "sudo does not allow it without a password",
+        Err(e) if e.kind() == ErrorKind::NotFound => "sudo is not installed",
+        Err(_) => "sudo cannot run",
+    };
+    Error::Install(format!(
+        "members of `{group}` reach the database as `{user}` through sudo, and {refused}: \
+         install basphere's rule as {SUDOERS} (mode 0440), which lets `%{group}` run `{exe}` \
+         as `{user}`; check it with `visudo -cf {SUDOERS}`",
+        group = config.admin_group,
+        user = config.service_user,
+        exe = exe.display(),
+    ))
+}
+
+/// The `BASPHERE_*` variables set in this process, which the command reads as
+/// configuration (and tests as hooks).
+fn configuration_variables() -> Vec<String> {
+    std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| {
+            name.starts_with("BASPHERE_")
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        })
+        .collect()
+}

@@ -8,7 +8,7 @@ use crate::output::{Output, Report};
 /// Print the sshd_config lines for serving tenants through OpenSSH
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Example:\n  basphere sshd-config > /etc/ssh/sshd_config.d/basphere.conf && sshd -t && systemctl reload ssh\n\n`basphere admin init` writes that file (and checks it) in OpenSSH mode; `basphere doctor` checks that it matches."
+    after_help = "Example:\n  basphere sshd-config > /etc/ssh/sshd_config.d/basphere.conf && sshd -t && systemctl reload ssh\n\nbasphere admin init writes that file (and checks it) in OpenSSH mode; basphere doctor checks that it matches."
 )]
 pub struct Args {}
 

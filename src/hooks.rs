@@ -10,6 +10,8 @@
 //!   in exactly the order a race would.
 //! - `BASPHERE_TEST_QEMU_CONF`: the `qemu.conf` that `admin adopt` edits, in place of
 //!   the host's `/etc/libvirt/qemu.conf`.
+//! - `BASPHERE_TEST_ROUTES`: the route table (as `/proc/net/route` prints it) that
+//!   `admin init` and `doctor` read in place of the host's.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,6 +21,7 @@ const NOW: &str = "BASPHERE_NOW";
 const CRASH_AT: &str = "BASPHERE_CRASH_AT";
 const PAUSE_AT: &str = "BASPHERE_PAUSE_AT";
 const QEMU_CONF: &str = "BASPHERE_TEST_QEMU_CONF";
+const ROUTES: &str = "BASPHERE_TEST_ROUTES";
 
 enum Clock {
     System,
@@ -86,9 +89,17 @@ pub fn qemu_conf() -> PathBuf {
     }
 }
 
+/// The kernel's IPv4 route table, or the file a test names instead.
+pub fn route_table() -> PathBuf {
+    match std::env::var_os(ROUTES) {
+        Some(path) if !path.is_empty() => path.into(),
+        _ => PathBuf::from("/proc/net/route"),
+    }
+}
+
 /// The hooks set in this process, for a child process to inherit.
 pub fn env() -> BTreeMap<String, String> {
-    [NOW, CRASH_AT, PAUSE_AT, QEMU_CONF]
+    [NOW, CRASH_AT, PAUSE_AT, QEMU_CONF, ROUTES]
         .into_iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_owned(), v)))
         .collect()

@@ -15,6 +15,7 @@ pub mod mail;
 pub mod man;
 pub mod ops;
 pub mod output;
+pub mod routes;
 pub mod secret;
 pub mod session;
 pub mod ssh;

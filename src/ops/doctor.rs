@@ -4,7 +4,7 @@
 //! else (libvirt, the SMTP relay, DNS) gives up after a few seconds.
 
 use std::fs;
-use std::net::{Ipv4Addr, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use rusqlite::Connection;
 use crate::config::{Config, Door, Source};
 use crate::context::{Caller, Context};
 use crate::db;
+use crate::routes;
 use crate::validate::Size;
 use crate::virt::{Hypervisor, VirtTypeSetting};
 
@@ -774,22 +775,17 @@ impl Probe {
     fn routes(&self) -> Check {
         let config = self.config();
         let pool = config.network_pool;
-        let text = match fs::read_to_string("/proc/net/route") {
-            Ok(t) => t,
-            Err(e) => return skip("routes", format!("cannot read /proc/net/route: {e}")),
+        let overlapping = match routes::overlapping(&pool, &config.name_prefix) {
+            Ok(found) => found.into_iter().next(),
+            Err(e) => return skip("routes", format!("cannot read the route table: {e}")),
         };
-        let overlapping = host_routes(&text).into_iter().find(|r| {
-            // basphere's own bridges carry routes into its pool.
-            !r.device.starts_with(&config.name_prefix)
-                && overlaps((pool.base, pool.prefix), (r.net, r.prefix))
-        });
         match overlapping {
             None => ok("routes", format!("{}/{} overlaps no route of this host", pool.base, pool.prefix)),
             Some(r) => warn(
                 "routes",
                 format!(
-                    "network_pool {}/{} overlaps the route to {}/{} on {}: guests could not reach those addresses",
-                    pool.base, pool.prefix, r.net, r.prefix, r.device
+                    "network_pool {}/{} overlaps the route to {r}: guests could not reach those addresses",
+                    pool.base, pool.prefix
                 ),
                 "set `network_pool` to a range no route uses (`ip route` lists them)",
             ),
@@ -1010,90 +1006,9 @@ fn is_executable(path: &Path) -> bool {
     fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// An IPv4 route of the host.
-#[derive(Debug, PartialEq, Eq)]
-struct Route {
-    device: String,
-    net: Ipv4Addr,
-    prefix: u8,
-}
-
-/// The routes in `/proc/net/route` (addresses in the host's byte order, as hex), but
-/// the default route, which overlaps everything and shadows nothing.
-fn host_routes(text: &str) -> Vec<Route> {
-    let hex = |s: &str| {
-        u32::from_str_radix(s, 16)
-            .ok()
-            .map(|v| Ipv4Addr::from(v.to_ne_bytes()))
-    };
-    text.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (device, dest, mask) = (fields.first()?, fields.get(1)?, fields.get(7)?);
-            let mask = hex(mask)?;
-            let prefix = u32::from(mask).leading_ones() as u8;
-            (prefix > 0).then(|| Route {
-                device: (*device).to_owned(),
-                net: hex(dest).unwrap_or(Ipv4Addr::UNSPECIFIED),
-                prefix,
-            })
-        })
-        .collect()
-}
-
-/// Whether two networks share an address: the shorter prefix contains the other.
-fn overlaps(a: (Ipv4Addr, u8), b: (Ipv4Addr, u8)) -> bool {
-    let shorter = a.1.min(b.1);
-    let mask = if shorter == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(shorter))
-    };
-    u32::from(a.0) & mask == u32::from(b.0) & mask
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_the_kernels_route_table() {
-        let text =
-            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
-            eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
-            eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
-            d0\t0005640A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
-        let routes = host_routes(text);
-        assert_eq!(
-            routes,
-            vec![
-                Route {
-                    device: "eth0".into(),
-                    net: Ipv4Addr::new(192, 0, 2, 0),
-                    prefix: 24
-                },
-                Route {
-                    device: "d0".into(),
-                    net: Ipv4Addr::new(10, 100, 5, 0),
-                    prefix: 24
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn networks_overlap_when_one_holds_the_other() {
-        let net = |a, b, c, p| (Ipv4Addr::new(10, a, b, c), p);
-        assert!(overlaps(net(100, 0, 0, 16), net(100, 5, 0, 24)));
-        assert!(overlaps(net(100, 5, 0, 24), net(100, 0, 0, 16)));
-        assert!(overlaps(net(0, 0, 0, 8), net(100, 0, 0, 16)));
-        assert!(!overlaps(net(100, 0, 0, 16), net(101, 0, 0, 16)));
-        assert!(!overlaps(
-            net(100, 0, 0, 16),
-            (Ipv4Addr::new(192, 0, 2, 0), 24)
-        ));
-    }
 
     #[test]
     fn qemu_user_is_the_last_uncommented_user_line() {

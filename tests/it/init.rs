@@ -16,6 +16,21 @@ const CONFLICT: i32 = 6;
 const UNITS_BY_HAND: &str = "systemd is not running: start the units yourself: \
 systemctl enable --now basphere.service basphere-jobs.timer basphere-reconcile.service";
 
+/// A route table as the kernel prints it in `/proc/net/route`: device, destination
+/// and mask in hex (the host's byte order), after the default route.
+fn write_routes(path: &std::path::Path, routes: &[(&str, &str, &str)]) {
+    let mut text = String::from(
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+         eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n",
+    );
+    for (dev, dest, mask) in routes {
+        text.push_str(&format!(
+            "{dev}\t{dest}\t00000000\t0001\t0\t0\t0\t{mask}\t0\t0\t0\n"
+        ));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
 /// An installation that `admin init` has not set up: a config path in a directory that
 /// does not exist yet, no data directory, an administrator's key and a small image.
 struct Host {
@@ -33,6 +48,10 @@ impl Host {
         // What the file says is what is read back.
         bsp.set_env("BASPHERE_PUBLIC_HOST", "");
         bsp.set_env("BASPHERE_NETWORK_POOL", "");
+        // The routes of the host are its own business: init reads these instead.
+        let routes = bsp.dir.path().join("route");
+        write_routes(&routes, &[("eth0", "000200C0", "00FFFFFF")]);
+        bsp.set_env("BASPHERE_TEST_ROUTES", routes.to_str().unwrap());
         let key = public_key(&bsp.keygen("alice"));
         let image = bsp.dir.path().join("debian-12-src.qcow2");
         let made = Command::new("qemu-img")
@@ -333,6 +352,14 @@ fn a_run_killed_at_any_step_is_finished_by_the_next() {
 #[test]
 fn on_a_terminal_it_asks_for_each_answer() {
     let host = Host::new();
+    // The default pool overlaps a route of eth1; basphere's own bridge does not count.
+    write_routes(
+        &host.bsp.dir.path().join("route"),
+        &[
+            ("eth1", "0000640A", "00FFFFFF"),
+            ("bsp0a6400", "0001640A", "00FFFFFF"),
+        ],
+    );
     let mut term = Terminal::start(host.bsp.command(&["admin", "init"]), 120, 40);
     term.wait_for("Public host name", 20);
     term.line("bastion.example.org");
@@ -344,6 +371,10 @@ fn on_a_terminal_it_asks_for_each_answer() {
     term.line("");
     term.wait_for("Network pool", 20);
     term.line("");
+    term.wait_for("Use it anyway?", 20);
+    term.send(b"n");
+    term.wait_for_count("Network pool", 2, 20);
+    term.line("10.200.0.0/16");
     term.wait_for("Send mail through an SMTP relay?", 20);
     term.send(b"y");
     term.wait_for("SMTP host", 20);
@@ -382,6 +413,12 @@ fn on_a_terminal_it_asks_for_each_answer() {
     assert!(screen.contains("added the administrator alice"), "{screen}");
     assert_eq!(host.setting("serve.ssh"), "0.0.0.0:2222");
     assert_eq!(host.setting("public_host"), "bastion.example.org");
+    assert_eq!(host.setting("network_pool"), "10.200.0.0/16");
+    assert!(
+        screen.contains("overlaps the host's route 10.100.0.0/24 (dev eth1)")
+            && !screen.contains("dev bsp0a6400"),
+        "{screen}"
+    );
     assert_eq!(host.setting("smtp.host"), "smtp.example.org");
     assert_eq!(host.setting("smtp.username"), "basphere");
     assert!(
@@ -423,7 +460,9 @@ fn the_openssh_door_writes_a_drop_in_that_sshd_accepts_and_puts_back_one_it_refu
         eprintln!("skipped: no /usr/sbin/sshd");
         return;
     }
-    let host = Host::new();
+    let mut host = Host::new();
+    // The kernel's own route table, in the namespace below.
+    host.bsp.set_env("BASPHERE_TEST_ROUTES", "");
     let preseed = host
         .embedded(2222)
         .replace("door = \"embedded\"\nport = 2222", "door = \"openssh\"");
@@ -433,21 +472,24 @@ fn the_openssh_door_writes_a_drop_in_that_sshd_accepts_and_puts_back_one_it_refu
     let script = format!(
         "P={preseed}; O={out}\n\
          # A route inside the pool: a warning, not a refusal.\n\
-         ip link add bsp0 type veth peer name bsp1 && ip addr add 10.231.7.1/24 dev bsp0\n\
-         ip link set bsp0 up && ip link set bsp1 up\n\
+         ip link add lan0 type veth peer name lan1 && ip addr add 10.231.7.1/24 dev lan0\n\
+         ip link set lan0 up && ip link set lan1 up\n\
          # A real sshd, so the reload is seen: it logs the SIGHUP.\n\
          /usr/sbin/sshd -o ListenAddress=127.0.0.1:{port} -E $O/sshd.log\n\
-         # sshd writes its pidfile once started, and again once restarted by a SIGHUP.\n\
-         up() {{ i=0; while [ ! -s /run/sshd.pid ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; }}\n\
+         # Up once it listens again after every SIGHUP it logged (the pidfile of the\n\
+         # sshd before a restart is still there while the next one reads its files).\n\
+         n() {{ cat $O/sshd.log 2>/dev/null | grep -c \"$1\"; }}\n\
+         up() {{ i=0; while [ $(n 'Server listening') -le $(n 'Received SIGHUP') ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; }}\n\
          up\n\
          $B admin init --preseed $P > $O/first.out 2>&1\n\
-         cp /etc/ssh/sshd_config.d/basphere.conf $O/drop-in\n\
+         up; cp /etc/ssh/sshd_config.d/basphere.conf $O/drop-in\n\
          $B sshd-config > $O/expected\n\
          $B admin init --preseed $P > $O/second.out 2>&1\n\
          # Killed after writing the drop-in: the next run checks it and reloads sshd.\n\
          echo '# by hand' > /etc/ssh/sshd_config.d/basphere.conf\n\
          BASPHERE_CRASH_AT=init-drop-in-written $B admin init --preseed $P --force > $O/killed.out 2>&1 || echo $? > $O/killed.code\n\
          up; $B admin init --preseed $P > $O/resumed.out 2>&1\n\
+         up\n\
          # sshd -t fails on another file: the previous drop-in is put back.\n\
          echo '# by hand' > /etc/ssh/sshd_config.d/basphere.conf\n\
          echo 'NoSuchOption yes' > /etc/ssh/sshd_config.d/00-broken.conf\n\
@@ -464,15 +506,15 @@ fn the_openssh_door_writes_a_drop_in_that_sshd_accepts_and_puts_back_one_it_refu
         out = out.display(),
     );
     let (ok, text) = in_private_namespaces(&host, &script);
-    assert!(ok, "{text}");
     let read = |name: &str| std::fs::read_to_string(out.join(name)).unwrap_or_default();
+    assert!(ok, "{text}\nsshd's log:\n{}", read("sshd.log"));
     let first = read("first.out");
     for line in [
         "/etc/ssh/sshd_config.d/basphere.conf: (none) → `basphere sshd-config`",
         "(`sshd -t` accepts it)",
         "reloaded sshd (SIGHUP to process",
         "serve.ssh: (none) → off",
-        "warning: network_pool 10.231.0.0/16 overlaps the host's route 10.231.7.0/24 (dev bsp0)",
+        "warning: network_pool 10.231.0.0/16 overlaps the host's route 10.231.7.0/24 (dev lan0)",
         UNITS_BY_HAND,
     ] {
         assert!(first.contains(line), "no {line:?} in:\n{first}");

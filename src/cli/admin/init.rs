@@ -300,13 +300,11 @@ fn ask_pool(config: &Config) -> Result<String> {
             false,
             |t| preseed::pool(t).map(drop),
         )?;
-        let overlaps = host::overlapping_routes(&preseed::pool(&pool)?);
-        for route in &overlaps {
-            say(&format!(
-                "warning: {pool} overlaps the host's route {route}"
-            ))?;
+        let warnings = init::pool_warnings(&preseed::pool(&pool)?, &config.name_prefix);
+        for warning in &warnings {
+            say(&format!("warning: {warning}"))?;
         }
-        if overlaps.is_empty() || ask_yes("Use it anyway?", false)? {
+        if warnings.is_empty() || ask_yes("Use it anyway?", false)? {
             return Ok(pool);
         }
     }

@@ -4,12 +4,10 @@
 
 use std::fs;
 use std::io::Write;
-use std::net::Ipv4Addr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::config::NetworkPool;
 use crate::error::{Error, Result};
 
 /// The units `admin init` enables and starts where systemd runs the host.
@@ -287,37 +285,6 @@ pub fn join_group(name: &str, group: &str) -> Result<()> {
     run("usermod", &["-a", "-G", group, name])
 }
 
-/// The IPv4 networks this host routes (`/proc/net/route`), the default route aside.
-pub fn routes() -> Vec<(String, Ipv4Addr, u8)> {
-    let text = fs::read_to_string("/proc/net/route").unwrap_or_default();
-    let hex = |s: &str| u32::from_str_radix(s, 16).ok().map(u32::to_ne_bytes);
-    text.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (dest, mask) = (hex(fields.get(1)?)?, hex(fields.get(7)?)?);
-            let prefix = u32::from_be_bytes(mask).count_ones() as u8;
-            (prefix > 0).then(|| (fields[0].to_owned(), Ipv4Addr::from(dest), prefix))
-        })
-        .collect()
-}
-
-/// The routes of this host that overlap `pool`, as `10.100.5.0/24 (dev eth1)`.
-pub fn overlapping_routes(pool: &NetworkPool) -> Vec<String> {
-    routes()
-        .into_iter()
-        .filter(|(_, dest, prefix)| overlaps(pool, *dest, *prefix))
-        .map(|(dev, dest, prefix)| format!("{dest}/{prefix} (dev {dev})"))
-        .collect()
-}
-
-/// Whether `dest/prefix` and `pool` share an address: they agree on the shorter prefix.
-fn overlaps(pool: &NetworkPool, dest: Ipv4Addr, prefix: u8) -> bool {
-    let bits = u32::from(prefix.min(pool.prefix));
-    let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
-    u32::from(dest) & mask == u32::from(pool.base) & mask
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,15 +306,5 @@ mod tests {
         assert_eq!(fs::read_to_string(&copy).unwrap(), "two");
         let names: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();
         assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
-    }
-
-    #[test]
-    fn networks_overlap_when_they_agree_on_the_shorter_prefix() {
-        let pool: NetworkPool = crate::config::Value::parse("10.100.0.0/16").unwrap();
-        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
-        assert!(overlaps(&pool, ip("10.100.5.0"), 24));
-        assert!(overlaps(&pool, ip("10.0.0.0"), 8));
-        assert!(!overlaps(&pool, ip("10.101.0.0"), 16));
-        assert!(!overlaps(&pool, ip("192.168.1.0"), 24));
     }
 }

@@ -14,7 +14,7 @@ pub mod preseed;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, Overrides, Source, ROWS};
+use crate::config::{Config, NetworkPool, Overrides, Source, ROWS};
 use crate::context::Context;
 use crate::db;
 use crate::error::{Error, Result};
@@ -305,6 +305,20 @@ fn plan(ctx: &Context, answers: &Answers, setup: &Setup) -> Result<Vec<Change>> 
     Ok(changes)
 }
 
+/// What is wrong with `pool` on this host: each route of the host it overlaps (but
+/// those of basphere's own bridges, named with `own_prefix`).
+pub fn pool_warnings(pool: &NetworkPool, own_prefix: &str) -> Vec<String> {
+    match crate::routes::overlapping(pool, own_prefix) {
+        Ok(routes) => routes
+            .iter()
+            .map(|route| format!("network_pool {pool} overlaps the host's route {route}"))
+            .collect(),
+        Err(e) => vec![format!(
+            "cannot read the host's route table to check network_pool {pool}: {e}"
+        )],
+    }
+}
+
 /// Sets the host up as `answers` say: see the module's description.
 pub fn apply(ctx: &Context, answers: &Answers, setup: &Setup) -> Result<Outcome> {
     let changes = plan(ctx, answers, setup)?;
@@ -313,15 +327,7 @@ pub fn apply(ctx: &Context, answers: &Answers, setup: &Setup) -> Result<Outcome>
         changes,
         applied: false,
         done: Vec::new(),
-        warnings: host::overlapping_routes(&answers.network_pool)
-            .into_iter()
-            .map(|route| {
-                format!(
-                    "network_pool {} overlaps the host's route {route}",
-                    answers.network_pool
-                )
-            })
-            .collect(),
+        warnings: pool_warnings(&answers.network_pool, &ctx.config.name_prefix),
     };
     if setup.drop_in.is_none() && setup.drop_in_path.exists() {
         outcome.warnings.push(format!(

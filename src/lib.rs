@@ -158,20 +158,17 @@ pub fn main() -> i32 {
                 }
                 loaded => loaded,
             };
-            // A member of `admin_group` reaches the service account's data through sudo.
+            // Who called, before root becomes the service account (see `sudo`).
+            let caller = Caller::current_process();
             let config = match cli.uses_data_dir() {
-                true => config.and_then(sudo::reach_data_dir),
+                true => {
+                    let needs_root = cli.command.needs_root();
+                    config.and_then(|c| sudo::reach_data_dir(c, needs_root))
+                }
                 false => config,
             };
             let config = config.map(Arc::new);
-            run(
-                cli,
-                &name,
-                &Caller::current_process(),
-                config,
-                &Cancel::new(),
-                &mut io,
-            )
+            run(cli, &name, &caller, config, &Cancel::new(), &mut io)
         }
         Err(code) => code,
     };

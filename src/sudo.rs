@@ -5,6 +5,11 @@
 //! `context::Caller::Sudo`). The rule sudo needs ships as `templates/sudoers/basphere`,
 //! installed as [`SUDOERS`].
 //!
+//! Root, where the service account owns the data directory, becomes that account in
+//! its own process for every command that does not change the host itself (`admin
+//! init`, `admin adopt`), so that nothing root makes there (a lock file, a disk, a
+//! seed) is root's and then refused to the service. It stays root in the audit log.
+//!
 //! Why sudo rather than a Unix socket to `serve` with peer credentials: it works while
 //! `serve` is down, which is when an administrator most needs it; it needs no second
 //! protocol; and every command keeps one code path.
@@ -38,15 +43,46 @@ pub fn invoker() -> Option<u32> {
     std::env::var("SUDO_UID").ok()?.parse().ok()
 }
 
-/// `config` back when this process may open the data directory itself; otherwise, for a
-/// member of `admin_group` kept out of the service account's data directory, this
-/// process becomes `sudo -u SERVICE_USER basphere ARGS...` and returns only the error
-/// that stopped it.
-pub fn reach_data_dir(config: Config) -> Result<Config> {
+/// `config` back once this process works on the data directory as it should: root
+/// (unless `needs_root`) as the service account that owns it, a member of
+/// `admin_group` kept out of it through `sudo -u SERVICE_USER basphere ARGS...`, which
+/// replaces this process (only the error that stopped it is returned), anyone else as
+/// they are.
+pub fn reach_data_dir(config: Config, needs_root: bool) -> Result<Config> {
+    if nix::unistd::getuid().is_root() {
+        if let Some(service) = owning_service_account(&config).filter(|_| !needs_root) {
+            become_account(&service)?;
+        }
+        return Ok(config);
+    }
     if !kept_out(&config) {
         return Ok(config);
     }
     Err(reexec(&config))
+}
+
+/// The service account, when it exists, is not root, and owns the data directory.
+fn owning_service_account(config: &Config) -> Option<nix::unistd::User> {
+    let service = nix::unistd::User::from_name(&config.service_user).ok()??;
+    let owner = std::fs::metadata(&config.data_dir).ok()?.uid();
+    (owner == service.uid.as_raw() && !service.uid.is_root()).then_some(service)
+}
+
+/// Gives up root for `account`, its groups included, for good. Called before this
+/// process starts a thread.
+fn become_account(account: &nix::unistd::User) -> Result<()> {
+    let failed = |e: nix::errno::Errno| {
+        Error::io(
+            format!("cannot become the service account `{}`", account.name),
+            e.into(),
+        )
+    };
+    let name = std::ffi::CString::new(account.name.clone())
+        .map_err(|_| Error::invalid("bad account name"))?;
+    nix::unistd::initgroups(&name, account.gid).map_err(failed)?;
+    nix::unistd::setgid(account.gid).map_err(failed)?;
+    nix::unistd::setuid(account.uid).map_err(failed)?;
+    Ok(())
 }
 
 /// Whether this process is a member's, and the service account's data directory or

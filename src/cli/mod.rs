@@ -161,6 +161,12 @@ pub enum Command {
 }
 
 impl Command {
+    /// Whether root runs the command as root even where the service account owns the
+    /// data directory (see `crate::sudo`).
+    pub fn needs_root(&self) -> bool {
+        matches!(self, Command::Admin(admin) if admin.needs_root())
+    }
+
     /// Whether the command writes the configuration file, which may then be missing.
     pub fn writes_config(&self) -> bool {
         matches!(self, Command::Admin(admin) if admin.writes_config())

@@ -78,19 +78,7 @@ fn adopt_steps(ctx: &Context) -> Result<Adopted> {
         .flatten()
         .ok_or_else(|| Error::not_found("account", &config.service_user))?;
     crate::hooks::crash_point("adopt-account");
-    let mut tree = Tree {
-        root: ctx.paths.root.clone(),
-        traversable: [
-            ctx.paths.root.clone(),
-            ctx.paths.disks(),
-            ctx.paths.seeds(),
-            ctx.paths.images(),
-        ],
-        owner: (user.uid, user.gid),
-        changed: 0,
-        left_alone: Vec::new(),
-    };
-    tree.adopt()?;
+    let tree = hand_over(ctx, &user)?;
     crate::hooks::crash_point("adopt-tree");
     let qemu_conf = run_qemu_as_its_own_account(&crate::hooks::qemu_conf())?;
     Ok(Adopted {
@@ -101,6 +89,36 @@ fn adopt_steps(ctx: &Context) -> Result<Adopted> {
         entries_changed: tree.changed,
         entries_left_alone: tree.left_alone,
         qemu_conf,
+    })
+}
+
+/// What [`hand_over`] did.
+pub struct HandedOver {
+    /// Files and directories given to the account, or given their mode.
+    pub changed: u64,
+    /// Owned by another account, or a file with more than one link: left as they are.
+    pub left_alone: Vec<PathBuf>,
+}
+
+/// Gives the data directory, and what root made in it, to `account`, with the modes of
+/// `files`. Also what `admin init` does, run by root, once the service account exists.
+pub fn hand_over(ctx: &Context, account: &User) -> Result<HandedOver> {
+    let mut tree = Tree {
+        root: ctx.paths.root.clone(),
+        traversable: [
+            ctx.paths.root.clone(),
+            ctx.paths.disks(),
+            ctx.paths.seeds(),
+            ctx.paths.images(),
+        ],
+        owner: (account.uid, account.gid),
+        changed: 0,
+        left_alone: Vec::new(),
+    };
+    tree.adopt()?;
+    Ok(HandedOver {
+        changed: tree.changed,
+        left_alone: tree.left_alone,
     })
 }
 

@@ -398,3 +398,74 @@ fn adopt_hands_a_root_owned_installation_to_the_service_account_and_finishes_aft
     assert_eq!(audit[0]["action"], "admin adopt", "{audit}");
     assert_eq!(audit[0]["actor"], "root", "{audit}");
 }
+
+/// Root sets the host up with `admin init` where the service account exists (as the
+/// package makes it): the data directory ends up the service account's, and later
+/// commands root runs there make nothing of root's, yet are audited as root.
+#[test]
+fn root_inits_for_the_service_account_and_makes_nothing_of_its_own_there_later() {
+    let host = Host::new();
+    let mut bsp = Bsp::without_database("test:///default");
+    std::fs::set_permissions(bsp.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let config = bsp.dir.path().join("etc/basphere/config.toml");
+    bsp.set_env("BASPHERE_CONFIG", config.to_str().unwrap());
+    bsp.set_env("BASPHERE_SERVICE_USER", &host.service);
+    bsp.set_env("BASPHERE_ADMIN_GROUP", &host.group);
+    let key = crate::fixtures::bin::public_key(&bsp.keygen("alice"));
+    let preseed = bsp.dir.path().join("preseed.toml");
+    std::fs::write(
+        &preseed,
+        format!(
+            "public_host = \"bastion.example.org\"\nnetwork_pool = \"10.232.0.0/16\"\n\
+             [ssh]\ndoor = \"embedded\"\nport = 2222\n\
+             [admin]\nid = \"alice\"\nemail = \"alice@example.org\"\nkey = \"{key}\"\n"
+        ),
+    )
+    .unwrap();
+    let preseed = preseed.to_str().unwrap();
+    let first = bsp.run(&["admin", "init", "--preseed", preseed]).success();
+    first.stdout_has(&format!("to the service account {}", host.service));
+
+    let service = uid_of(&host.service);
+    let data = bsp.data_dir();
+    let owners = || {
+        let mut entries = vec![(data.clone(), std::fs::metadata(&data).unwrap().uid(), 0)];
+        tree(&data, &mut entries);
+        entries
+    };
+    let not_services = |entries: &[(PathBuf, u32, u32)]| -> Vec<PathBuf> {
+        entries
+            .iter()
+            .filter(|(_, uid, _)| *uid != service)
+            .map(|(p, _, _)| p.clone())
+            .collect()
+    };
+    assert_eq!(not_services(&owners()), Vec::<PathBuf>::new());
+    assert_eq!(mode(&data.join("basphere.db")), 0o600);
+    // The configuration holds secrets: root's, read by the service account's group.
+    let meta = std::fs::metadata(&config).unwrap();
+    assert_eq!((meta.uid(), mode(&config)), (0, 0o640));
+
+    // Root's later commands, jobs with their lock files included, work as the service
+    // account, and the audit log says root.
+    let me = bsp.json(&["whoami"]);
+    assert_eq!(me["actor"], "root", "{me}");
+    assert_eq!(me["role"], "admin", "{me}");
+    bsp.run(&["admin", "quota", "set", "alice", "--cpus", "3"])
+        .success();
+    bsp.run(&["admin", "run-jobs"]).success();
+    let entries = owners();
+    assert!(entries.len() > 3, "{entries:?}");
+    assert_eq!(not_services(&entries), Vec::<PathBuf>::new());
+    let audit = bsp.json(&["admin", "audit", "--limit", "1"]);
+    assert_eq!(audit[0]["action"], "quota.set", "{audit}");
+    assert_eq!(audit[0]["actor"], "root", "{audit}");
+
+    // The service account, as the timer runs it, takes the same locks.
+    bsp.run_as(&host.service);
+    bsp.run(&["admin", "run-jobs"]).success();
+    bsp.account = None;
+    bsp.run(&["admin", "init", "--preseed", preseed])
+        .success()
+        .stdout_has("nothing changed");
+}

@@ -46,6 +46,12 @@ pub enum Command {
 }
 
 impl Args {
+    /// `admin init` (but not `--database-only`) and `admin adopt` change the host itself,
+    /// so root runs them as root; see `crate::sudo`.
+    pub fn needs_root(&self) -> bool {
+        self.writes_config() || matches!(self.command, Command::Adopt(_))
+    }
+
     /// `admin init` (but not `--database-only`) writes the configuration file.
     pub fn writes_config(&self) -> bool {
         matches!(&self.command, Command::Init(init) if !init.database_only)

@@ -305,6 +305,36 @@ fn plan(ctx: &Context, answers: &Answers, setup: &Setup) -> Result<Vec<Change>> 
     Ok(changes)
 }
 
+/// Run by root where the service account exists (the package makes it), the data
+/// directory and all root made in it become the service account's, which `serve` and
+/// the jobs run as.
+fn hand_over_to_service(ctx: &Context, outcome: &mut Outcome) -> Result<()> {
+    if !nix::unistd::getuid().is_root() {
+        return Ok(());
+    }
+    let service = &ctx.config.service_user;
+    let Some(account) = nix::unistd::User::from_name(service).ok().flatten() else {
+        return Ok(());
+    };
+    if account.uid.is_root() {
+        return Ok(());
+    }
+    let handed = ops::adopt::hand_over(ctx, &account)?;
+    if handed.changed > 0 {
+        outcome.done.push(format!(
+            "gave {} to the service account {service}",
+            ctx.paths.root.display()
+        ));
+    }
+    for path in handed.left_alone {
+        outcome.warnings.push(format!(
+            "left {} as it is: another account owns it, or it is a link",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
 /// What is wrong with `pool` on this host: each route of the host it overlaps (but
 /// those of basphere's own bridges, named with `own_prefix`).
 pub fn pool_warnings(pool: &NetworkPool, own_prefix: &str) -> Vec<String> {
@@ -451,6 +481,7 @@ fn run_steps(
         }
     }
     crate::hooks::crash_point("init-image-added");
+    hand_over_to_service(ctx, outcome)?;
     if setup.drop_in.is_some() && (drop_in_changed || resuming) {
         outcome.done.push(host::reload_sshd()?);
     }

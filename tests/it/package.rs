@@ -244,7 +244,32 @@ fn installs_into_a_fresh_debian_then_remove_keeps_data_and_purge_keeps_only_the_
     let wants = chroot.ok("ls /etc/systemd/system/*.wants 2>/dev/null || true");
     assert!(!wants.contains("basphere"), "a unit was enabled: {wants}");
 
-    // (`basphere doctor --json` here: the named failures with no libvirt, exit 2.)
+    // doctor, before `admin init` and with no libvirt: exit 2, and the failures named,
+    // each with its fix. (`kvm` fails too where the host has a /dev/kvm this chroot
+    // has no group for.)
+    let doctor = chroot.sh("basphere doctor --json");
+    assert_eq!(doctor.status.code(), Some(2), "{}", text(&doctor.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&doctor.stdout).unwrap();
+    let checks = report["checks"].as_array().unwrap();
+    let failed: Vec<&str> = checks
+        .iter()
+        .filter(|c| c["status"] == "fail")
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for name in ["tools", "libvirt", "database"] {
+        assert!(failed.contains(&name), "{name} did not fail: {report}");
+    }
+    assert!(
+        failed
+            .iter()
+            .all(|n| ["tools", "libvirt", "database", "kvm"].contains(n)),
+        "{report}"
+    );
+    for check in checks.iter().filter(|c| c["status"] == "fail") {
+        assert!(check["fix"].is_string(), "no fix: {check}");
+    }
+    let config = checks.iter().find(|c| c["name"] == "config").unwrap();
+    assert_eq!(config["status"], "ok", "{report}");
 
     // libvirt and kvm installed later: a reconfigure makes the account join them.
     chroot.ok("addgroup --system libvirt && addgroup --system kvm && dpkg-reconfigure basphere");
@@ -266,6 +291,15 @@ fn installs_into_a_fresh_debian_then_remove_keeps_data_and_purge_keeps_only_the_
     assert_eq!(chroot.stat("/var/lib/basphere"), "711 basphere:basphere");
     assert_eq!(members(&chroot, "libvirt"), ["basphere"]);
 
+    // What `admin init` writes in OpenSSH mode, for the purge below.
+    chroot.ok("basphere sshd-config > /tmp/drop-in");
+    let first = chroot.stdout("head -n 1 /tmp/drop-in");
+    let postrm = std::fs::read_to_string("debian/postrm").unwrap();
+    assert!(
+        postrm.contains(&format!("DROP_IN_FIRST_LINE='{}'", first.trim_end())),
+        "debian/postrm does not know the drop-in's first line: {first}"
+    );
+
     // remove: the programs go, data and configuration stay.
     chroot.ok("apt-get remove -y -q basphere");
     assert!(!chroot.exists("/usr/bin/basphere"));
@@ -273,9 +307,20 @@ fn installs_into_a_fresh_debian_then_remove_keeps_data_and_purge_keeps_only_the_
     assert!(chroot.exists("/var/lib/basphere/basphere.db"));
     chroot.ok("getent passwd basphere");
 
-    // purge: /etc/basphere goes; the data directory, holding a database, stays and
-    // its path is printed.
+    // purge: /etc/basphere goes, and the sshd drop-in `admin init` wrote (not one
+    // written by hand); the data directory, holding a database, stays and its path is
+    // printed.
+    chroot.ok(
+        "mkdir -p /etc/ssh/sshd_config.d && cp /tmp/drop-in /etc/ssh/sshd_config.d/basphere.conf",
+    );
+    chroot.ok("echo '# by hand' > /etc/ssh/sshd_config.d/other.conf");
     let purge = chroot.ok("apt-get purge -y -q basphere");
+    assert!(
+        purge.contains("removed /etc/ssh/sshd_config.d/basphere.conf"),
+        "{purge}"
+    );
+    assert!(!chroot.exists("/etc/ssh/sshd_config.d/basphere.conf"));
+    assert!(chroot.exists("/etc/ssh/sshd_config.d/other.conf"));
     assert!(
         purge.contains("kept /var/lib/basphere"),
         "purge did not say what it kept: {purge}"

@@ -64,7 +64,7 @@ impl Caller {
     /// The caller of the current process.
     pub fn current_process() -> Caller {
         let uid = nix::unistd::getuid().as_raw();
-        match crate::sudo::invoker() {
+        match sudo_invoker() {
             Some(invoker) if invoker != uid => Caller::Sudo { uid, invoker },
             _ => Caller::Local { uid },
         }
@@ -73,6 +73,22 @@ impl Caller {
     pub fn is_remote(&self) -> bool {
         matches!(self, Caller::Ssh(_))
     }
+}
+
+/// The account that ran this process through sudo (`SUDO_UID`), if any.
+///
+/// Only the environment says so, and the service account could forge it: that gains it
+/// nothing, since it owns the database and may change any row an administrator could.
+/// The caller is trusted as that account only while it is really a member of
+/// `admin_group` (see `context::Context::new`), and never over SSH: a tenant's commands
+/// are judged by their key whatever the environment, and a process sshd started (it
+/// sets `SSH_CONNECTION`, which sudo's `env_reset` removes) got any `SUDO_*` from the
+/// client, through an `AcceptEnv` that lets them in, so it ignores them.
+fn sudo_invoker() -> Option<u32> {
+    if std::env::var_os("SSH_CONNECTION").is_some() {
+        return None;
+    }
+    std::env::var("SUDO_UID").ok()?.parse().ok()
 }
 
 /// What kind of caller someone is: the one thing commands are allowed by.

@@ -1,9 +1,8 @@
 //! Administrators who are not root. The database is the service account's (0600, in a
 //! 0711 directory), so a member of `admin_group` cannot open it; basphere run by a member
 //! re-executes itself through sudo as the service account, with the same arguments, and
-//! the new process acts as, and audits, the member (see [`invoker`] and
-//! `context::Caller::Sudo`). The rule sudo needs ships as `templates/sudoers/basphere`,
-//! installed as [`SUDOERS`].
+//! the new process acts as, and audits, the member (see `context::Caller::Sudo`). The
+//! rule sudo needs ships as `templates/sudoers/basphere`, installed as [`SUDOERS`].
 //!
 //! Root, where the service account owns the data directory, becomes that account in
 //! its own process for every command that does not change the host itself (`admin
@@ -26,22 +25,6 @@ use crate::error::{Error, Result};
 
 /// Where the rule that lets members run basphere as the service account lives.
 pub const SUDOERS: &str = "/etc/sudoers.d/basphere";
-
-/// The account that ran this process through sudo (`SUDO_UID`), if any.
-///
-/// Only the environment says so, and the service account could forge it: that gains it
-/// nothing, since it owns the database and may change any row an administrator could.
-/// The caller is trusted as that account only while it is really a member of
-/// `admin_group` (see `context::Context::new`), and never over SSH: a tenant's commands
-/// are judged by their key whatever the environment, and a process sshd started (it
-/// sets `SSH_CONNECTION`, which sudo's `env_reset` removes) got any `SUDO_*` from the
-/// client, through an `AcceptEnv` that lets them in, so it ignores them.
-pub fn invoker() -> Option<u32> {
-    if std::env::var_os("SSH_CONNECTION").is_some() {
-        return None;
-    }
-    std::env::var("SUDO_UID").ok()?.parse().ok()
-}
 
 /// `config` back once this process works on the data directory as it should: root
 /// (unless `needs_root`) as the service account that owns it, a member of
